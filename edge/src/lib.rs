@@ -1,0 +1,30 @@
+//! Homeroom's edge: a Cloudflare Worker (workers-rs) in front of one Durable Object per room.
+//!
+//! # Layout
+//! - [`router`]: the public HTTP surface: validates the room id and the token *before* any upgrade, then
+//!   forwards to the room's Durable Object (`{tenant}/{room}`) with the verified identity.
+//! - [`room_object`]: the Room Durable Object, a thin adapter around [`homeroom_shared::room::Room`]:
+//!   hibernatable WebSockets in, outputs applied, alarm kept at the core's next deadline.
+//! - [`sql_store`]: the core's storage port on the Durable Object's SQLite.
+//! - [`registry_object`]: the media-node registry Durable Object (leases by heartbeat).
+//! - [`config`], [`http`], [`clock`]: Worker vars and secrets, JSON responses, the clock.
+//!
+//! Never panic here: a panic resets the whole Wasm instance, i.e. every room in this isolate. Outside tests
+//! `unwrap`, `expect`, `panic!` and unchecked indexing are denied.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod registry_object;
+pub mod room_object;
+pub mod router;
+pub mod sql_store;
+
+use worker::{event, Context, Env, Request, Response, Result};
+
+/// The Worker's entry point.
+#[event(fetch)]
+pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    Ok(router::handle(req, env).await)
+}

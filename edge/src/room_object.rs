@@ -1,0 +1,393 @@
+//! The Room Durable Object: one per `{tenant}/{room}`, a thin adapter around the room core.
+//!
+//! # Run loop
+//! Every event (upgrade, WebSocket message, close, error, alarm, admin request):
+//! 1. make sure the core is loaded — after hibernation or a cold start it is rebuilt from SQLite and the
+//!    attachments of the live WebSockets ([`Room::restore`]);
+//! 2. translate the event into one call on the core, passing `Date.now()`;
+//! 3. apply the core's outputs in order (send, close, rewrite an attachment);
+//! 4. set the alarm to the core's next deadline.
+//!
+//! The core is borrowed only inside synchronous sections, never across an `.await`. The `ping` → `pong`
+//! auto-response is answered by the runtime without waking the object.
+
+use crate::router::{ACTOR_HEADER, ADDRESS_HEADER, IDENTITY_HEADER};
+use crate::sql_store::SqlStore;
+use crate::{clock, config, http};
+use homeroom_shared::auth::Identity;
+use homeroom_shared::protocol::{close, ApiError, ErrorCode};
+use homeroom_shared::room::config::SettingsPatch;
+use homeroom_shared::room::{ConnRecord, Output, Resume, Room};
+use homeroom_shared::{ConnId, Timestamp, UserId};
+use serde::{Deserialize, Serialize};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use worker::{
+    durable_object, DurableObject, Env, Method, Request, Response, ScheduledTime, State, WebSocket,
+    WebSocketIncomingMessage, WebSocketPair,
+};
+
+/// The Room Durable Object.
+#[durable_object]
+pub struct RoomObject {
+    state: State,
+    env: Env,
+    room: RefCell<Option<Room<SqlStore>>>,
+    sockets: RefCell<HashMap<ConnId, WebSocket>>,
+    alarm_at: Cell<Option<Timestamp>>,
+}
+
+impl std::fmt::Debug for RoomObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomObject").field("loaded", &self.room.borrow().is_some()).finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct KickBody {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct AnnounceBody {
+    text: String,
+}
+
+#[derive(Serialize)]
+struct Cleared {
+    epoch: String,
+}
+
+#[derive(Serialize)]
+struct Kicked {
+    id: String,
+    seq: u64,
+}
+
+#[derive(Serialize)]
+struct Messages {
+    messages: Vec<homeroom_shared::protocol::ChatMessage>,
+    has_more: bool,
+}
+
+impl RoomObject {
+    /// Loads the core if it is not in memory. `address` names the room when storage is still empty.
+    fn ensure_loaded(&self, address: Option<&str>, now: Timestamp) -> Result<(), ApiError> {
+        if self.room.borrow().is_some() {
+            return Ok(());
+        }
+        let limits = config::limits(&self.env).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        let store = SqlStore::open(self.state.storage().sql())
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        let mut records = Vec::new();
+        let mut sockets = HashMap::new();
+        for ws in self.state.get_websockets() {
+            match ws.deserialize_attachment::<ConnRecord>() {
+                Ok(Some(record)) => {
+                    sockets.insert(record.conn, ws);
+                    records.push(record);
+                }
+                _ => {
+                    let _ = ws.close(Some(close::INTERNAL), Some("connection state lost; reconnect"));
+                }
+            }
+        }
+        let room = Room::restore(store, limits, config::user_key(&self.env), address, records, now)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        *self.sockets.borrow_mut() = sockets;
+        *self.room.borrow_mut() = Some(room);
+        Ok(())
+    }
+
+    /// Runs `f` on the loaded core, then applies its outputs.
+    fn with_room<T>(
+        &self,
+        address: Option<&str>,
+        f: impl FnOnce(&mut Room<SqlStore>, Timestamp) -> T,
+    ) -> Result<T, ApiError> {
+        let now = clock::now();
+        self.ensure_loaded(address, now)?;
+        let out = {
+            let mut slot = self.room.borrow_mut();
+            let room = slot.as_mut().ok_or_else(|| ApiError::new(ErrorCode::Internal, "room not loaded"))?;
+            f(room, now)
+        };
+        self.apply_outputs();
+        Ok(out)
+    }
+
+    /// Applies the core's outputs in order; drops the cache after a storage failure.
+    fn apply_outputs(&self) {
+        let mut slot = self.room.borrow_mut();
+        let Some(room) = slot.as_mut() else { return };
+        let mut sockets = self.sockets.borrow_mut();
+        while let Some(output) = room.poll_output() {
+            match output {
+                Output::Send { to, text } => {
+                    for conn in to {
+                        if let Some(ws) = sockets.get(&conn) {
+                            // A failed send means the socket is closing; its close event follows.
+                            let _ = ws.send_with_str(&*text);
+                        }
+                    }
+                }
+                Output::Close { conn, code, reason } => {
+                    if let Some(ws) = sockets.remove(&conn) {
+                        let _ = ws.close(Some(code), Some(reason));
+                    }
+                }
+                Output::Attach { record } => {
+                    if let Some(ws) = sockets.get(&record.conn) {
+                        let _ = ws.serialize_attachment(&record);
+                    }
+                }
+            }
+        }
+        if room.is_poisoned() {
+            worker::console_error!("room storage failed; dropping the in-memory room to rebuild it from SQLite");
+            *slot = None;
+        }
+    }
+
+    /// Moves the alarm to the core's next deadline (no borrow is held across the await).
+    async fn sync_alarm(&self) {
+        let next = self.room.borrow().as_ref().and_then(|r| r.next_deadline());
+        let Some(next) = next else { return };
+        if self.alarm_at.get() == Some(next) {
+            return;
+        }
+        let date = worker::js_sys::Date::new(&worker::wasm_bindgen::JsValue::from_f64(next.as_millis() as f64));
+        match self.state.storage().set_alarm(ScheduledTime::new(date)).await {
+            Ok(()) => self.alarm_at.set(Some(next)),
+            Err(e) => worker::console_error!("could not set the room alarm: {e}"),
+        }
+    }
+
+    fn conn_of(ws: &WebSocket) -> Option<ConnId> {
+        ws.deserialize_attachment::<ConnRecord>().ok().flatten().map(|r| r.conn)
+    }
+
+    async fn upgrade(&self, req: &Request) -> Response {
+        let identity: Identity = match req.headers().get(IDENTITY_HEADER).ok().flatten() {
+            Some(json) => match serde_json::from_str(&json) {
+                Ok(identity) => identity,
+                Err(e) => return http::fail(ErrorCode::Internal, format!("bad identity header: {e}")),
+            },
+            None => return http::fail(ErrorCode::Unauthorized, "no identity; connect through /v1/rooms/{room}/ws"),
+        };
+        let address = req.headers().get(ADDRESS_HEADER).ok().flatten();
+        let resume = req.url().ok().and_then(|url| {
+            let mut since = None;
+            let mut epoch = None;
+            for (k, v) in url.query_pairs() {
+                match &*k {
+                    "since" => since = v.parse::<u64>().ok(),
+                    "epoch" => epoch = Some(v.into_owned()),
+                    _ => {}
+                }
+            }
+            Some(Resume { epoch: epoch?, since: since? })
+        });
+        let pair = match WebSocketPair::new() {
+            Ok(pair) => pair,
+            Err(e) => return http::fail(ErrorCode::Internal, format!("could not create a WebSocket: {e}")),
+        };
+        let now = clock::now();
+        if let Err(e) = self.ensure_loaded(address.as_deref(), now) {
+            return http::error(&e);
+        }
+        let admitted = {
+            let mut slot = self.room.borrow_mut();
+            let Some(room) = slot.as_mut() else {
+                return http::fail(ErrorCode::Internal, "room not loaded");
+            };
+            room.connect(&identity, resume, now)
+        };
+        let admitted = match admitted {
+            Ok(admitted) => admitted,
+            Err(e) => {
+                self.apply_outputs();
+                self.sync_alarm().await;
+                return http::error(&e);
+            }
+        };
+        let conn_tag = format!("conn:{}", admitted.conn.0);
+        self.state.accept_websocket_with_tags(&pair.server, &[conn_tag.as_str()]);
+        if let Err(e) = pair.server.serialize_attachment(&admitted.record) {
+            worker::console_error!("could not store a connection attachment: {e}");
+        }
+        self.sockets.borrow_mut().insert(admitted.conn, pair.server);
+        self.apply_outputs();
+        self.sync_alarm().await;
+        Response::from_websocket(pair.client)
+            .unwrap_or_else(|e| http::fail(ErrorCode::Internal, format!("upgrade failed: {e}")))
+    }
+
+    async fn admin(&self, mut req: Request, path: &str) -> Response {
+        let address = req.headers().get(ADDRESS_HEADER).ok().flatten();
+        let actor = req.headers().get(ACTOR_HEADER).ok().flatten().unwrap_or_else(|| "Announcement".to_owned());
+        let body = if req.method() == Method::Post { req.text().await.unwrap_or_default() } else { String::new() };
+        let query = req.url().ok();
+        let address = address.as_deref();
+        let response = match path {
+            "/admin/info" => self.with_room(address, |room, now| http::json(200, &room.info(now))),
+            "/admin/clear" => self.with_room(address, |room, now| match room.clear(now) {
+                Ok(epoch) => http::json(200, &Cleared { epoch }),
+                Err(e) => http::error(&e),
+            }),
+            "/admin/kick" => match serde_json::from_str::<KickBody>(&body) {
+                Ok(kick) => match UserId::parse(&kick.id) {
+                    Ok(user) => self.with_room(address, |room, now| match room.kick(&user, now) {
+                        Ok(seq) => http::json(200, &Kicked { id: kick.id.clone(), seq }),
+                        Err(e) => http::error(&e),
+                    }),
+                    Err(e) => Ok(http::fail(ErrorCode::BadRequest, format!("id: {e}"))),
+                },
+                Err(e) => Ok(http::fail(ErrorCode::BadRequest, format!("expected {{\"id\": \"user id\"}}: {e}"))),
+            },
+            "/admin/announce" => match serde_json::from_str::<AnnounceBody>(&body) {
+                Ok(a) => self.with_room(address, |room, now| match room.announce(&a.text, &actor, now) {
+                    Ok(message) => http::json(201, &message),
+                    Err(e) => http::error(&e),
+                }),
+                Err(e) => Ok(http::fail(ErrorCode::BadRequest, format!("expected {{\"text\": \"...\"}}: {e}"))),
+            },
+            "/admin/messages" => {
+                let mut before = None;
+                let mut limit = None;
+                let mut bad = None;
+                if let Some(url) = &query {
+                    for (k, v) in url.query_pairs() {
+                        match &*k {
+                            "before" => {
+                                before = v.parse::<u64>().map(Some).unwrap_or_else(|_| {
+                                    bad = Some("before must be a seq (integer)");
+                                    None
+                                })
+                            }
+                            "limit" => {
+                                limit = v.parse::<u32>().map(Some).unwrap_or_else(|_| {
+                                    bad = Some("limit must be an integer");
+                                    None
+                                })
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                match bad {
+                    Some(message) => Ok(http::fail(ErrorCode::BadRequest, message)),
+                    None => self.with_room(address, |room, _| match room.history(before, limit) {
+                        Ok((messages, has_more)) => http::json(200, &Messages { messages, has_more }),
+                        Err(e) => http::error(&e),
+                    }),
+                }
+            }
+            "/admin/settings" => {
+                if body.is_empty() {
+                    self.with_room(address, |room, now| http::json(200, &room.info(now).settings))
+                } else {
+                    match serde_json::from_str::<SettingsPatch>(&body) {
+                        Ok(patch) => self.with_room(address, |room, _| match room.update_settings(&patch) {
+                            Ok(settings) => http::json(200, &settings),
+                            Err(e) => http::error(&e),
+                        }),
+                        Err(e) => Ok(http::fail(
+                            ErrorCode::BadRequest,
+                            format!("expected {{\"capacity\"?, \"history_limit\"?, \"persist_messages\"?}}: {e}"),
+                        )),
+                    }
+                }
+            }
+            _ => Ok(http::fail(ErrorCode::NotFound, format!("no room route {path}"))),
+        };
+        self.sync_alarm().await;
+        response.unwrap_or_else(|e| http::error(&e))
+    }
+}
+
+impl DurableObject for RoomObject {
+    fn new(state: State, env: Env) -> Self {
+        match worker::worker_sys::WebSocketRequestResponsePair::new("ping", "pong") {
+            Ok(pair) => state.set_websocket_auto_response(&pair),
+            Err(_) => worker::console_error!("could not set the ping/pong auto-response"),
+        }
+        RoomObject {
+            state,
+            env,
+            room: RefCell::new(None),
+            sockets: RefCell::new(HashMap::new()),
+            alarm_at: Cell::new(None),
+        }
+    }
+
+    async fn fetch(&self, req: Request) -> worker::Result<Response> {
+        let path = req.path();
+        Ok(match path.as_str() {
+            "/ws" => self.upgrade(&req).await,
+            p if p.starts_with("/admin/") => {
+                let p = p.to_owned();
+                self.admin(req, &p).await
+            }
+            _ => http::fail(ErrorCode::NotFound, format!("no room route {path}")),
+        })
+    }
+
+    async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> worker::Result<()> {
+        let Some(conn) = Self::conn_of(&ws) else {
+            let _ = ws.close(Some(close::INTERNAL), Some("connection state lost; reconnect"));
+            return Ok(());
+        };
+        let result = self.with_room(None, |room, now| match &message {
+            WebSocketIncomingMessage::String(text) => room.receive(conn, text, now),
+            WebSocketIncomingMessage::Binary(bytes) => room.receive_binary(conn, bytes.len(), now),
+        });
+        if let Err(e) = result {
+            worker::console_error!("room unavailable for a message: {e}");
+            let _ = ws.send_with_str(
+                homeroom_shared::protocol::ServerFrame::Error(homeroom_shared::protocol::ErrorFrame {
+                    rid: None,
+                    code: e.code,
+                    message: e.message,
+                })
+                .to_json(),
+            );
+        }
+        self.sync_alarm().await;
+        Ok(())
+    }
+
+    async fn websocket_close(&self, ws: WebSocket, _code: usize, _reason: String, _clean: bool) -> worker::Result<()> {
+        if let Some(conn) = Self::conn_of(&ws) {
+            self.sockets.borrow_mut().remove(&conn);
+            if let Err(e) = self.with_room(None, |room, now| room.disconnect(conn, now)) {
+                worker::console_error!("room unavailable for a close: {e}");
+            }
+        }
+        // Complete the closing handshake (harmless if the runtime already did).
+        let _ = ws.close(Some(close::NORMAL), Some("bye"));
+        self.sync_alarm().await;
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, error: worker::Error) -> worker::Result<()> {
+        worker::console_warn!("websocket error: {error}");
+        if let Some(conn) = Self::conn_of(&ws) {
+            self.sockets.borrow_mut().remove(&conn);
+            if let Err(e) = self.with_room(None, |room, now| room.disconnect(conn, now)) {
+                worker::console_error!("room unavailable for an error: {e}");
+            }
+        }
+        self.sync_alarm().await;
+        Ok(())
+    }
+
+    async fn alarm(&self) -> worker::Result<Response> {
+        self.alarm_at.set(None);
+        if let Err(e) = self.with_room(None, |room, now| room.tick(now)) {
+            worker::console_error!("room unavailable for its alarm: {e}");
+        }
+        self.sync_alarm().await;
+        Response::empty()
+    }
+}

@@ -1,0 +1,235 @@
+//! The public HTTP surface of the Worker.
+//!
+//! Everything a request can get wrong is answered here, before a Durable Object is woken and before any
+//! WebSocket upgrade: a bad room id is 400, a missing or invalid token 401, a token that may not enter the
+//! room 403 — each with a JSON body `{"code","message"}`. The room object then only decides what needs its
+//! state (capacity, bans), and trusts the identity header this module sets (it cannot be reached otherwise).
+
+use crate::http::{error, fail, json};
+use crate::{clock, config};
+use homeroom_shared::auth::{token_from, Identity};
+use homeroom_shared::protocol::{ApiError, ErrorCode, Role, PROTOCOL_VERSION};
+use homeroom_shared::RoomId;
+use serde::Serialize;
+use worker::{Env, Headers, Method, Request, RequestInit, Response, Url};
+
+/// Header carrying the verified identity (JSON) from the Worker to a room object.
+pub const IDENTITY_HEADER: &str = "x-homeroom-identity";
+/// Header carrying the room's `{tenant}/{room}` address from the Worker to a room object.
+pub const ADDRESS_HEADER: &str = "x-homeroom-address";
+/// Header carrying the display name of an admin actor to a room object.
+pub const ACTOR_HEADER: &str = "x-homeroom-actor";
+
+#[derive(Serialize)]
+struct Health {
+    ok: bool,
+    service: &'static str,
+    protocol: u32,
+    version: &'static str,
+}
+
+/// Routes one request. Never fails: every problem becomes a JSON error response.
+pub async fn handle(req: Request, env: Env) -> Response {
+    let url = match req.url() {
+        Ok(url) => url,
+        Err(e) => return fail(ErrorCode::BadRequest, format!("unreadable request URL: {e}")),
+    };
+    let path = url.path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method();
+    match segments.as_slice() {
+        ["healthz"] => json(
+            200,
+            &Health {
+                ok: true,
+                service: "homeroom-edge",
+                protocol: PROTOCOL_VERSION,
+                version: env!("CARGO_PKG_VERSION"),
+            },
+        ),
+        ["v1", "rooms", room, "ws"] => match method {
+            Method::Get => connect(req, &env, &url, room).await,
+            _ => method_not_allowed("GET"),
+        },
+        ["v1", "rooms", room] => match method {
+            Method::Get => admin_room(req, &env, room, "/admin/info", Method::Get).await,
+            _ => method_not_allowed("GET"),
+        },
+        ["v1", "rooms", room, action @ ("clear" | "kick" | "settings")] => match method {
+            Method::Post => admin_room(req, &env, room, &format!("/admin/{action}"), Method::Post).await,
+            Method::Get if *action == "settings" => admin_room(req, &env, room, "/admin/settings", Method::Get).await,
+            _ => method_not_allowed("POST"),
+        },
+        ["v1", "rooms", room, "messages"] => {
+            let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
+            match method {
+                Method::Get => admin_room(req, &env, room, &format!("/admin/messages{query}"), Method::Get).await,
+                Method::Post => admin_room(req, &env, room, "/admin/announce", Method::Post).await,
+                _ => method_not_allowed("GET, POST"),
+            }
+        }
+        ["v1", "nodes"] => match method {
+            Method::Get => crate::registry_object::list_nodes(req, &env).await,
+            _ => method_not_allowed("GET"),
+        },
+        ["v1", "nodes", "heartbeat"] => match method {
+            Method::Post => crate::registry_object::heartbeat(req, &env).await,
+            _ => method_not_allowed("POST"),
+        },
+        _ => fail(ErrorCode::NotFound, format!("no route for {path}; see docs/protocol.md")),
+    }
+}
+
+fn method_not_allowed(allowed: &str) -> Response {
+    let response = fail(ErrorCode::BadRequest, format!("method not allowed here; use {allowed}")).with_status(405);
+    let headers = response.headers().clone();
+    let _ = headers.set("allow", allowed);
+    response.with_headers(headers)
+}
+
+fn parse_room(room: &str) -> Result<RoomId, Response> {
+    RoomId::parse(room).map_err(|e| fail(ErrorCode::BadRequest, format!("invalid room id: {e}")))
+}
+
+fn query_param(url: &Url, name: &str) -> Option<String> {
+    url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// Verifies the token of a request (query `token` or `Authorization: Bearer`).
+fn authenticate(req: &Request, env: &Env, url: Option<&Url>) -> Result<Identity, Response> {
+    let query_token = url.and_then(|u| query_param(u, "token"));
+    let header = req.headers().get("authorization").ok().flatten();
+    let token = token_from(query_token.as_deref(), header.as_deref())
+        .ok_or_else(|| error(&homeroom_shared::auth::AuthError::Missing.to_api()))?;
+    config::user_key(env).verify_user(&token, clock::now()).map_err(|e| error(&e.to_api()))
+}
+
+/// The address of a room object: `{tenant}/{room}`.
+fn address(identity: &Identity, room: &RoomId) -> String {
+    format!("{}/{}", identity.tenant, room)
+}
+
+fn room_stub(env: &Env, address: &str) -> Result<worker::Stub, Response> {
+    let unavailable = |e: worker::Error| fail(ErrorCode::Internal, format!("room object unavailable: {e}"));
+    let namespace = env.durable_object("ROOMS").map_err(unavailable)?;
+    namespace.get_by_name(address).map_err(unavailable)
+}
+
+/// `GET /v1/rooms/{room}/ws`: authenticate, then hand the upgrade to the room object.
+async fn connect(req: Request, env: &Env, url: &Url, room: &str) -> Response {
+    let room = match parse_room(room) {
+        Ok(room) => room,
+        Err(response) => return response,
+    };
+    let identity = match authenticate(&req, env, Some(url)) {
+        Ok(identity) => identity,
+        Err(response) => return response,
+    };
+    if !identity.may_enter(&room) {
+        return fail(ErrorCode::Forbidden, format!("this token does not allow room \"{room}\""));
+    }
+    let upgrade = req.headers().get("upgrade").ok().flatten().unwrap_or_default();
+    if !upgrade.eq_ignore_ascii_case("websocket") {
+        return fail(ErrorCode::BadRequest, "this endpoint needs a WebSocket upgrade (Upgrade: websocket)")
+            .with_status(426);
+    }
+    let mut inner = String::from("https://room/ws");
+    let since = query_param(url, "since");
+    let epoch = query_param(url, "epoch");
+    match (&since, &epoch) {
+        (Some(since), Some(epoch)) => {
+            if since.parse::<u64>().is_err() {
+                return fail(ErrorCode::BadRequest, "since must be a non-negative integer seq");
+            }
+            if epoch.is_empty() || epoch.len() > 32 || !epoch.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return fail(ErrorCode::BadRequest, "epoch must be the alphanumeric epoch of a welcome");
+            }
+            inner.push_str(&format!("?since={since}&epoch={epoch}"));
+        }
+        (None, None) => {}
+        _ => return fail(ErrorCode::BadRequest, "since and epoch go together: pass both to resume, or neither"),
+    }
+    let address = address(&identity, &room);
+    let identity_json = match serde_json::to_string(&identity) {
+        Ok(j) => j,
+        Err(e) => return fail(ErrorCode::Internal, format!("could not encode identity: {e}")),
+    };
+    let headers = Headers::new();
+    let _ = headers.set("upgrade", "websocket");
+    let _ = headers.set(IDENTITY_HEADER, &identity_json);
+    let _ = headers.set(ADDRESS_HEADER, &address);
+    forward(env, &address, &inner, Method::Get, headers, None).await
+}
+
+/// Admin endpoints: `role: admin` tokens of the room's tenant.
+async fn admin_room(mut req: Request, env: &Env, room: &str, inner_path: &str, method: Method) -> Response {
+    let room = match parse_room(room) {
+        Ok(room) => room,
+        Err(response) => return response,
+    };
+    let identity = match authenticate(&req, env, None) {
+        Ok(identity) => identity,
+        Err(response) => return response,
+    };
+    if let Err(response) = require_admin(&identity) {
+        return response;
+    }
+    let body = if method == Method::Post {
+        match req.text().await {
+            Ok(body) if body.len() <= 64 * 1024 => Some(body),
+            Ok(_) => return fail(ErrorCode::TooLarge, "request body is larger than 64 KiB"),
+            Err(e) => return fail(ErrorCode::BadRequest, format!("unreadable body: {e}")),
+        }
+    } else {
+        None
+    };
+    let address = address(&identity, &room);
+    let headers = Headers::new();
+    let _ = headers.set(ADDRESS_HEADER, &address);
+    let _ = headers.set(ACTOR_HEADER, &identity.name);
+    let _ = headers.set("content-type", "application/json");
+    forward(env, &address, &format!("https://room{inner_path}"), method, headers, body).await
+}
+
+/// Refuses identities without the admin role.
+pub fn require_admin(identity: &Identity) -> Result<(), Response> {
+    if identity.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(error(&ApiError::new(ErrorCode::Forbidden, "the admin API needs a token with role \"admin\"")))
+    }
+}
+
+async fn forward(
+    env: &Env,
+    address: &str,
+    url: &str,
+    method: Method,
+    headers: Headers,
+    body: Option<String>,
+) -> Response {
+    let stub = match room_stub(env, address) {
+        Ok(stub) => stub,
+        Err(response) => return response,
+    };
+    let mut init = RequestInit::new();
+    init.with_method(method).with_headers(headers);
+    if let Some(body) = body {
+        init.with_body(Some(body.into()));
+    }
+    let request = match Request::new_with_init(url, &init) {
+        Ok(request) => request,
+        Err(e) => return fail(ErrorCode::Internal, format!("could not build the room request: {e}")),
+    };
+    match stub.fetch_with_request(request).await {
+        Ok(response) => response,
+        Err(e) => fail(ErrorCode::Unavailable, format!("the room did not answer: {e}; retry")),
+    }
+}
+
+/// The authenticated identity of an admin request (used by the registry's `GET /v1/nodes`).
+pub fn authenticate_admin(req: &Request, env: &Env) -> Result<Identity, Response> {
+    let identity = authenticate(req, env, None)?;
+    require_admin(&identity)?;
+    Ok(identity)
+}

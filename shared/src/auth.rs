@@ -1,0 +1,353 @@
+//! Tokens: the user JWT of the contract, the media token and the node heartbeat token.
+//!
+//! All are HS256 JWTs. Verification is pure: the caller passes the current time, so `exp` and `nbf` are
+//! checked here rather than by `jsonwebtoken` (which would read the clock).
+
+use crate::ids::{parse_display_name, NodeId, RoomId, TenantId, UserId};
+use crate::protocol::{ApiError, ErrorCode, MediaFlags, Perms, PermsPatch, Role};
+use crate::time::Timestamp;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Tolerated clock skew for `nbf`, in seconds. `exp` has none: an expired token is expired.
+pub const NBF_LEEWAY_SECS: u64 = 30;
+
+/// The claims of a user token (contract v1, "Tokens").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserClaims {
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Rooms the token may enter; absent means every room of the tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perms: Option<PermsPatch>,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+}
+
+/// Who a verified user token says the bearer is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub user: UserId,
+    pub name: String,
+    pub role: Role,
+    pub tenant: TenantId,
+    /// `None`: any room of the tenant.
+    pub rooms: Option<Vec<RoomId>>,
+    /// The token's own overrides of the role's default permissions.
+    pub perms: PermsPatch,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+}
+
+impl Identity {
+    /// The permissions the token grants: the role's defaults with the token's overrides.
+    pub fn perms(&self) -> Perms {
+        self.role.default_perms().with(&self.perms)
+    }
+
+    /// Whether the token may enter `room`.
+    pub fn may_enter(&self, room: &RoomId) -> bool {
+        self.rooms.as_ref().is_none_or(|rooms| rooms.contains(room))
+    }
+}
+
+/// Claims of the media token the edge hands clients for one media node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaClaims {
+    /// The participant (user id).
+    pub sub: String,
+    /// The room, scoped by tenant: `{tenant}/{room}`.
+    pub room: String,
+    /// The node the token is good for.
+    pub node: String,
+    pub perms: MediaPerms,
+    /// The participant's display name, for the node's logs and metrics labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub exp: u64,
+}
+
+/// What a media token allows on the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaPerms {
+    pub audio: bool,
+    pub video: bool,
+    pub screen: bool,
+    pub subscribe: bool,
+}
+
+impl MediaPerms {
+    /// Media permissions from room permissions, minus what a moderator muted.
+    pub fn from_room(perms: Perms, muted: MediaFlags) -> Self {
+        MediaPerms {
+            audio: perms.stream && !muted.audio,
+            video: perms.stream && !muted.video,
+            screen: perms.screen_share && !muted.screen,
+            subscribe: true,
+        }
+    }
+}
+
+/// Claims of a token signed with `NODE_SECRET`: node heartbeats (`sub` = node id) and the edge's control calls
+/// to a node (`sub` = `"edge"`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceClaims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+}
+
+/// Why a token was refused. Every variant maps to HTTP 401 / close 4001 except where noted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no token: pass ?token=JWT or an Authorization: Bearer header")]
+    Missing,
+    #[error("the server has no signing secret configured")]
+    NoSecret,
+    #[error("token is not a valid HS256 JWT: {0}")]
+    Malformed(String),
+    #[error("token signature does not verify")]
+    BadSignature,
+    #[error("token algorithm is not accepted (only HS256 is)")]
+    WrongAlgorithm,
+    #[error("token expired at {exp} (now {now})")]
+    Expired { exp: u64, now: u64 },
+    #[error("token is not valid before {nbf} (now {now})")]
+    NotYetValid { nbf: u64, now: u64 },
+    #[error("token claim is invalid: {0}")]
+    BadClaim(String),
+}
+
+impl AuthError {
+    /// The client-facing error: always `unauthorized` (a configuration problem is `internal`).
+    pub fn to_api(&self) -> ApiError {
+        let code = if matches!(self, AuthError::NoSecret) { ErrorCode::Internal } else { ErrorCode::Unauthorized };
+        ApiError::new(code, self.to_string())
+    }
+}
+
+/// An HS256 key for signing and verifying tokens.
+#[derive(Clone)]
+pub struct TokenKey {
+    decoding: DecodingKey,
+    encoding: EncodingKey,
+    empty: bool,
+}
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKey(..)")
+    }
+}
+
+impl TokenKey {
+    /// A key from a shared secret.
+    pub fn new(secret: &[u8]) -> Self {
+        TokenKey {
+            decoding: DecodingKey::from_secret(secret),
+            encoding: EncodingKey::from_secret(secret),
+            empty: secret.is_empty(),
+        }
+    }
+
+    /// Signs `claims` as an HS256 JWT.
+    pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, AuthError> {
+        if self.empty {
+            return Err(AuthError::NoSecret);
+        }
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|e| AuthError::Malformed(e.to_string()))
+    }
+
+    /// Verifies the signature and algorithm of `token` and decodes its claims. Times are not checked here.
+    fn decode<T: DeserializeOwned>(&self, token: &str) -> Result<T, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
+        if self.empty {
+            return Err(AuthError::NoSecret);
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<T>(token, &self.decoding, &validation).map(|data| data.claims).map_err(|e| {
+            match e.kind() {
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => {
+                    AuthError::WrongAlgorithm
+                }
+                ErrorKind::Json(err) => AuthError::BadClaim(err.to_string()),
+                _ => AuthError::Malformed(e.to_string()),
+            }
+        })
+    }
+
+    /// Verifies a user token at time `now` and returns who it identifies.
+    pub fn verify_user(&self, token: &str, now: Timestamp) -> Result<Identity, AuthError> {
+        let claims: UserClaims = self.decode(token)?;
+        check_times(claims.exp, claims.nbf, now)?;
+        identity_from_claims(claims)
+    }
+
+    /// Verifies a media token at time `now`.
+    pub fn verify_media(&self, token: &str, now: Timestamp) -> Result<MediaClaims, AuthError> {
+        let claims: MediaClaims = self.decode(token)?;
+        check_times(claims.exp, None, now)?;
+        Ok(claims)
+    }
+
+    /// Verifies a service token (node heartbeat or edge control) at time `now`.
+    pub fn verify_service(&self, token: &str, now: Timestamp) -> Result<ServiceClaims, AuthError> {
+        let claims: ServiceClaims = self.decode(token)?;
+        check_times(claims.exp, None, now)?;
+        NodeId::parse(&claims.sub).map_err(|e| AuthError::BadClaim(format!("sub: {e}")))?;
+        Ok(claims)
+    }
+}
+
+fn check_times(exp: u64, nbf: Option<u64>, now: Timestamp) -> Result<(), AuthError> {
+    let now = now.as_secs();
+    if exp <= now {
+        return Err(AuthError::Expired { exp, now });
+    }
+    if let Some(nbf) = nbf {
+        if nbf > now.saturating_add(NBF_LEEWAY_SECS) {
+            return Err(AuthError::NotYetValid { nbf, now });
+        }
+    }
+    Ok(())
+}
+
+fn identity_from_claims(claims: UserClaims) -> Result<Identity, AuthError> {
+    let user = UserId::parse(&claims.sub).map_err(|e| AuthError::BadClaim(format!("sub: {e}")))?;
+    let name = match &claims.name {
+        Some(name) => parse_display_name(name).map_err(|e| AuthError::BadClaim(format!("name: {e}")))?,
+        None => user.as_str().chars().take(80).collect(),
+    };
+    let tenant = match &claims.tenant {
+        Some(t) => TenantId::parse(t).map_err(|e| AuthError::BadClaim(format!("tenant: {e}")))?,
+        None => TenantId::default_tenant(),
+    };
+    let rooms = match claims.rooms {
+        Some(rooms) => Some(
+            rooms
+                .iter()
+                .map(|r| RoomId::parse(r))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| AuthError::BadClaim(format!("rooms: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(Identity {
+        user,
+        name,
+        role: claims.role.unwrap_or_default(),
+        tenant,
+        rooms,
+        perms: claims.perms.unwrap_or_default(),
+        exp: claims.exp,
+    })
+}
+
+/// Pulls the token out of a `?token=` value or an `Authorization: Bearer` header (query first).
+pub fn token_from(query_token: Option<&str>, authorization: Option<&str>) -> Option<String> {
+    if let Some(t) = query_token.filter(|t| !t.is_empty()) {
+        return Some(t.to_owned());
+    }
+    let header = authorization?.trim();
+    let (scheme, rest) = header.split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") && !rest.trim().is_empty() {
+        Some(rest.trim().to_owned())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Timestamp = Timestamp(1_800_000_000_000);
+
+    fn claims() -> UserClaims {
+        UserClaims {
+            sub: "u1".into(),
+            name: Some("Ada".into()),
+            role: Some(Role::Teacher),
+            tenant: None,
+            rooms: Some(vec!["math".into()]),
+            perms: Some(PermsPatch { moderate: Some(false), ..PermsPatch::default() }),
+            exp: NOW.as_secs() + 60,
+            nbf: None,
+            iat: None,
+        }
+    }
+
+    #[test]
+    fn a_signed_token_verifies_into_an_identity() {
+        let key = TokenKey::new(b"secret");
+        let id = key.verify_user(&key.sign(&claims()).unwrap(), NOW).unwrap();
+        assert_eq!(id.user.as_str(), "u1");
+        assert_eq!(id.tenant.as_str(), "default");
+        assert!(id.may_enter(&RoomId::parse("math").unwrap()));
+        assert!(!id.may_enter(&RoomId::parse("art").unwrap()));
+        let perms = id.perms();
+        assert!(perms.screen_share && !perms.moderate);
+    }
+
+    #[test]
+    fn wrong_key_expired_and_immature_tokens_are_refused() {
+        let key = TokenKey::new(b"secret");
+        let other = TokenKey::new(b"other");
+        assert_eq!(other.verify_user(&key.sign(&claims()).unwrap(), NOW), Err(AuthError::BadSignature));
+
+        let expired = UserClaims { exp: NOW.as_secs(), ..claims() };
+        assert!(matches!(key.verify_user(&key.sign(&expired).unwrap(), NOW), Err(AuthError::Expired { .. })));
+
+        let early = UserClaims { nbf: Some(NOW.as_secs() + NBF_LEEWAY_SECS + 1), ..claims() };
+        assert!(matches!(key.verify_user(&key.sign(&early).unwrap(), NOW), Err(AuthError::NotYetValid { .. })));
+        let skewed = UserClaims { nbf: Some(NOW.as_secs() + 5), ..claims() };
+        assert!(key.verify_user(&key.sign(&skewed).unwrap(), NOW).is_ok());
+    }
+
+    #[test]
+    fn alg_none_and_garbage_are_refused() {
+        let key = TokenKey::new(b"secret");
+        // {"alg":"none","typ":"JWT"} . {"sub":"u1","exp":9999999999} . (no signature)
+        let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1MSIsImV4cCI6OTk5OTk5OTk5OX0.";
+        assert!(key.verify_user(none, NOW).is_err());
+        assert!(matches!(key.verify_user("not-a-jwt", NOW), Err(AuthError::Malformed(_))));
+        assert_eq!(TokenKey::new(b"").verify_user("x", NOW), Err(AuthError::NoSecret));
+    }
+
+    #[test]
+    fn bad_claims_are_refused() {
+        let key = TokenKey::new(b"secret");
+        let bad_tenant = UserClaims { tenant: Some("a/b".into()), ..claims() };
+        assert!(matches!(key.verify_user(&key.sign(&bad_tenant).unwrap(), NOW), Err(AuthError::BadClaim(_))));
+        let bad_role = serde_json::json!({"sub": "u1", "role": "god", "exp": NOW.as_secs() + 60});
+        assert!(matches!(key.verify_user(&key.sign(&bad_role).unwrap(), NOW), Err(AuthError::BadClaim(_))));
+        let no_exp = serde_json::json!({"sub": "u1"});
+        assert!(matches!(key.verify_user(&key.sign(&no_exp).unwrap(), NOW), Err(AuthError::BadClaim(_))));
+    }
+
+    #[test]
+    fn token_comes_from_query_or_bearer_header() {
+        assert_eq!(token_from(Some("q"), Some("Bearer h")).as_deref(), Some("q"));
+        assert_eq!(token_from(None, Some("bearer  h ")).as_deref(), Some("h"));
+        assert_eq!(token_from(Some(""), Some("Basic x")), None);
+        assert_eq!(token_from(None, None), None);
+    }
+}

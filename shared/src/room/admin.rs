@@ -1,0 +1,283 @@
+//! Moderation and the admin API: shared by moderators' frames and the admin HTTP endpoints.
+//!
+//! Authority: a moderator acts only on participants whose role is at most its own, and grants at most its
+//! own role. The admin API acts with `admin` authority.
+
+use super::config::{RoomSettings, SettingsPatch};
+use super::store::{Grant, ModerationRecord};
+use super::{effective, internal, next_epoch, Room, TimerKey};
+use crate::ids::UserId;
+use crate::protocol::{
+    close, ApiError, ChatMessage, ErrorCode, LeaveReason, MediaKind, NodeInfo, Participant, PermsPatch, Role, Sender,
+    ServerFrame,
+};
+use crate::room::store::RoomStore;
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Who performs a moderation action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Actor {
+    /// A participant with `perms.moderate`.
+    Member { id: UserId, role: Role },
+    /// The admin HTTP API.
+    Admin,
+}
+
+impl Actor {
+    fn role(&self) -> Role {
+        match self {
+            Actor::Member { role, .. } => *role,
+            Actor::Admin => Role::Admin,
+        }
+    }
+}
+
+/// `GET /v1/rooms/{room}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub room: String,
+    pub epoch: String,
+    pub seq: u64,
+    pub participants: Vec<Participant>,
+    pub connections: usize,
+    pub settings: RoomSettings,
+    /// The node the room's media is placed on, if any.
+    pub media: Option<NodeInfo>,
+}
+
+impl<S: RoomStore> Room<S> {
+    fn authorize(&self, actor: &Actor, target: &UserId) -> Result<Participant, ApiError> {
+        let target = self.participant(target)?;
+        if target.role > actor.role() {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("a {} cannot moderate a {}", actor.role().as_str(), target.role.as_str()),
+            ));
+        }
+        Ok(target)
+    }
+
+    fn moderation_of(&self, user: &UserId) -> Result<ModerationRecord, ApiError> {
+        Ok(self.store.moderation(user).map_err(internal)?.unwrap_or_default())
+    }
+
+    /// Removes `target` (close 4003 on every connection) and bans it for the kick ban period. Returns the
+    /// `seq` of its `participant.left`.
+    pub(crate) fn kick_as(&mut self, actor: &Actor, target: &UserId, now: Timestamp) -> Result<u64, ApiError> {
+        self.authorize(actor, target)?;
+        let mut moderation = self.moderation_of(target)?;
+        moderation.banned_until = Some(now.plus_ms(self.limits.kick_ban_ms));
+        self.store.put_moderation(target, &moderation).map_err(internal)?;
+        let conns: Vec<_> = self.members.get(target).map(|m| m.conns.iter().copied().collect()).unwrap_or_default();
+        for conn in conns {
+            self.close_conn(conn, close::KICKED, "removed by a moderator", LeaveReason::Kicked, now);
+        }
+        Ok(self.meta.seq)
+    }
+
+    /// Changes `target`'s role and/or permissions (kept for the room's lifetime, also across reconnects).
+    pub(crate) fn update_as(
+        &mut self,
+        actor: &Actor,
+        target: &UserId,
+        role: Option<Role>,
+        perms: Option<PermsPatch>,
+        now: Timestamp,
+    ) -> Result<u64, ApiError> {
+        self.authorize(actor, target)?;
+        if role.is_none() && perms.is_none() {
+            return Err(ApiError::new(ErrorCode::BadRequest, "participant.update needs a role or perms"));
+        }
+        if let Some(role) = role.filter(|r| *r > actor.role()) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("a {} cannot grant the {} role", actor.role().as_str(), role.as_str()),
+            ));
+        }
+        let mut moderation = self.moderation_of(target)?;
+        if let Some(role) = role {
+            moderation.role = Some(role);
+        }
+        if let Some(perms) = perms {
+            moderation.perms = moderation.perms.merged(&perms);
+        }
+        self.store.put_moderation(target, &moderation).map_err(internal)?;
+        self.recompute(target, &moderation, None, now)
+    }
+
+    /// Mutes or unmutes one media kind of `target`.
+    pub(crate) fn mute_as(
+        &mut self,
+        actor: &Actor,
+        target: &UserId,
+        kind: MediaKind,
+        muted: bool,
+        now: Timestamp,
+    ) -> Result<u64, ApiError> {
+        self.authorize(actor, target)?;
+        let mut moderation = self.moderation_of(target)?;
+        moderation.muted.set(kind, muted);
+        self.store.put_moderation(target, &moderation).map_err(internal)?;
+        self.recompute(target, &moderation, None, now)
+    }
+
+    /// A connection of `user` refreshed its token: its grant (and maybe name) changes.
+    pub(crate) fn regrant(
+        &mut self,
+        user: &UserId,
+        grant: Grant,
+        name: Option<String>,
+        now: Timestamp,
+    ) -> Result<(), ApiError> {
+        let Some(member) = self.members.get_mut(user) else { return Ok(()) };
+        member.record.grant = grant;
+        let moderation = self.moderation_of(user)?;
+        self.recompute(user, &moderation, name, now)?;
+        Ok(())
+    }
+
+    /// Recomputes `user`'s role, permissions and mutes; logs `participant.updated` when anything changed.
+    /// Returns the room's latest `seq`.
+    fn recompute(
+        &mut self,
+        user: &UserId,
+        moderation: &ModerationRecord,
+        name: Option<String>,
+        now: Timestamp,
+    ) -> Result<u64, ApiError> {
+        let Some(member) = self.members.get(user) else { return Ok(self.meta.seq) };
+        let mut record = member.record.clone();
+        let (role, perms) = effective(&record.grant, moderation);
+        let p = &mut record.participant;
+        let before = p.clone();
+        p.role = role;
+        p.perms = perms;
+        p.muted = moderation.muted;
+        if let Some(name) = name {
+            p.name = name;
+        }
+        // Whatever may no longer be published stops being published.
+        p.media.audio &= perms.stream && !p.muted.audio;
+        p.media.video &= perms.stream && !p.muted.video;
+        p.media.screen &= perms.screen_share && !p.muted.screen;
+        if *p == before {
+            self.save_member_record(record)?;
+            return Ok(self.meta.seq);
+        }
+        self.save_member_record(record)?;
+        self.log_participant_updated(user, now)
+    }
+
+    /// Clears the room: log, history, participants and moderation are wiped, a new epoch starts, and every
+    /// connection gets `room.cleared` and is closed with 4004. Settings are kept.
+    pub fn clear(&mut self, now: Timestamp) -> Result<String, ApiError> {
+        self.run_timers(now);
+        let result = self.clear_inner(now);
+        if matches!(&result, Err(e) if e.code == ErrorCode::Internal) {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    fn clear_inner(&mut self, now: Timestamp) -> Result<String, ApiError> {
+        self.store.wipe().map_err(internal)?;
+        self.meta.epoch = next_epoch(Some(&self.meta.epoch), now);
+        self.meta.seq = 0;
+        self.meta.empty_since = Some(now);
+        self.store.save_meta(&self.meta).map_err(internal)?;
+        let epoch = self.meta.epoch.clone();
+        self.broadcast(None, &ServerFrame::RoomCleared { epoch: epoch.clone() });
+        let conns: Vec<_> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.outbox.push_back(super::Output::Close {
+                conn,
+                code: close::ROOM_CLEARED,
+                reason: "room cleared".to_owned(),
+            });
+        }
+        self.conns.clear();
+        self.members.clear();
+        self.timers.clear();
+        self.timers.set(TimerKey::RoomCleanup, now.plus_ms(self.limits.idle_room_ttl_ms));
+        Ok(epoch)
+    }
+
+    /// Admin API: the room's state.
+    pub fn info(&mut self, now: Timestamp) -> RoomInfo {
+        self.run_timers(now);
+        RoomInfo {
+            room: self.meta.address.clone(),
+            epoch: self.meta.epoch.clone(),
+            seq: self.meta.seq,
+            participants: self.participants(),
+            connections: self.conns.len(),
+            settings: self.meta.settings.clone(),
+            media: None,
+        }
+    }
+
+    /// Admin API: removes a participant and bans it for the kick ban period.
+    pub fn kick(&mut self, target: &UserId, now: Timestamp) -> Result<u64, ApiError> {
+        self.run_timers(now);
+        let result = self.kick_as(&Actor::Admin, target, now);
+        self.poisoned |= matches!(&result, Err(e) if e.code == ErrorCode::Internal);
+        result
+    }
+
+    /// Admin API: an announcement, posted as a chat message from the `system` user.
+    pub fn announce(&mut self, text: &str, name: &str, now: Timestamp) -> Result<ChatMessage, ApiError> {
+        self.run_timers(now);
+        let result = self.announce_inner(text, name, now);
+        self.poisoned |= matches!(&result, Err(e) if e.code == ErrorCode::Internal);
+        result
+    }
+
+    fn announce_inner(&mut self, text: &str, name: &str, now: Timestamp) -> Result<ChatMessage, ApiError> {
+        self.check_chat_text(text)?;
+        let seq = self.meta.seq + 1;
+        let message = ChatMessage {
+            id: self.message_id(seq),
+            seq,
+            from: Sender { id: UserId::system(), name: name.to_owned(), role: Role::Admin },
+            text: text.to_owned(),
+            reply_to: None,
+            ts: now,
+            edited_at: None,
+        };
+        if self.effective_settings().persist_messages {
+            self.store.put_message(&message).map_err(internal)?;
+        }
+        let logged = message.clone();
+        self.log_event(None, now, |seq, ts| ServerFrame::ChatMessage { seq, ts, message: logged })?;
+        Ok(message)
+    }
+
+    /// A page of chat history: the newest `limit` messages before `before`, oldest first, and whether older
+    /// ones exist.
+    pub fn history(&self, before: Option<u64>, limit: Option<u32>) -> Result<(Vec<ChatMessage>, bool), ApiError> {
+        let max = self.limits.history_page_max;
+        let limit = limit.unwrap_or(50);
+        if limit == 0 || limit > max {
+            return Err(ApiError::new(ErrorCode::BadRequest, format!("limit must be 1 to {max}")));
+        }
+        let mut page = self.store.messages_before(before, limit + 1).map_err(internal)?;
+        let has_more = page.len() > limit as usize;
+        if has_more {
+            page.remove(0);
+        }
+        Ok((page, has_more))
+    }
+
+    /// Admin API: changes the room's settings (capacity, history, persistence).
+    pub fn update_settings(&mut self, patch: &SettingsPatch) -> Result<RoomSettings, ApiError> {
+        let mut settings = self.meta.settings.clone();
+        settings.apply(patch).map_err(|m| ApiError::new(ErrorCode::BadRequest, m))?;
+        self.meta.settings = settings;
+        self.store.save_meta(&self.meta).map_err(|e| {
+            self.poisoned = true;
+            internal(e)
+        })?;
+        Ok(self.meta.settings.clone())
+    }
+}

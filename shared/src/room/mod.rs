@@ -1,0 +1,777 @@
+//! The room: a deterministic state machine for one room of one tenant.
+//!
+//! # Run loop
+//! The adapter (the Room Durable Object, or a test harness) owns the sockets, the clock and the alarm. For
+//! every event it calls one entry point with the current time:
+//!
+//! | event                          | entry point                      |
+//! |--------------------------------|----------------------------------|
+//! | upgrade request (before 101)   | [`Room::connect`] → accept or HTTP error |
+//! | text frame from a connection   | [`Room::receive`]                |
+//! | connection closed or errored   | [`Room::disconnect`]             |
+//! | alarm                          | [`Room::tick`]                   |
+//! | admin HTTP request             | [`Room::info`], [`Room::clear`], [`Room::kick`], [`Room::announce`], … |
+//!
+//! then drains [`Room::poll_output`] (send text to connections, close connections, rewrite a connection's
+//! attachment) and sets its alarm to [`Room::next_deadline`]. Every entry point first runs the deadlines that
+//! are due, so a late alarm changes nothing.
+//!
+//! # State and hibernation
+//! Durable state lives in the [`RoomStore`] (SQLite in the DO), per-connection state in each connection's
+//! [`ConnRecord`] (the WebSocket attachment). Memory is a cache: [`Room::restore`] rebuilds an identical room
+//! from the store and the live connections' records. Only rate-limit buckets and a pending throttled cursor
+//! live in memory alone; both are meaningless after the ≥ 10 s of silence that hibernation needs.
+//!
+//! # Invariants
+//! - A participant exists exactly while at least one of its connections is open.
+//! - Logged events get `seq = previous + 1` within an epoch and are sent to every open connection, stored
+//!   verbatim, and replayed verbatim on resume.
+//! - Nothing is sent to a connection after it was closed or disconnected.
+//! - A request with a `rid` that already succeeded for the same user is answered with the stored reply and
+//!   has no second effect.
+
+mod admin;
+pub mod config;
+mod handlers;
+pub mod rate;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
+pub mod store;
+mod timers;
+
+use crate::auth::{Identity, TokenKey};
+use crate::ids::{ConnId, RoomId, TenantId, UserId};
+use crate::protocol::{
+    close, ApiError, ClientConfig, ErrorCode, ErrorFrame, LeaveReason, MediaFlags, Participant, Perms, Role,
+    ServerFrame, Status, Welcome, PROTOCOL_VERSION,
+};
+use crate::time::Timestamp;
+use config::{Effective, Limits, RoomSettings};
+use rate::TokenBucket;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use store::{Grant, Meta, ModerationRecord, ParticipantRecord, RoomStore, StoreError};
+use timers::{TimerKey, Timers};
+
+pub use admin::RoomInfo;
+
+/// What the adapter must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send `text` to each connection in `to`, in this order relative to other outputs.
+    Send { to: Vec<ConnId>, text: Arc<str> },
+    /// Close a connection. The room has already forgotten it.
+    Close { conn: ConnId, code: u16, reason: String },
+    /// Store `record` as the connection's attachment (it changed).
+    Attach { record: ConnRecord },
+}
+
+/// Per-connection state that must survive hibernation: the WebSocket attachment (well under 16 KiB).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnRecord {
+    pub conn: ConnId,
+    pub user: UserId,
+    pub name: String,
+    pub role: Role,
+    #[serde(default)]
+    pub perms: crate::protocol::PermsPatch,
+    /// Token expiry, seconds since the epoch.
+    pub exp: u64,
+    /// `auth.expiring` was sent for this `exp`.
+    #[serde(default)]
+    pub warned: bool,
+    pub opened_at: Timestamp,
+}
+
+/// Where a reconnecting client left off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resume {
+    pub epoch: String,
+    pub since: u64,
+}
+
+/// An accepted connection: the adapter accepts the WebSocket, stores `record` as its attachment, then drains
+/// the outputs (the `welcome` comes first).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admitted {
+    pub conn: ConnId,
+    pub record: ConnRecord,
+}
+
+#[derive(Debug)]
+struct Conn {
+    record: ConnRecord,
+    bucket: TokenBucket,
+    strikes: TokenBucket,
+}
+
+#[derive(Debug, Default)]
+struct CursorSlot {
+    last_sent: Option<Timestamp>,
+    /// The latest throttled position and the connection it came from.
+    pending: Option<(ConnId, u32, u32)>,
+}
+
+#[derive(Debug)]
+struct Member {
+    record: ParticipantRecord,
+    conns: BTreeSet<ConnId>,
+    cursor: CursorSlot,
+}
+
+/// One room's state machine. See the module docs for the run loop.
+#[derive(Debug)]
+pub struct Room<S: RoomStore> {
+    store: S,
+    limits: Limits,
+    key: TokenKey,
+    tenant: Option<TenantId>,
+    room_id: Option<RoomId>,
+    meta: Meta,
+    members: BTreeMap<UserId, Member>,
+    conns: BTreeMap<ConnId, Conn>,
+    timers: Timers,
+    outbox: VecDeque<Output>,
+    poisoned: bool,
+}
+
+fn internal(e: StoreError) -> ApiError {
+    ApiError::new(ErrorCode::Internal, e.to_string())
+}
+
+const BASE36: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+
+fn to_base36(mut n: u64) -> String {
+    let mut digits = Vec::new();
+    loop {
+        let d = BASE36.get((n % 36) as usize).copied().unwrap_or(b'0');
+        digits.push(d);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.reverse();
+    String::from_utf8(digits).unwrap_or_default()
+}
+
+fn from_base36(s: &str) -> Option<u64> {
+    u64::from_str_radix(s, 36).ok()
+}
+
+/// A new epoch for a room at `now`: the time in base 36, strictly after the previous epoch.
+fn next_epoch(previous: Option<&str>, now: Timestamp) -> String {
+    let mut n = now.as_millis();
+    if let Some(prev) = previous.and_then(from_base36) {
+        n = n.max(prev.saturating_add(1));
+    }
+    to_base36(n)
+}
+
+/// A role and permissions from a token grant with a moderator's decisions on top.
+fn effective(grant: &Grant, moderation: &ModerationRecord) -> (Role, Perms) {
+    let role = moderation.role.unwrap_or(grant.role);
+    (role, role.default_perms().with(&grant.perms).with(&moderation.perms))
+}
+
+impl<S: RoomStore> Room<S> {
+    /// Builds the room from its store and the records of its live connections (after a cold start or
+    /// hibernation). `address` is `{tenant}/{room}`, used when the store is empty. Participants without a live
+    /// connection are removed (logged as `participant.left` with reason `disconnected`).
+    pub fn restore(
+        store: S,
+        limits: Limits,
+        key: TokenKey,
+        address: Option<&str>,
+        live: Vec<ConnRecord>,
+        now: Timestamp,
+    ) -> Result<Self, StoreError> {
+        let mut store = store;
+        let meta = match store.load_meta()? {
+            Some(meta) => meta,
+            None => {
+                let meta = Meta {
+                    address: address.unwrap_or_default().to_owned(),
+                    epoch: next_epoch(None, now),
+                    seq: 0,
+                    next_conn: 1,
+                    empty_since: None,
+                    settings: RoomSettings::default(),
+                };
+                store.save_meta(&meta)?;
+                meta
+            }
+        };
+        let (tenant, room_id) = match meta.address.split_once('/') {
+            Some((t, r)) => (TenantId::parse(t).ok(), RoomId::parse(r).ok()),
+            None => (None, None),
+        };
+        let mut room = Room {
+            store,
+            limits,
+            key,
+            tenant,
+            room_id,
+            meta,
+            members: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            timers: Timers::default(),
+            outbox: VecDeque::new(),
+            poisoned: false,
+        };
+        for record in room.store.participants()? {
+            room.members.insert(
+                record.participant.id.clone(),
+                Member { record, conns: BTreeSet::new(), cursor: CursorSlot::default() },
+            );
+        }
+        for record in live {
+            room.meta.next_conn = room.meta.next_conn.max(record.conn.0 + 1);
+            let conn = record.conn;
+            let user = record.user.clone();
+            room.schedule_token(&record);
+            room.conns.insert(conn, room.new_conn(record, now));
+            match room.members.get_mut(&user) {
+                Some(member) => {
+                    member.conns.insert(conn);
+                }
+                None => {
+                    // A live connection without a stored participant (its join was never persisted):
+                    // close it rather than invent a participant.
+                    room.conns.remove(&conn);
+                    room.outbox.push_back(Output::Close {
+                        conn,
+                        code: close::INTERNAL,
+                        reason: "room state was lost; reconnect".to_owned(),
+                    });
+                }
+            }
+        }
+        let orphans: Vec<UserId> =
+            room.members.iter().filter(|(_, m)| m.conns.is_empty()).map(|(id, _)| id.clone()).collect();
+        for id in orphans {
+            room.remove_member(&id, LeaveReason::Disconnected, now).map_err(|e| StoreError(e.message))?;
+        }
+        let users: Vec<UserId> = room.members.keys().cloned().collect();
+        for id in users {
+            room.schedule_member(&id);
+        }
+        if room.conns.is_empty() {
+            let since = *room.meta.empty_since.get_or_insert(now);
+            room.timers.set(TimerKey::RoomCleanup, since.plus_ms(room.limits.idle_room_ttl_ms));
+        }
+        Ok(room)
+    }
+
+    fn new_conn(&self, record: ConnRecord, now: Timestamp) -> Conn {
+        let l = &self.limits;
+        Conn {
+            record,
+            bucket: TokenBucket::full(l.rate_burst, l.rate_per_sec, now.as_millis()),
+            strikes: TokenBucket::full(l.abuse_strikes, l.strike_refill_per_sec, now.as_millis()),
+        }
+    }
+
+    /// The next output for the adapter, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outbox.pop_front()
+    }
+
+    /// When the adapter must call [`Room::tick`] next.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.timers.next()
+    }
+
+    /// `true` after a storage failure: the cache may disagree with storage, so the adapter should drop this
+    /// room and [`Room::restore`] it on the next event.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// The store (for tests and the adapter's diagnostics).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Consumes the room, returning its store (tests use this to simulate hibernation).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// The records of every open connection, as the adapter holds them in attachments.
+    pub fn conn_records(&self) -> Vec<ConnRecord> {
+        self.conns.values().map(|c| c.record.clone()).collect()
+    }
+
+    /// The current epoch and latest `seq`.
+    pub fn position(&self) -> (&str, u64) {
+        (&self.meta.epoch, self.meta.seq)
+    }
+
+    /// The open connections.
+    pub fn connections(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.conns.keys().copied()
+    }
+
+    /// The participants, ordered by id.
+    pub fn participants(&self) -> Vec<Participant> {
+        self.members.values().map(|m| m.record.participant.clone()).collect()
+    }
+
+    fn effective_settings(&self) -> Effective {
+        Effective::of(&self.limits, &self.meta.settings)
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let l = &self.limits;
+        let e = self.effective_settings();
+        ClientConfig {
+            capacity: e.capacity,
+            max_frame_bytes: l.max_frame_bytes,
+            max_chat_chars: l.max_chat_chars,
+            max_rid_chars: crate::protocol::MAX_RID_CHARS as u32,
+            rate_burst: l.rate_burst,
+            rate_per_sec: l.rate_per_sec,
+            typing_ttl_ms: l.typing_ttl_ms,
+            cursor_interval_ms: l.cursor_interval_ms,
+            idle_after_ms: l.idle_after_ms,
+            history_limit: e.history_limit,
+            persist_messages: e.persist_messages,
+            ping_interval_ms: l.ping_interval_ms,
+        }
+    }
+
+    // ----- connecting ------------------------------------------------------------------------------------
+
+    /// Admits a connection (before the WebSocket upgrade) or says why not. On success the outputs hold the
+    /// `welcome`, the replayed events when resuming, and the `participant.joined` for everyone else.
+    pub fn connect(
+        &mut self,
+        identity: &Identity,
+        resume: Option<Resume>,
+        now: Timestamp,
+    ) -> Result<Admitted, ApiError> {
+        self.run_timers(now);
+        let result = self.connect_inner(identity, resume, now);
+        if matches!(&result, Err(e) if e.code == ErrorCode::Internal) {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    fn connect_inner(
+        &mut self,
+        identity: &Identity,
+        resume: Option<Resume>,
+        now: Timestamp,
+    ) -> Result<Admitted, ApiError> {
+        let user = &identity.user;
+        let moderation = self.store.moderation(user).map_err(internal)?.unwrap_or_default();
+        if let Some(until) = moderation.banned_until.filter(|until| *until > now) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "you were removed from this room by a moderator; you may rejoin in {} s",
+                    until.since(now).div_ceil(1000)
+                ),
+            ));
+        }
+        let grant = Grant { role: identity.role, perms: identity.perms };
+        let (role, perms) = effective(&grant, &moderation);
+        let existing = self.members.get(user);
+        if existing.is_none() {
+            let capacity = self.effective_settings().capacity as usize;
+            if self.members.len() >= capacity && !perms.moderate {
+                return Err(ApiError::new(
+                    ErrorCode::RoomFull,
+                    format!("the room is full ({capacity} participants); try again later"),
+                ));
+            }
+        }
+        if let Some(member) = existing {
+            if member.conns.len() >= self.limits.max_conns_per_user as usize {
+                return Err(ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "you already have {} connections to this room (the limit); close one first",
+                        member.conns.len()
+                    ),
+                ));
+            }
+        }
+
+        let conn = ConnId(self.meta.next_conn);
+        self.meta.next_conn += 1;
+        self.meta.empty_since = None;
+        self.timers.cancel(&TimerKey::RoomCleanup);
+        self.store.save_meta(&self.meta).map_err(internal)?;
+
+        let record = ConnRecord {
+            conn,
+            user: user.clone(),
+            name: identity.name.clone(),
+            role: identity.role,
+            perms: identity.perms,
+            exp: identity.exp,
+            warned: false,
+            opened_at: now,
+        };
+        self.conns.insert(conn, self.new_conn(record.clone(), now));
+        self.schedule_token(&record);
+
+        match self.members.get_mut(user) {
+            Some(member) => {
+                member.conns.insert(conn);
+                let p = &member.record.participant;
+                let changed = p.name != identity.name || p.role != role || p.perms != perms;
+                member.record.grant = grant;
+                if changed {
+                    let mut updated = member.record.clone();
+                    updated.participant.name = identity.name.clone();
+                    updated.participant.role = role;
+                    updated.participant.perms = perms;
+                    self.save_member_record(updated)?;
+                    let participant = self.participant(user)?;
+                    self.log_event(Some(conn), now, |seq, ts| ServerFrame::ParticipantUpdated {
+                        seq,
+                        ts,
+                        participant,
+                    })?;
+                }
+            }
+            None => {
+                let participant = Participant {
+                    id: user.clone(),
+                    name: identity.name.clone(),
+                    role,
+                    joined_at: now,
+                    perms,
+                    status: Status::Active,
+                    last_seen: now.floor_to_second(),
+                    hand_raised: false,
+                    media: MediaFlags::default(),
+                    muted: moderation.muted,
+                    last_read: 0,
+                };
+                let record = ParticipantRecord { participant, grant, typing_until: None, auto_idle: false };
+                self.store.put_participant(&record).map_err(internal)?;
+                self.members.insert(
+                    user.clone(),
+                    Member { record, conns: BTreeSet::from([conn]), cursor: CursorSlot::default() },
+                );
+                let participant = self.participant(user)?;
+                self.log_event(Some(conn), now, |seq, ts| ServerFrame::ParticipantJoined { seq, ts, participant })?;
+            }
+        }
+        self.schedule_member(user);
+        self.welcome(conn, user, resume)?;
+        Ok(Admitted { conn, record })
+    }
+
+    fn welcome(&mut self, conn: ConnId, user: &UserId, resume: Option<Resume>) -> Result<(), ApiError> {
+        let seq = self.meta.seq;
+        let replay = match resume {
+            Some(r) if r.epoch == self.meta.epoch && r.since <= seq => {
+                if r.since == seq {
+                    Some(Vec::new())
+                } else {
+                    let first = self.store.first_event_seq().map_err(internal)?;
+                    match first {
+                        Some(first) if first <= r.since + 1 => {
+                            Some(self.store.events_after(r.since).map_err(internal)?)
+                        }
+                        _ => None,
+                    }
+                }
+            }
+            _ => None,
+        };
+        let history = if replay.is_some() || !self.effective_settings().persist_messages {
+            Vec::new()
+        } else {
+            self.store.messages_before(None, self.limits.welcome_history).map_err(internal)?
+        };
+        let welcome = Welcome {
+            protocol: PROTOCOL_VERSION,
+            room: self.room_id.as_ref().map(|r| r.to_string()).unwrap_or_else(|| self.meta.address.clone()),
+            epoch: self.meta.epoch.clone(),
+            seq,
+            resumed: replay.is_some(),
+            you: self.participant(user)?,
+            participants: self.participants(),
+            history,
+            config: self.client_config(),
+        };
+        self.send(conn, &ServerFrame::Welcome(Box::new(welcome)));
+        for text in replay.unwrap_or_default() {
+            self.outbox.push_back(Output::Send { to: vec![conn], text: Arc::from(text) });
+        }
+        Ok(())
+    }
+
+    /// A connection closed or errored (client side). Unknown connections are ignored.
+    pub fn disconnect(&mut self, conn: ConnId, now: Timestamp) {
+        self.run_timers(now);
+        if let Err(e) = self.drop_conn(conn, LeaveReason::Left, now) {
+            self.poisoned |= e.code == ErrorCode::Internal;
+        }
+    }
+
+    /// Forgets `conn`; when it was its user's last connection, the participant leaves with `reason`.
+    fn drop_conn(&mut self, conn: ConnId, reason: LeaveReason, now: Timestamp) -> Result<(), ApiError> {
+        let Some(c) = self.conns.remove(&conn) else { return Ok(()) };
+        self.timers.cancel(&TimerKey::TokenWarning(conn));
+        self.timers.cancel(&TimerKey::TokenExpiry(conn));
+        let user = c.record.user;
+        let last = match self.members.get_mut(&user) {
+            Some(member) => {
+                member.conns.remove(&conn);
+                member.conns.is_empty()
+            }
+            None => false,
+        };
+        if last {
+            self.remove_member(&user, reason, now)?;
+        }
+        if self.conns.is_empty() {
+            self.meta.empty_since = Some(now);
+            self.store.save_meta(&self.meta).map_err(internal)?;
+            self.timers.set(TimerKey::RoomCleanup, now.plus_ms(self.limits.idle_room_ttl_ms));
+        }
+        Ok(())
+    }
+
+    /// Closes `conn` from the server side with `code`.
+    fn close_conn(&mut self, conn: ConnId, code: u16, reason: &str, leave: LeaveReason, now: Timestamp) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        self.outbox.push_back(Output::Close { conn, code, reason: reason.to_owned() });
+        if let Err(e) = self.drop_conn(conn, leave, now) {
+            self.poisoned |= e.code == ErrorCode::Internal;
+        }
+    }
+
+    fn remove_member(&mut self, user: &UserId, reason: LeaveReason, now: Timestamp) -> Result<(), ApiError> {
+        if self.members.remove(user).is_none() {
+            return Ok(());
+        }
+        for key in [TimerKey::Typing(user.clone()), TimerKey::CursorFlush(user.clone()), TimerKey::Idle(user.clone())] {
+            self.timers.cancel(&key);
+        }
+        self.store.remove_participant(user).map_err(internal)?;
+        let id = user.clone();
+        self.log_event(None, now, |seq, ts| ServerFrame::ParticipantLeft { seq, ts, id, reason })?;
+        Ok(())
+    }
+
+    // ----- deadlines -------------------------------------------------------------------------------------
+
+    /// The alarm fired (or any time): runs every deadline that is due at `now`.
+    pub fn tick(&mut self, now: Timestamp) {
+        self.run_timers(now);
+    }
+
+    fn run_timers(&mut self, now: Timestamp) {
+        while let Some(key) = self.timers.pop_due(now) {
+            let result = match key {
+                TimerKey::RoomCleanup => self.cleanup_if_empty(now),
+                TimerKey::TokenWarning(conn) => {
+                    self.warn_token(conn);
+                    Ok(())
+                }
+                TimerKey::TokenExpiry(conn) => {
+                    self.close_conn(conn, close::TOKEN_INVALID, "token expired", LeaveReason::Expired, now);
+                    Ok(())
+                }
+                TimerKey::Typing(user) => self.stop_typing(&user),
+                TimerKey::CursorFlush(user) => {
+                    self.flush_cursor(&user, now);
+                    Ok(())
+                }
+                TimerKey::Idle(user) => self.auto_idle(&user),
+            };
+            if let Err(e) = result {
+                self.poisoned |= e.code == ErrorCode::Internal;
+            }
+        }
+    }
+
+    fn schedule_token(&mut self, record: &ConnRecord) {
+        let expiry = Timestamp::from_secs(record.exp);
+        self.timers.set(TimerKey::TokenExpiry(record.conn), expiry);
+        if record.warned {
+            self.timers.cancel(&TimerKey::TokenWarning(record.conn));
+        } else {
+            let at = Timestamp(expiry.as_millis().saturating_sub(self.limits.token_warning_ms));
+            self.timers.set(TimerKey::TokenWarning(record.conn), at);
+        }
+    }
+
+    fn schedule_member(&mut self, user: &UserId) {
+        let Some(member) = self.members.get(user) else { return };
+        let record = &member.record;
+        let typing = record.typing_until;
+        let idle_at = (!record.auto_idle && record.participant.status == Status::Active)
+            .then(|| record.participant.last_seen.plus_ms(self.limits.idle_after_ms));
+        match typing {
+            Some(at) => self.timers.set(TimerKey::Typing(user.clone()), at),
+            None => self.timers.cancel(&TimerKey::Typing(user.clone())),
+        }
+        match idle_at {
+            Some(at) => self.timers.set(TimerKey::Idle(user.clone()), at),
+            None => self.timers.cancel(&TimerKey::Idle(user.clone())),
+        }
+    }
+
+    fn warn_token(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        if c.record.warned {
+            return;
+        }
+        c.record.warned = true;
+        let record = c.record.clone();
+        self.send(conn, &ServerFrame::AuthExpiring { exp: record.exp });
+        self.outbox.push_back(Output::Attach { record });
+    }
+
+    fn cleanup_if_empty(&mut self, now: Timestamp) -> Result<(), ApiError> {
+        if !self.conns.is_empty() {
+            return Ok(());
+        }
+        self.store.wipe().map_err(internal)?;
+        self.members.clear();
+        self.meta.epoch = next_epoch(Some(&self.meta.epoch), now);
+        self.meta.seq = 0;
+        self.meta.empty_since = None;
+        self.store.save_meta(&self.meta).map_err(internal)?;
+        Ok(())
+    }
+
+    fn auto_idle(&mut self, user: &UserId) -> Result<(), ApiError> {
+        let Some(member) = self.members.get(user) else { return Ok(()) };
+        if member.record.participant.status != Status::Active {
+            return Ok(());
+        }
+        let mut record = member.record.clone();
+        record.participant.status = Status::Idle;
+        record.auto_idle = true;
+        let frame =
+            ServerFrame::Presence { id: user.clone(), status: Status::Idle, last_seen: record.participant.last_seen };
+        self.save_member_record(record)?;
+        self.broadcast(None, &frame);
+        Ok(())
+    }
+
+    fn stop_typing(&mut self, user: &UserId) -> Result<(), ApiError> {
+        let Some(member) = self.members.get(user) else { return Ok(()) };
+        if member.record.typing_until.is_none() {
+            return Ok(());
+        }
+        let mut record = member.record.clone();
+        record.typing_until = None;
+        self.save_member_record(record)?;
+        self.timers.cancel(&TimerKey::Typing(user.clone()));
+        self.broadcast(None, &ServerFrame::Typing { id: user.clone(), active: false });
+        Ok(())
+    }
+
+    fn flush_cursor(&mut self, user: &UserId, now: Timestamp) {
+        let Some(member) = self.members.get_mut(user) else { return };
+        let Some((origin, line, column)) = member.cursor.pending.take() else { return };
+        member.cursor.last_sent = Some(now);
+        self.broadcast(Some(origin), &ServerFrame::Cursor { id: user.clone(), line, column });
+    }
+
+    // ----- sending and logging ---------------------------------------------------------------------------
+
+    fn send(&mut self, conn: ConnId, frame: &ServerFrame) {
+        self.outbox.push_back(Output::Send { to: vec![conn], text: Arc::from(frame.to_json()) });
+    }
+
+    fn send_error(&mut self, conn: ConnId, rid: Option<String>, error: ApiError) {
+        self.send(conn, &ServerFrame::Error(ErrorFrame { rid, code: error.code, message: error.message }));
+    }
+
+    /// Sends `frame` to every open connection except `except`.
+    fn broadcast(&mut self, except: Option<ConnId>, frame: &ServerFrame) {
+        let to: Vec<ConnId> = self.conns.keys().copied().filter(|c| Some(*c) != except).collect();
+        if !to.is_empty() {
+            self.outbox.push_back(Output::Send { to, text: Arc::from(frame.to_json()) });
+        }
+    }
+
+    /// Logs an event: the next `seq`, stored verbatim, sent to every open connection but `skip` (a
+    /// connection whose `welcome` already covers it).
+    fn log_event(
+        &mut self,
+        skip: Option<ConnId>,
+        now: Timestamp,
+        make: impl FnOnce(u64, Timestamp) -> ServerFrame,
+    ) -> Result<u64, ApiError> {
+        let seq = self.meta.seq + 1;
+        let text = make(seq, now).to_json();
+        self.store.append_event(seq, &text).map_err(internal)?;
+        self.meta.seq = seq;
+        self.store.save_meta(&self.meta).map_err(internal)?;
+        let to: Vec<ConnId> = self.conns.keys().copied().filter(|c| Some(*c) != skip).collect();
+        if !to.is_empty() {
+            self.outbox.push_back(Output::Send { to, text: Arc::from(text) });
+        }
+        if seq.is_multiple_of(64) {
+            self.trim(seq)?;
+        }
+        Ok(seq)
+    }
+
+    fn trim(&mut self, seq: u64) -> Result<(), ApiError> {
+        let keep_events = u64::from(self.limits.log_limit);
+        if seq > keep_events {
+            self.store.trim_events(seq - keep_events + 1).map_err(internal)?;
+        }
+        let history_limit = self.effective_settings().history_limit;
+        self.store.trim_messages(history_limit).map_err(internal)?;
+        self.store.trim_replies(self.limits.reply_limit).map_err(internal)?;
+        Ok(())
+    }
+
+    fn participant(&self, user: &UserId) -> Result<Participant, ApiError> {
+        self.members
+            .get(user)
+            .map(|m| m.record.participant.clone())
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no participant \"{user}\" in this room")))
+    }
+
+    /// Persists a participant record and puts it in the cache.
+    fn save_member_record(&mut self, record: ParticipantRecord) -> Result<(), ApiError> {
+        self.store.put_participant(&record).map_err(internal)?;
+        if let Some(member) = self.members.get_mut(&record.participant.id) {
+            member.record = record;
+        }
+        Ok(())
+    }
+
+    /// Logs `participant.updated` for `user` with its current object.
+    fn log_participant_updated(&mut self, user: &UserId, now: Timestamp) -> Result<u64, ApiError> {
+        let participant = self.participant(user)?;
+        self.log_event(None, now, |seq, ts| ServerFrame::ParticipantUpdated { seq, ts, participant })
+    }
+
+    fn message_id(&self, seq: u64) -> String {
+        format!("{}-{}", self.meta.epoch, seq)
+    }
+}
+
+/// Outputs reduced to what each connection receives, for tests: `(conn, text)` pairs in order, plus closes.
+pub fn flatten_outputs(outputs: impl IntoIterator<Item = Output>) -> Vec<(ConnId, String)> {
+    let mut flat = Vec::new();
+    for output in outputs {
+        match output {
+            Output::Send { to, text } => flat.extend(to.into_iter().map(|c| (c, text.to_string()))),
+            Output::Close { conn, code, reason } => flat.push((conn, format!("<close {code} {reason}>"))),
+            Output::Attach { .. } => {}
+        }
+    }
+    flat
+}

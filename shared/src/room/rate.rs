@@ -1,0 +1,68 @@
+//! A token bucket on the room's clock (milliseconds, passed in).
+
+/// A token bucket: `capacity` tokens, refilled at `per_sec`, one taken per admitted event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenBucket {
+    capacity: u32,
+    per_sec: u32,
+    /// Tokens in thousandths, so refill is exact in integer milliseconds.
+    milli_tokens: u64,
+    last_ms: u64,
+}
+
+impl TokenBucket {
+    /// A full bucket at `now_ms`.
+    pub fn full(capacity: u32, per_sec: u32, now_ms: u64) -> Self {
+        TokenBucket { capacity, per_sec, milli_tokens: u64::from(capacity) * 1000, last_ms: now_ms }
+    }
+
+    fn refill(&mut self, now_ms: u64) {
+        let elapsed = now_ms.saturating_sub(self.last_ms);
+        self.last_ms = self.last_ms.max(now_ms);
+        let max = u64::from(self.capacity) * 1000;
+        self.milli_tokens = (self.milli_tokens + elapsed.saturating_mul(u64::from(self.per_sec))).min(max);
+    }
+
+    /// Takes `n` tokens if there are that many; `false` (and nothing taken) otherwise.
+    pub fn try_take(&mut self, n: u32, now_ms: u64) -> bool {
+        self.refill(now_ms);
+        let cost = u64::from(n) * 1000;
+        if self.milli_tokens >= cost {
+            self.milli_tokens -= cost;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes up to `n` tokens; returns `true` if the bucket is now empty.
+    pub fn drain(&mut self, n: u32, now_ms: u64) -> bool {
+        self.refill(now_ms);
+        self.milli_tokens = self.milli_tokens.saturating_sub(u64::from(n) * 1000);
+        self.milli_tokens < 1000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refill() {
+        let mut b = TokenBucket::full(3, 10, 0);
+        assert!(b.try_take(1, 0) && b.try_take(1, 0) && b.try_take(1, 0));
+        assert!(!b.try_take(1, 0));
+        assert!(!b.try_take(1, 99));
+        assert!(b.try_take(1, 100));
+        assert!(b.try_take(2, 10_000));
+        assert!(!b.try_take(2, 10_000));
+    }
+
+    #[test]
+    fn drain_reports_exhaustion() {
+        let mut b = TokenBucket::full(2, 1, 0);
+        assert!(!b.drain(1, 0));
+        assert!(b.drain(1, 0));
+        assert!(!b.drain(0, 1000));
+    }
+}

@@ -1,0 +1,217 @@
+//! The room's durable state, behind a synchronous port.
+//!
+//! A Durable Object's SQLite storage is synchronous and transactional within one event, so the room core
+//! calls it directly through [`RoomStore`] instead of round-tripping effects. `edge` implements it on the DO's
+//! SQLite; [`MemoryStore`] implements it for native tests, and survives a dropped [`Room`](super::Room) the way
+//! SQLite survives hibernation.
+
+use crate::ids::UserId;
+use crate::protocol::{ChatMessage, MediaFlags, Participant, PermsPatch, Role};
+use crate::room::config::RoomSettings;
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// A storage failure, with the backend's description.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("room storage failed: {0}")]
+pub struct StoreError(pub String);
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The room's scalar state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// `{tenant}/{room}`, for frames and logs.
+    pub address: String,
+    pub epoch: String,
+    /// The latest `seq` handed out in this epoch.
+    pub seq: u64,
+    /// The next connection number.
+    pub next_conn: u64,
+    /// Since when nobody has been connected (drives idle-room cleanup).
+    pub empty_since: Option<Timestamp>,
+    pub settings: RoomSettings,
+}
+
+/// What a participant's token granted: kept so moderation changes can be recomputed on top of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub role: Role,
+    pub perms: PermsPatch,
+}
+
+/// A participant as stored: the public object plus what the room needs to rebuild its deadlines.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantRecord {
+    pub participant: Participant,
+    /// From the participant's latest connection's token.
+    pub grant: Grant,
+    /// When `typing` expires, if typing.
+    pub typing_until: Option<Timestamp>,
+    /// The server set `idle` for inactivity (activity turns it back to `active`).
+    pub auto_idle: bool,
+}
+
+/// A moderator's decisions about a user, kept while the room lives (also across the user's reconnects).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModerationRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub perms: PermsPatch,
+    #[serde(default)]
+    pub muted: MediaFlags,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub banned_until: Option<Timestamp>,
+}
+
+/// The room's durable state. Every method is one synchronous storage operation.
+pub trait RoomStore {
+    fn load_meta(&self) -> StoreResult<Option<Meta>>;
+    fn save_meta(&mut self, meta: &Meta) -> StoreResult<()>;
+
+    /// Appends a logged event, as the exact JSON text sent to clients.
+    fn append_event(&mut self, seq: u64, frame: &str) -> StoreResult<()>;
+    /// Every logged event with `seq > since`, oldest first.
+    fn events_after(&self, since: u64) -> StoreResult<Vec<String>>;
+    /// The oldest `seq` still in the log.
+    fn first_event_seq(&self) -> StoreResult<Option<u64>>;
+    /// Drops logged events with `seq < below`.
+    fn trim_events(&mut self, below: u64) -> StoreResult<()>;
+
+    /// Inserts or replaces a message (by id).
+    fn put_message(&mut self, message: &ChatMessage) -> StoreResult<()>;
+    fn message(&self, id: &str) -> StoreResult<Option<ChatMessage>>;
+    fn delete_message(&mut self, id: &str) -> StoreResult<()>;
+    /// The newest `limit` messages with `seq < before` (all if `None`), oldest first.
+    fn messages_before(&self, before: Option<u64>, limit: u32) -> StoreResult<Vec<ChatMessage>>;
+    /// Keeps only the newest `keep` messages.
+    fn trim_messages(&mut self, keep: u32) -> StoreResult<()>;
+
+    /// The stored reply to `(user, rid)`.
+    fn reply(&self, user: &UserId, rid: &str) -> StoreResult<Option<String>>;
+    fn put_reply(&mut self, user: &UserId, rid: &str, reply: &str) -> StoreResult<()>;
+    /// Keeps only the newest `keep` replies.
+    fn trim_replies(&mut self, keep: u32) -> StoreResult<()>;
+
+    fn participants(&self) -> StoreResult<Vec<ParticipantRecord>>;
+    fn put_participant(&mut self, record: &ParticipantRecord) -> StoreResult<()>;
+    fn remove_participant(&mut self, id: &UserId) -> StoreResult<()>;
+
+    fn moderation(&self, user: &UserId) -> StoreResult<Option<ModerationRecord>>;
+    fn put_moderation(&mut self, user: &UserId, record: &ModerationRecord) -> StoreResult<()>;
+
+    /// Deletes everything but the meta row: log, messages, replies, participants, moderation.
+    fn wipe(&mut self) -> StoreResult<()>;
+}
+
+/// An in-memory [`RoomStore`] for tests and benchmarks.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore {
+    meta: Option<Meta>,
+    events: BTreeMap<u64, String>,
+    messages: BTreeMap<u64, ChatMessage>,
+    replies: VecDeque<((UserId, String), String)>,
+    participants: BTreeMap<UserId, ParticipantRecord>,
+    moderation: BTreeMap<UserId, ModerationRecord>,
+    /// Counts writes, for tests that check what an operation costs.
+    pub writes: u64,
+}
+
+impl RoomStore for MemoryStore {
+    fn load_meta(&self) -> StoreResult<Option<Meta>> {
+        Ok(self.meta.clone())
+    }
+    fn save_meta(&mut self, meta: &Meta) -> StoreResult<()> {
+        self.writes += 1;
+        self.meta = Some(meta.clone());
+        Ok(())
+    }
+    fn append_event(&mut self, seq: u64, frame: &str) -> StoreResult<()> {
+        self.writes += 1;
+        self.events.insert(seq, frame.to_owned());
+        Ok(())
+    }
+    fn events_after(&self, since: u64) -> StoreResult<Vec<String>> {
+        Ok(self.events.range(since.saturating_add(1)..).map(|(_, f)| f.clone()).collect())
+    }
+    fn first_event_seq(&self) -> StoreResult<Option<u64>> {
+        Ok(self.events.keys().next().copied())
+    }
+    fn trim_events(&mut self, below: u64) -> StoreResult<()> {
+        self.events = self.events.split_off(&below);
+        Ok(())
+    }
+    fn put_message(&mut self, message: &ChatMessage) -> StoreResult<()> {
+        self.writes += 1;
+        self.messages.insert(message.seq, message.clone());
+        Ok(())
+    }
+    fn message(&self, id: &str) -> StoreResult<Option<ChatMessage>> {
+        Ok(self.messages.values().find(|m| m.id == id).cloned())
+    }
+    fn delete_message(&mut self, id: &str) -> StoreResult<()> {
+        self.writes += 1;
+        self.messages.retain(|_, m| m.id != id);
+        Ok(())
+    }
+    fn messages_before(&self, before: Option<u64>, limit: u32) -> StoreResult<Vec<ChatMessage>> {
+        let end = before.unwrap_or(u64::MAX);
+        let mut page: Vec<ChatMessage> =
+            self.messages.range(..end).rev().take(limit as usize).map(|(_, m)| m.clone()).collect();
+        page.reverse();
+        Ok(page)
+    }
+    fn trim_messages(&mut self, keep: u32) -> StoreResult<()> {
+        while self.messages.len() > keep as usize {
+            self.messages.pop_first();
+        }
+        Ok(())
+    }
+    fn reply(&self, user: &UserId, rid: &str) -> StoreResult<Option<String>> {
+        Ok(self.replies.iter().find(|((u, r), _)| u == user && r == rid).map(|(_, reply)| reply.clone()))
+    }
+    fn put_reply(&mut self, user: &UserId, rid: &str, reply: &str) -> StoreResult<()> {
+        self.writes += 1;
+        self.replies.push_back(((user.clone(), rid.to_owned()), reply.to_owned()));
+        Ok(())
+    }
+    fn trim_replies(&mut self, keep: u32) -> StoreResult<()> {
+        while self.replies.len() > keep as usize {
+            self.replies.pop_front();
+        }
+        Ok(())
+    }
+    fn participants(&self) -> StoreResult<Vec<ParticipantRecord>> {
+        Ok(self.participants.values().cloned().collect())
+    }
+    fn put_participant(&mut self, record: &ParticipantRecord) -> StoreResult<()> {
+        self.writes += 1;
+        self.participants.insert(record.participant.id.clone(), record.clone());
+        Ok(())
+    }
+    fn remove_participant(&mut self, id: &UserId) -> StoreResult<()> {
+        self.writes += 1;
+        self.participants.remove(id);
+        Ok(())
+    }
+    fn moderation(&self, user: &UserId) -> StoreResult<Option<ModerationRecord>> {
+        Ok(self.moderation.get(user).cloned())
+    }
+    fn put_moderation(&mut self, user: &UserId, record: &ModerationRecord) -> StoreResult<()> {
+        self.writes += 1;
+        self.moderation.insert(user.clone(), record.clone());
+        Ok(())
+    }
+    fn wipe(&mut self) -> StoreResult<()> {
+        self.writes += 1;
+        self.events.clear();
+        self.messages.clear();
+        self.replies.clear();
+        self.participants.clear();
+        self.moderation.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,641 @@
+//! Scenario tests of the room core on a fake clock (no IO): one test per behaviour of the contract.
+
+use homeroom_shared::protocol::{
+    close, ClientRequest as Req, ErrorCode, LeaveReason, MediaKind, PermsPatch, Role, ServerFrame as F, Status,
+};
+use homeroom_shared::room::config::{Limits, SettingsPatch};
+use homeroom_shared::room::sim::Sim;
+use homeroom_shared::room::Resume;
+use homeroom_shared::{ConnId, UserId};
+
+fn sim() -> Sim {
+    Sim::new(Limits::default())
+}
+
+fn uid(s: &str) -> UserId {
+    UserId::parse(s).unwrap()
+}
+
+fn send(s: &mut Sim, c: ConnId, rid: &str, text: &str) {
+    s.request(c, Some(rid), Req::ChatSend { text: text.into(), reply_to: None });
+}
+
+/// Sends `n` messages at a pace the rate limit allows.
+fn send_many(s: &mut Sim, c: ConnId, n: usize) {
+    for i in 0..n {
+        s.advance(100);
+        send(s, c, &format!("bulk{i}"), &format!("m{i}"));
+    }
+}
+
+fn welcome(frames: &[F]) -> &homeroom_shared::protocol::Welcome {
+    match frames.first() {
+        Some(F::Welcome(w)) => w,
+        other => panic!("expected welcome first, got {other:?}"),
+    }
+}
+
+fn error_code(frames: &[F]) -> Option<ErrorCode> {
+    frames.iter().find_map(|f| match f {
+        F::Error(e) => Some(e.code),
+        _ => None,
+    })
+}
+
+fn ack(frames: &[F]) -> &homeroom_shared::protocol::Ack {
+    frames
+        .iter()
+        .find_map(|f| match f {
+            F::Ack(a) => Some(a),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no ack in {frames:?}"))
+}
+
+#[test]
+fn two_users_see_each_other_with_full_objects_and_roles() {
+    let mut s = sim();
+    let t = s.join("teacher", Role::Teacher);
+    let w = s.take(t);
+    let w = welcome(&w);
+    assert_eq!(w.protocol, 1);
+    assert_eq!(w.room, "room");
+    assert!(!w.resumed);
+    assert_eq!(w.you.role, Role::Teacher);
+    assert_eq!(w.participants.len(), 1);
+    assert_eq!(w.seq, 1, "the teacher's own join is seq 1 and covered by its welcome");
+
+    let st = s.join("student", Role::Student);
+    let frames = s.take(st);
+    let w = welcome(&frames);
+    assert_eq!(w.participants.len(), 2);
+    let teacher = w.participants.iter().find(|p| p.id.as_str() == "teacher").unwrap();
+    assert_eq!(teacher.role, Role::Teacher);
+    assert!(teacher.perms.moderate);
+    assert_eq!(w.you.role, Role::Student);
+    assert!(!w.you.perms.moderate && !w.you.perms.screen_share && w.you.perms.chat);
+
+    let frames = s.take(t);
+    match frames.as_slice() {
+        [F::ParticipantJoined { seq: 2, participant, .. }] => {
+            assert_eq!(participant.id.as_str(), "student");
+            assert_eq!(participant.role, Role::Student);
+            assert_eq!(participant.name, "student name");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn chat_acks_with_seq_and_id_and_a_resent_rid_creates_no_duplicate() {
+    let mut s = sim();
+    let a = s.join("a", Role::Student);
+    let b = s.join("b", Role::Student);
+    s.take(a);
+    s.take(b);
+    send(&mut s, a, "r1", "hello");
+    let fa = s.take(a);
+    let first = ack(&fa).clone();
+    assert_eq!(first.seq, Some(3));
+    let id = first.id.clone().unwrap();
+    let fb = s.take(b);
+    assert!(matches!(&fb[..], [F::ChatMessage { message, .. }] if message.text == "hello" && message.id == id));
+
+    send(&mut s, a, "r1", "hello");
+    let again = s.take(a);
+    assert_eq!(again.len(), 1, "only the ack: {again:?}");
+    assert_eq!(*ack(&again), first);
+    assert!(s.take(b).is_empty(), "no second message");
+
+    // The same rid from a new connection of the same user is still the same request.
+    let a2 = s.join("a", Role::Student);
+    s.take(a2);
+    send(&mut s, a2, "r1", "hello");
+    assert_eq!(*ack(&s.take(a2)), first);
+    // Another user's r1 is its own request.
+    send(&mut s, b, "r1", "mine");
+    assert_eq!(ack(&s.take(b)).seq, Some(4));
+}
+
+#[test]
+fn replies_edits_and_deletes_follow_ownership() {
+    let mut s = sim();
+    let t = s.join("t", Role::Teacher);
+    let a = s.join("a", Role::Student);
+    let b = s.join("b", Role::Student);
+    send(&mut s, a, "1", "question");
+    let id = ack(&s.take(a)).id.clone().unwrap();
+    s.request(b, Some("2"), Req::ChatSend { text: "answer".into(), reply_to: Some(id.clone()) });
+    let fb = s.take(b);
+    assert!(ack(&fb).seq.is_some());
+    s.request(b, Some("3"), Req::ChatSend { text: "x".into(), reply_to: Some("nope".into()) });
+    assert_eq!(error_code(&s.take(b)), Some(ErrorCode::NotFound));
+
+    s.request(b, Some("4"), Req::ChatEdit { id: id.clone(), text: "hijack".into() });
+    assert_eq!(error_code(&s.take(b)), Some(ErrorCode::Forbidden));
+    s.request(a, Some("5"), Req::ChatEdit { id: id.clone(), text: "better question".into() });
+    let fa = s.take(a);
+    assert!(fa.iter().any(|f| matches!(f, F::ChatEdited { message, .. }
+        if message.text == "better question" && message.edited_at.is_some())));
+    s.request(t, Some("6"), Req::ChatDelete { id: id.clone() });
+    let ft = s.take(t);
+    assert!(ft.iter().any(|f| matches!(f, F::ChatDeleted { id: d, .. } if *d == id)));
+    s.request(a, Some("7"), Req::ChatEdit { id, text: "gone?".into() });
+    assert_eq!(error_code(&s.take(a)), Some(ErrorCode::NotFound));
+}
+
+#[test]
+fn history_pages_backwards_and_respects_persistence() {
+    let mut s = sim();
+    let a = s.join("a", Role::Student);
+    send_many(&mut s, a, 25);
+    s.take(a);
+    s.request(a, Some("h"), Req::History { before: None, limit: Some(10) });
+    let (page, more) = match &s.take(a)[..] {
+        [F::History { rid, messages, has_more }] => {
+            assert_eq!(rid.as_deref(), Some("h"));
+            (messages.clone(), *has_more)
+        }
+        other => panic!("{other:?}"),
+    };
+    assert!(more);
+    assert_eq!(page.first().unwrap().text, "m15");
+    assert_eq!(page.last().unwrap().text, "m24");
+    s.request(a, None, Req::History { before: Some(page[0].seq), limit: Some(100) });
+    match &s.take(a)[..] {
+        [F::History { messages, has_more: false, .. }] => {
+            assert_eq!(messages.len(), 15);
+            assert_eq!(messages[0].text, "m0");
+        }
+        other => panic!("{other:?}"),
+    }
+    s.request(a, Some("bad"), Req::History { before: None, limit: Some(0) });
+    assert_eq!(error_code(&s.take(a)), Some(ErrorCode::BadRequest));
+
+    // A late joiner's welcome carries recent history.
+    let b = s.join("b", Role::Student);
+    assert_eq!(welcome(&s.take(b)).history.len(), 25);
+
+    // With persistence off, nothing is kept.
+    let mut s = Sim::new(Limits { persist_messages: false, ..Limits::default() });
+    let a = s.join("a", Role::Student);
+    send(&mut s, a, "r", "ephemeral");
+    assert!(ack(&s.take(a)).seq.is_some());
+    let b = s.join("b", Role::Student);
+    let fb = s.take(b);
+    assert!(welcome(&fb).history.is_empty());
+    assert!(!welcome(&fb).config.persist_messages);
+}
+
+#[test]
+fn history_limit_bounds_what_is_kept() {
+    let mut s = Sim::new(Limits { history_limit: 10, ..Limits::default() });
+    let a = s.join("a", Role::Student);
+    send_many(&mut s, a, 200);
+    s.request(a, None, Req::History { before: None, limit: Some(100) });
+    let frames = s.take(a);
+    let Some(F::History { messages, .. }) = frames.last() else { panic!() };
+    assert!(messages.len() <= 10 + 64, "trimmed in batches of 64 events: {}", messages.len());
+}
+
+#[test]
+fn read_receipts_are_ephemeral_and_kept_in_the_snapshot() {
+    let mut s = sim();
+    let a = s.join("a", Role::Student);
+    let b = s.join("b", Role::Student);
+    send(&mut s, a, "1", "hi");
+    let seq = ack(&s.take(a)).seq.unwrap();
+    s.take(b);
+    s.request(b, None, Req::ChatRead { seq });
+    assert!(matches!(&s.take(a)[..], [F::Read { id, seq: r }] if id.as_str() == "b" && *r == seq));
+    s.request(b, Some("x"), Req::ChatRead { seq: seq + 100 });
+    assert_eq!(error_code(&s.take(b)), Some(ErrorCode::BadRequest));
+    let c = s.join("c", Role::Student);
+    let fc = s.take(c);
+    let w = welcome(&fc);
+    assert_eq!(w.participants.iter().find(|p| p.id.as_str() == "b").unwrap().last_read, seq);
+}
+
+#[test]
+fn resume_replays_exactly_the_missed_events() {
+    let mut s = sim();
+    let a = s.join("a", Role::Student);
+    let b = s.join("b", Role::Student);
+    send(&mut s, b, "0", "before");
+    let fb = s.take(b);
+    let (epoch, seen) = {
+        let w = welcome(&fb);
+        (w.epoch.clone(), fb.iter().filter_map(F::seq).max().unwrap())
+    };
+    s.drop_conn(b);
+    send(&mut s, a, "1", "missed one");
+    send(&mut s, a, "2", "missed two");
+    s.take(a);
+    let identity = s.identity("b", Role::Student);
+    let b2 = s.connect(&identity, Some(Resume { epoch: epoch.clone(), since: seen })).unwrap();
+    let frames = s.take(b2);
+    let w = welcome(&frames);
+    assert!(w.resumed);
+    assert!(w.history.is_empty());
+    let replayed: Vec<u64> = frames.iter().filter_map(F::seq).collect();
+    assert_eq!(replayed, ((seen + 1)..=w.seq).collect::<Vec<_>>());
+    let texts: Vec<&str> = frames
+        .iter()
+        .filter_map(|f| match f {
+            F::ChatMessage { message, .. } => Some(message.text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["missed one", "missed two"]);
+    assert!(frames
+        .iter()
+        .any(|f| matches!(f, F::ParticipantLeft { id, reason: LeaveReason::Left, .. } if id.as_str() == "b")));
+
+    // Wrong epoch: a fresh snapshot.
+    let b3 = s.connect(&identity, Some(Resume { epoch: "old".into(), since: 1 })).unwrap();
+    let frames = s.take(b3);
+    assert!(!welcome(&frames).resumed);
+    assert_eq!(welcome(&frames).history.len(), 3);
+    assert_eq!(frames.len(), 1);
+}
+
+#[test]
+fn resume_after_the_log_was_trimmed_falls_back_to_a_snapshot() {
+    let mut s = Sim::new(Limits { log_limit: 10, ..Limits::default() });
+    let a = s.join("a", Role::Student);
+    let b = s.join("b", Role::Student);
+    let epoch = welcome(&s.take(b)).epoch.clone();
+    s.drop_conn(b);
+    send_many(&mut s, a, 130);
+    let identity = s.identity("b", Role::Student);
+    let b2 = s.connect(&identity, Some(Resume { epoch, since: 2 })).unwrap();
+    let frames = s.take(b2);
+    assert!(!welcome(&frames).resumed);
+    assert_eq!(frames.len(), 1);
+}
+
+#[test]
+fn one_participant_per_user_across_tabs() {
+    let mut s = sim();
+    let a = s.join("a", Role::Student);
+    let tab1 = s.join("b", Role::Student);
+    let tab2 = s.join("b", Role::Student);
+    let fa = s.take(a);
+    assert_eq!(fa.iter().filter(|f| matches!(f, F::ParticipantJoined { .. })).count(), 1);
+    assert_eq!(welcome(&s.take(tab2)).participants.len(), 2);
+    s.take(tab1);
+    s.drop_conn(tab1);
+    assert!(s.take(a).is_empty());
+    s.drop_conn(tab2);
+    assert!(matches!(&s.take(a)[..], [F::ParticipantLeft { reason: LeaveReason::Left, .. }]));
+    assert_eq!(s.room().participants().len(), 1);
+}
+
+#[test]
+fn typing_expires_server_side_and_stops_on_send() {
+    let mut s = sim();
+    let a = s.join("a", Role::Student);
+    let b = s.join("b", Role::Student);
+    s.take(b);
+    s.request(a, None, Req::Typing { active: true });
+    assert!(matches!(&s.take(b)[..], [F::Typing { active: true, .. }]));
+    s.advance(3000);
+    s.request(a, None, Req::Typing { active: true });
+    assert!(s.take(b).is_empty(), "a refresh is not re-broadcast");
+    s.advance(4999);
+    assert!(s.take(b).is_empty());
+    s.advance(1);
+    assert!(matches!(&s.take(b)[..], [F::Typing { active: false, .. }]));
+
+    s.request(a, None, Req::Typing { active: true });
+    send(&mut s, a, "m", "done typing");
+    let fb = s.take(b);
+    assert!(matches!(
+        &fb[..],
+        [F::Typing { active: true, .. }, F::ChatMessage { .. }, F::Typing { active: false, .. }]
+    ));
+}
+
+#[test]
+fn presence_hand_reactions_and_auto_idle() {
+    let mut s = sim();
+    let a = s.join("a", Role::Student);
+    let b = s.join("b", Role::Student);
+    s.take(b);
+    s.request(a, None, Req::Presence { status: Status::Away });
+    assert!(matches!(&s.take(b)[..], [F::Presence { status: Status::Away, .. }]));
+    s.request(a, Some("h"), Req::Hand { raised: true });
+    assert!(matches!(&s.take(b)[..], [F::ParticipantUpdated { participant, .. }] if participant.hand_raised));
+    s.request(a, Some("r"), Req::Reaction { emoji: "👍".into() });
+    assert!(matches!(&s.take(b)[..], [F::Reaction { emoji, .. }] if emoji == "👍"));
+    s.request(a, Some("r2"), Req::Reaction { emoji: "x".repeat(17) });
+    assert_eq!(error_code(&s.take(a)), Some(ErrorCode::BadRequest));
+
+    // b goes quiet: after idle_after it is shown idle; its next frame brings it back.
+    s.request(a, None, Req::Presence { status: Status::Active });
+    s.take(a);
+    s.advance(s.limits.idle_after_ms + 1000);
+    let fa = s.take(a);
+    assert!(fa.iter().any(|f| matches!(f, F::Presence { id, status: Status::Idle, .. } if id.as_str() == "b")));
+    s.request(b, None, Req::Typing { active: false });
+    assert!(s
+        .take(a)
+        .iter()
+        .any(|f| matches!(f, F::Presence { id, status: Status::Active, .. } if id.as_str() == "b")));
+}
+
+#[test]
+fn cursor_updates_are_throttled_with_the_latest_sent_last() {
+    let mut s = sim();
+    let a = s.join("a", Role::Student);
+    let b = s.join("b", Role::Student);
+    s.take(a);
+    s.take(b);
+    for i in 0..5 {
+        s.request(a, None, Req::Cursor { line: i, column: 1 });
+    }
+    assert!(matches!(&s.take(b)[..], [F::Cursor { line: 0, .. }]));
+    s.advance(s.limits.cursor_interval_ms);
+    assert!(matches!(&s.take(b)[..], [F::Cursor { line: 4, .. }]));
+    assert!(s.take(a).is_empty(), "the sender does not get its own cursor");
+}
+
+#[test]
+fn clear_wipes_everything_and_closes_with_4004() {
+    let mut s = sim();
+    let t = s.join("t", Role::Teacher);
+    let a = s.join("a", Role::Student);
+    send(&mut s, a, "1", "old");
+    let old_epoch = welcome(&s.take(t)).epoch.clone();
+    s.request(a, Some("c"), Req::RoomClear);
+    assert_eq!(error_code(&s.take(a)), Some(ErrorCode::Forbidden));
+    s.request(t, Some("c"), Req::RoomClear);
+    let ft = s.take(t);
+    assert!(matches!(&ft[..], [F::Ack(_), F::RoomCleared { .. }]));
+    let F::RoomCleared { epoch } = &ft[1] else { panic!() };
+    assert_ne!(*epoch, old_epoch);
+    assert!(matches!(s.take(a).last(), Some(F::RoomCleared { .. })));
+    assert_eq!(s.closed.get(&t).unwrap().0, close::ROOM_CLEARED);
+    assert_eq!(s.closed.get(&a).unwrap().0, close::ROOM_CLEARED);
+    let b = s.join("a", Role::Student);
+    let fb = s.take(b);
+    let w = welcome(&fb);
+    assert!(w.history.is_empty());
+    assert_eq!(w.seq, 1);
+    assert_eq!(w.epoch, *epoch);
+}
+
+#[test]
+fn kick_closes_4003_and_keeps_the_user_out_for_a_while() {
+    let mut s = sim();
+    let t = s.join("t", Role::Teacher);
+    let a = s.join("a", Role::Student);
+    let a2 = s.join("a", Role::Student);
+    s.request(a, Some("k"), Req::ParticipantKick { id: uid("t") });
+    assert_eq!(error_code(&s.take(a)), Some(ErrorCode::Forbidden));
+    s.take(t);
+    s.request(t, Some("k"), Req::ParticipantKick { id: uid("a") });
+    let ft = s.take(t);
+    assert!(ft.iter().any(|f| matches!(f, F::ParticipantLeft { reason: LeaveReason::Kicked, .. })));
+    assert!(ack(&ft).seq.is_some());
+    assert_eq!(s.closed.get(&a).unwrap().0, close::KICKED);
+    assert_eq!(s.closed.get(&a2).unwrap().0, close::KICKED);
+    let identity = s.identity("a", Role::Student);
+    let err = s.connect(&identity, None).unwrap_err();
+    assert_eq!(err.code, ErrorCode::Forbidden);
+    assert!(err.message.contains("removed"), "{}", err.message);
+    s.advance(s.limits.kick_ban_ms);
+    assert!(s.connect(&identity, None).is_ok());
+    s.request(t, Some("self"), Req::ParticipantKick { id: uid("t") });
+    assert_eq!(error_code(&s.take(t)), Some(ErrorCode::BadRequest));
+}
+
+#[test]
+fn moderators_change_roles_and_perms_within_their_authority() {
+    let mut s = sim();
+    let t = s.join("t", Role::Teacher);
+    let a = s.join("a", Role::Student);
+    let adm = s.join("adm", Role::Admin);
+    s.take(a);
+    s.request(
+        t,
+        Some("u"),
+        Req::ParticipantUpdate {
+            id: uid("a"),
+            role: None,
+            perms: Some(PermsPatch { chat: Some(false), ..PermsPatch::default() }),
+        },
+    );
+    assert!(s
+        .take(a)
+        .iter()
+        .any(|f| matches!(f, F::ParticipantUpdated { participant, .. } if !participant.perms.chat)));
+    send(&mut s, a, "m", "can I talk?");
+    assert_eq!(error_code(&s.take(a)), Some(ErrorCode::Forbidden));
+    // The decision survives a reconnect.
+    s.drop_conn(a);
+    let a = s.join("a", Role::Student);
+    assert!(!welcome(&s.take(a)).you.perms.chat);
+
+    s.request(t, Some("g"), Req::ParticipantUpdate { id: uid("a"), role: Some(Role::Admin), perms: None });
+    assert_eq!(error_code(&s.take(t)), Some(ErrorCode::Forbidden));
+    s.request(t, Some("k"), Req::ParticipantKick { id: uid("adm") });
+    assert_eq!(error_code(&s.take(t)), Some(ErrorCode::Forbidden));
+    s.request(t, Some("p"), Req::ParticipantUpdate { id: uid("a"), role: Some(Role::Teacher), perms: None });
+    let ft = s.take(t);
+    assert!(ft.iter().any(|f| matches!(f, F::ParticipantUpdated { participant, .. }
+        if participant.role == Role::Teacher && participant.perms.screen_share)));
+    s.request(t, Some("n"), Req::ParticipantUpdate { id: uid("nobody"), role: Some(Role::Student), perms: None });
+    assert_eq!(error_code(&s.take(t)), Some(ErrorCode::NotFound));
+    let _ = adm;
+}
+
+#[test]
+fn mute_is_recorded_and_blocks_publishing_that_kind() {
+    let mut s = sim();
+    let t = s.join("t", Role::Teacher);
+    let a = s.join("a", Role::Student);
+    s.request(a, Some("m1"), Req::MediaState { audio: true, video: true, screen: false });
+    assert!(ack(&s.take(a)).seq.is_some());
+    s.request(a, Some("m2"), Req::MediaState { audio: true, video: true, screen: true });
+    assert_eq!(error_code(&s.take(a)), Some(ErrorCode::Forbidden), "students may not share screens");
+    s.take(t);
+    s.request(t, Some("mute"), Req::ParticipantMute { id: uid("a"), kind: MediaKind::Audio, muted: true });
+    let ft = s.take(t);
+    assert!(ft.iter().any(|f| matches!(f, F::ParticipantUpdated { participant, .. }
+        if participant.muted.audio && !participant.media.audio && participant.media.video)));
+    s.request(a, Some("m3"), Req::MediaState { audio: true, video: true, screen: false });
+    assert_eq!(error_code(&s.take(a)), Some(ErrorCode::Forbidden));
+    s.request(t, Some("unmute"), Req::ParticipantMute { id: uid("a"), kind: MediaKind::Audio, muted: false });
+    s.request(a, Some("m4"), Req::MediaState { audio: true, video: true, screen: false });
+    assert!(error_code(&s.take(a)).is_none());
+}
+
+#[test]
+fn tokens_are_warned_before_expiry_closed_at_expiry_and_can_be_refreshed() {
+    let mut s = sim();
+    let mut identity = s.identity("a", Role::Student);
+    identity.exp = s.now.as_secs() + 120;
+    let a = s.connect(&identity, None).unwrap();
+    let b = s.join("b", Role::Student);
+    s.take(a);
+    s.advance(60_000);
+    assert!(matches!(&s.take(a)[..], [F::AuthExpiring { exp }] if *exp == identity.exp));
+    let token = s.token_for(&identity, s.now.as_secs() + 3600);
+    s.request(a, Some("r"), Req::AuthRefresh { token });
+    assert_eq!(ack(&s.take(a)).exp, Some(s.now.as_secs() + 3600));
+    s.advance(120_000);
+    assert!(s.is_open(a), "refreshed token keeps the connection");
+
+    let other = s.identity("zed", Role::Student);
+    let token = s.token_for(&other, s.now.as_secs() + 3600);
+    s.request(a, Some("r2"), Req::AuthRefresh { token });
+    assert_eq!(error_code(&s.take(a)), Some(ErrorCode::Forbidden));
+    s.request(a, Some("r3"), Req::AuthRefresh { token: "garbage".into() });
+    assert_eq!(error_code(&s.take(a)), Some(ErrorCode::Unauthorized));
+
+    let mut short = s.identity("c", Role::Student);
+    short.exp = s.now.as_secs() + 10;
+    let c = s.connect(&short, None).unwrap();
+    s.take(b);
+    s.advance(10_000);
+    assert_eq!(s.closed.get(&c).unwrap().0, close::TOKEN_INVALID);
+    assert!(s.take(b).iter().any(|f| matches!(f, F::ParticipantLeft { reason: LeaveReason::Expired, .. })));
+}
+
+#[test]
+fn bad_frames_get_errors_and_the_connection_survives() {
+    let mut s = sim();
+    let a = s.join("a", Role::Student);
+    s.take(a);
+    s.say(a, "{not json");
+    assert_eq!(error_code(&s.take(a)), Some(ErrorCode::BadRequest));
+    s.say(a, r#"{"type":"nope","rid":"q"}"#);
+    let frames = s.take(a);
+    assert!(matches!(&frames[..], [F::Error(e)] if e.rid.as_deref() == Some("q") && e.code == ErrorCode::BadRequest));
+    let big = format!(r#"{{"type":"chat.send","text":"{}"}}"#, "x".repeat(20_000));
+    s.say(a, &big);
+    assert_eq!(error_code(&s.take(a)), Some(ErrorCode::TooLarge));
+    s.request(a, Some("long"), Req::ChatSend { text: "y".repeat(4001), reply_to: None });
+    assert_eq!(error_code(&s.take(a)), Some(ErrorCode::TooLarge));
+    s.request(a, Some("empty"), Req::ChatSend { text: "  ".into(), reply_to: None });
+    assert_eq!(error_code(&s.take(a)), Some(ErrorCode::BadRequest));
+    s.say(a, "ping");
+    assert_eq!(s.take_text(a), ["pong"]);
+    send(&mut s, a, "ok", "still here");
+    assert!(ack(&s.take(a)).seq.is_some());
+    assert!(s.is_open(a));
+
+    s.say(a, &"z".repeat(300_000));
+    assert_eq!(s.closed.get(&a).unwrap().0, close::TOO_LARGE);
+}
+
+#[test]
+fn a_flooding_client_is_rate_limited_then_cut_while_others_are_unaffected() {
+    let mut s = sim();
+    let flood = s.join("flood", Role::Student);
+    let calm = s.join("calm", Role::Student);
+    s.take(flood);
+    let mut limited = 0;
+    for i in 0..200 {
+        if !s.is_open(flood) {
+            break;
+        }
+        s.request(flood, None, Req::Typing { active: i % 2 == 0 });
+        limited +=
+            s.take(flood).iter().filter(|f| matches!(f, F::Error(e) if e.code == ErrorCode::RateLimited)).count();
+    }
+    assert!(limited >= 1);
+    assert_eq!(s.closed.get(&flood).unwrap().0, close::POLICY);
+    send(&mut s, calm, "c", "fine");
+    assert!(ack(&s.take(calm)).seq.is_some());
+
+    // A client within its rate is never limited.
+    let steady = s.join("steady", Role::Student);
+    s.take(steady);
+    for i in 0..100 {
+        s.advance(100);
+        send(&mut s, steady, &format!("s{i}"), "tick");
+    }
+    let frames = s.take(steady);
+    assert!(error_code(&frames).is_none(), "{frames:?}");
+}
+
+#[test]
+fn capacity_refuses_with_room_full_except_for_moderators() {
+    let mut s = Sim::new(Limits { capacity: 2, ..Limits::default() });
+    s.join("a", Role::Student);
+    s.join("b", Role::Student);
+    let c = s.identity("c", Role::Student);
+    assert_eq!(s.connect(&c, None).unwrap_err().code, ErrorCode::RoomFull);
+    s.join("b", Role::Student);
+    s.join("t", Role::Teacher);
+    s.admin(|room, _| room.update_settings(&SettingsPatch { capacity: Some(Some(10)), ..Default::default() })).unwrap();
+    assert!(s.connect(&c, None).is_ok());
+}
+
+#[test]
+fn too_many_connections_from_one_user_are_refused() {
+    let mut s = Sim::new(Limits { max_conns_per_user: 3, ..Limits::default() });
+    for _ in 0..3 {
+        s.join("a", Role::Student);
+    }
+    let a = s.identity("a", Role::Student);
+    assert_eq!(s.connect(&a, None).unwrap_err().code, ErrorCode::RateLimited);
+}
+
+#[test]
+fn an_empty_room_is_wiped_after_the_idle_ttl() {
+    let mut s = sim();
+    let a = s.join("a", Role::Student);
+    send(&mut s, a, "1", "remember me");
+    let epoch = welcome(&s.take(a)).epoch.clone();
+    s.drop_conn(a);
+    s.advance(s.limits.idle_room_ttl_ms - 1);
+    let b = s.join("b", Role::Student);
+    assert_eq!(welcome(&s.take(b)).history.len(), 1, "not yet wiped");
+    s.drop_conn(b);
+    s.advance(s.limits.idle_room_ttl_ms);
+    let c = s.join("c", Role::Student);
+    let fc = s.take(c);
+    let w = welcome(&fc);
+    assert!(w.history.is_empty());
+    assert_ne!(w.epoch, epoch);
+    assert_eq!(w.seq, 1);
+}
+
+#[test]
+fn admin_api_reads_kicks_and_announces() {
+    let mut s = sim();
+    let a = s.join("a", Role::Student);
+    s.take(a);
+    let info = s.admin(|room, now| room.info(now));
+    assert_eq!(info.participants.len(), 1);
+    assert_eq!(info.room, "default/room");
+    let msg = s.admin(|room, now| room.announce("class starts", "Office", now)).unwrap();
+    assert_eq!(msg.from.id.as_str(), "system");
+    assert!(matches!(&s.take(a)[..], [F::ChatMessage { message, .. }] if message.text == "class starts"));
+    let (page, _) = s.room().history(None, None).unwrap();
+    assert_eq!(page.len(), 1);
+    s.admin(|room, now| room.kick(&uid("a"), now)).unwrap();
+    assert_eq!(s.closed.get(&a).unwrap().0, close::KICKED);
+    assert_eq!(s.admin(|room, now| room.kick(&uid("a"), now)).unwrap_err().code, ErrorCode::NotFound);
+    let epoch = s.admin(|room, now| room.clear(now)).unwrap();
+    assert_eq!(s.admin(|room, now| room.info(now)).epoch, epoch);
+}
+
+#[test]
+fn a_restart_without_connections_removes_stale_participants() {
+    let mut s = sim();
+    let a = s.join("a", Role::Student);
+    let b = s.join("b", Role::Student);
+    s.take(a);
+    // The runtime restarts: a's socket is gone without a close event, b's survives.
+    s.forget_without_close(a);
+    s.hibernate();
+    let fb = s.take(b);
+    assert!(fb
+        .iter()
+        .any(|f| matches!(f, F::ParticipantLeft { id, reason: LeaveReason::Disconnected, .. } if id.as_str() == "a")));
+    assert_eq!(s.room().participants().len(), 1);
+}

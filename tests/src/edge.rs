@@ -1,0 +1,174 @@
+//! The real edge under test: `wrangler dev` (workerd with SQLite-backed Durable Objects) on a free port.
+//!
+//! Each [`Edge`] runs in its own process group under a small watchdog shell: when the test process goes
+//! away (even without running destructors, as with a `static`), the watchdog kills the whole group within
+//! half a second, so no workerd outlives the suite.
+
+use crate::repo_root;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static BUILD: Mutex<bool> = Mutex::new(false);
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Builds the Worker once per process (a no-op when `edge/build` is up to date).
+pub fn build_edge() -> anyhow::Result<()> {
+    let mut built = BUILD.lock().map_err(|_| anyhow::anyhow!("build lock poisoned"))?;
+    if *built {
+        return Ok(());
+    }
+    let status = Command::new("bash").arg("scripts/build-edge.sh").current_dir(repo_root()).status()?;
+    anyhow::ensure!(status.success(), "scripts/build-edge.sh failed ({status}); run scripts/bootstrap.sh first");
+    *built = true;
+    Ok(())
+}
+
+/// A running `wrangler dev`.
+#[derive(Debug)]
+pub struct Edge {
+    pub port: u16,
+    /// Where its Durable Objects' SQLite files live (kept across [`Edge::restart`]).
+    pub persist: PathBuf,
+    pub log: PathBuf,
+    vars: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl Edge {
+    /// Starts an edge with fresh storage and default vars.
+    pub async fn start() -> anyhow::Result<Edge> {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts an edge with fresh storage and `vars` overriding wrangler.toml's `[vars]`.
+    pub async fn start_with(vars: &[(&str, &str)]) -> anyhow::Result<Edge> {
+        build_edge()?;
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let dir = repo_root().join("target/e2e").join(format!("edge-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut edge = Edge {
+            port: free_port()?,
+            persist: dir.join("state"),
+            log: dir.join("wrangler.log"),
+            vars: vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            child: None,
+        };
+        edge.launch().await?;
+        Ok(edge)
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `ws://127.0.0.1:PORT`
+    pub fn ws(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    async fn launch(&mut self) -> anyhow::Result<()> {
+        let inspector = free_port()?;
+        let mut args = format!(
+            "dev --ip 127.0.0.1 --port {} --inspector-port {} --persist-to '{}' --log-level warn",
+            self.port,
+            inspector,
+            self.persist.display()
+        );
+        for (k, v) in &self.vars {
+            args.push_str(&format!(" --var '{k}:{v}'"));
+        }
+        let script = format!(
+            "ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; \
+             node_modules/.bin/wrangler {args} >>'{log}' 2>&1 & w=$!; \
+             while kill -0 {parent} 2>/dev/null && kill -0 $w 2>/dev/null; do sleep 0.5; done; \
+             kill -KILL 0",
+            log = self.log.display(),
+            parent = std::process::id(),
+        );
+        let child = Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .current_dir(repo_root())
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("NO_COLOR", "1")
+            .env("CI", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(90)).await
+    }
+
+    async fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let client = reqwest::Client::new();
+        while start.elapsed() < limit {
+            if let Ok(response) = client.get(format!("{}/healthz", self.http())).send().await {
+                if response.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    anyhow::bail!("wrangler dev exited ({status}):\n{}", tail(&self.log));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        anyhow::bail!("wrangler dev not ready after {limit:?}:\n{}", tail(&self.log))
+    }
+
+    /// Kills the edge (its whole process group), like a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-KILL", &format!("-{}", child.id())]).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills and restarts the edge on the same port with the same persisted storage.
+    pub async fn restart(&mut self) -> anyhow::Result<Duration> {
+        self.kill();
+        let start = Instant::now();
+        // The port is released when the process group dies; wait for it to be bindable again.
+        for _ in 0..50 {
+            if TcpListener::bind(("127.0.0.1", self.port)).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.launch().await?;
+        Ok(start.elapsed())
+    }
+
+    /// The last lines of the wrangler log.
+    pub fn log_tail(&self) -> String {
+        tail(&self.log)
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}

@@ -1,0 +1,19 @@
+//! Homeroom's protocol client and end-to-end harness.
+//!
+//! # Layout
+//! - [`client`]: a WebSocket client for protocol v1 (requests with `rid`, replies, event buffering, resume).
+//!   The e2e suites and the load tools use it.
+//! - [`edge`]: starts the real edge (`wrangler dev`, real workerd with SQLite-backed Durable Objects) on a
+//!   free port with its own persisted state, and stops it with its whole process group.
+//! - [`tokens`]: mints user and admin tokens with the development secret of `.dev.vars`.
+
+pub mod client;
+pub mod edge;
+pub mod tokens;
+
+use std::path::PathBuf;
+
+/// The repository root (the workspace).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+}

@@ -1,0 +1,77 @@
+//! Tokens for tests and tools, signed with the development secrets of `.dev.vars`.
+
+use crate::repo_root;
+use homeroom_shared::auth::{TokenKey, UserClaims};
+use homeroom_shared::protocol::{PermsPatch, Role};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Reads `NAME="value"` from `.dev.vars`.
+pub fn dev_var(name: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(repo_root().join(".dev.vars"))?;
+    for line in text.lines() {
+        if let Some((key, value)) = line.split_once('=') {
+            if key.trim() == name {
+                return Ok(value.trim().trim_matches('"').to_owned());
+            }
+        }
+    }
+    anyhow::bail!("{name} is not in .dev.vars")
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Builds user tokens.
+#[derive(Clone, Debug)]
+pub struct Minter {
+    key: TokenKey,
+}
+
+impl Minter {
+    /// A minter with the development `JWT_SECRET`.
+    pub fn dev() -> anyhow::Result<Self> {
+        Ok(Minter { key: TokenKey::new(dev_var("JWT_SECRET")?.as_bytes()) })
+    }
+
+    /// A minter with any secret.
+    pub fn with_secret(secret: &[u8]) -> Self {
+        Minter { key: TokenKey::new(secret) }
+    }
+
+    /// Claims for `user` with `role`, valid for an hour, default tenant, any room.
+    pub fn claims(&self, user: &str, role: Role) -> UserClaims {
+        UserClaims {
+            sub: user.to_owned(),
+            name: Some(format!("{user} (test)")),
+            role: Some(role),
+            tenant: None,
+            rooms: None,
+            perms: None,
+            exp: now_secs() + 3600,
+            nbf: None,
+            iat: Some(now_secs()),
+        }
+    }
+
+    /// Signs `claims`.
+    pub fn sign(&self, claims: &UserClaims) -> String {
+        self.key.sign(claims).unwrap_or_default()
+    }
+
+    /// A token for `user` with `role`.
+    pub fn token(&self, user: &str, role: Role) -> String {
+        self.sign(&self.claims(user, role))
+    }
+
+    /// A token for `user` in `tenant`.
+    pub fn tenant_token(&self, user: &str, role: Role, tenant: &str) -> String {
+        self.sign(&UserClaims { tenant: Some(tenant.to_owned()), ..self.claims(user, role) })
+    }
+
+    /// A token with permission overrides.
+    pub fn token_with_perms(&self, user: &str, role: Role, perms: PermsPatch) -> String {
+        self.sign(&UserClaims { perms: Some(perms), ..self.claims(user, role) })
+    }
+}
