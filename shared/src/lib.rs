@@ -5,6 +5,7 @@
 //! - [`auth`]: user, media and service tokens (HS256 JWT), verified against a time passed in.
 //! - [`room`]: the room state machine (sans-IO): `connect`/`receive`/`disconnect`/`tick` in,
 //!   [`room::Output`]s out, durable state behind the synchronous [`room::store::RoomStore`] port.
+//! - [`media`]: the edge ↔ media node contract (heartbeats, control commands).
 //! - [`ids`], [`time`]: validated identifiers and the millisecond clock the adapters pass in.
 //!
 //! Nothing here does IO, reads a clock or draws random numbers, so everything builds for native and
@@ -14,6 +15,7 @@
 
 pub mod auth;
 pub mod ids;
+pub mod media;
 pub mod protocol;
 pub mod room;
 pub mod time;
