@@ -29,6 +29,7 @@ step "wrangler deploy --dry-run" \
   env WRANGLER_SEND_METRICS=false node_modules/.bin/wrangler deploy --dry-run --outdir target/deploy-dry-run
 step "native tests" cargo test --locked -p homeroom-shared -p homeroom-media-node
 if [ "$quick" = 0 ]; then
+  rm -rf target/e2e
   step "end-to-end tests (wrangler dev)" cargo test --locked -p homeroom-tests
 fi
 printf '\nAll tests passed in %ss.\n' "$((SECONDS - total))"

@@ -114,7 +114,10 @@ impl Client {
                 .map_err(|_| ClientError::Unexpected("token is not a valid header value".into()))?;
             request.headers_mut().insert("authorization", value);
         }
-        let (ws, _) = match tokio_tungstenite::connect_async(request).await {
+        let handshake = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .map_err(|_| ClientError::Timeout(WAIT, "the WebSocket handshake"))?;
+        let (ws, _) = match handshake {
             Ok(ok) => ok,
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 let status = response.status().as_u16();

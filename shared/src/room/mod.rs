@@ -196,7 +196,8 @@ impl<S: RoomStore> Room<S> {
                     epoch: next_epoch(None, now),
                     seq: 0,
                     next_conn: 1,
-                    empty_since: None,
+                    // A new room starts empty: it is cleaned up if nobody comes.
+                    empty_since: Some(now),
                     settings: RoomSettings::default(),
                 };
                 store.save_meta(&meta)?;
@@ -512,10 +513,11 @@ impl<S: RoomStore> Room<S> {
 
     /// A connection closed or errored (client side). Unknown connections are ignored.
     pub fn disconnect(&mut self, conn: ConnId, now: Timestamp) {
-        self.run_timers(now);
+        // Forget the connection first: deadlines that are due must not address it any more.
         if let Err(e) = self.drop_conn(conn, LeaveReason::Left, now) {
             self.poisoned |= e.code == ErrorCode::Internal;
         }
+        self.run_timers(now);
     }
 
     /// Forgets `conn`; when it was its user's last connection, the participant leaves with `reason`.

@@ -199,6 +199,16 @@ impl Sim {
         }
     }
 
+    /// The open connections and their users.
+    pub fn open_connections(&self) -> Vec<(ConnId, UserId)> {
+        self.attachments.iter().map(|(c, r)| (*c, r.user.clone())).collect()
+    }
+
+    /// Every connection that ever received something, open or closed.
+    pub fn known_connections(&self) -> Vec<ConnId> {
+        self.inbox.keys().copied().collect()
+    }
+
     /// Whether `conn` is open.
     pub fn is_open(&self, conn: ConnId) -> bool {
         self.open.contains(&conn)
