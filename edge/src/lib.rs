@@ -16,6 +16,7 @@
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod media_control;
 pub mod registry_object;
 pub mod room_object;
 pub mod router;

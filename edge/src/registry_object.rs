@@ -1,16 +1,84 @@
-//! The media-node registry Durable Object (one per deployment): leases renewed by node heartbeats.
+//! The media-node registry Durable Object (one per deployment, named `global`): a thin adapter around
+//! [`homeroom_shared::placement::Registry`].
+//!
+//! # Run loop
+//! Each event loads the registry from SQLite if it is not in memory, applies one operation (heartbeat, place,
+//! release, list, or the alarm), writes what changed back, and keeps the alarm at the next lease expiry.
+//! When leases run out, every room placed on the lost node is told (`POST /media/lost` on its Room object),
+//! which tells its clients `media.moved`; their next `media.join` is placed on a live node.
+//!
+//! The Worker verifies node tokens before forwarding heartbeats here; this object trusts its callers.
 
-use crate::http;
-use homeroom_shared::protocol::ErrorCode;
-use worker::{durable_object, DurableObject, Env, Request, Response, State};
+use crate::http::{self, fail};
+use crate::{clock, config};
+use homeroom_shared::media::NodeHeartbeat;
+use homeroom_shared::placement::{ClientLocation, Geo, NodeLease, Placement, Registry};
+use homeroom_shared::protocol::{ApiError, ErrorCode, NodeInfo};
+use homeroom_shared::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::cell::{Cell, RefCell};
+use worker::{
+    durable_object, DurableObject, Env, Headers, Method, Request, RequestInit, Response, ScheduledTime, SqlStorage,
+    SqlStorageValue, State,
+};
+
+/// Default lease length: nodes heartbeat well within it (the node uses a third of it).
+pub const DEFAULT_LEASE_TTL_MS: u64 = 15_000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS nodes (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS placements (room TEXT PRIMARY KEY, body TEXT NOT NULL);
+";
+
+/// Body of the internal `POST /heartbeat`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HeartbeatCall {
+    /// The verified token's `sub`.
+    pub subject: String,
+    pub heartbeat: NodeHeartbeat,
+}
+
+/// Body of the internal `POST /place`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PlaceCall {
+    pub room: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub geo: Option<Geo>,
+}
+
+/// Body of the internal `POST /release`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReleaseCall {
+    pub room: String,
+}
+
+/// Body of the Room object's `POST /media/lost`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LostCall {
+    pub node: String,
+    pub reason: String,
+}
+
+#[derive(Serialize)]
+struct NodesView {
+    nodes: Vec<NodeLease>,
+    placements: Vec<Placement>,
+}
+
+#[derive(Deserialize)]
+struct Body {
+    body: String,
+}
 
 /// The registry Durable Object.
 #[durable_object]
 pub struct NodeRegistry {
-    #[allow(dead_code)]
     state: State,
-    #[allow(dead_code)]
     env: Env,
+    registry: RefCell<Option<Registry>>,
+    alarm_at: Cell<Option<Timestamp>>,
 }
 
 impl std::fmt::Debug for NodeRegistry {
@@ -19,13 +87,227 @@ impl std::fmt::Debug for NodeRegistry {
     }
 }
 
-impl DurableObject for NodeRegistry {
-    fn new(state: State, env: Env) -> Self {
-        NodeRegistry { state, env }
+fn storage_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::Internal, format!("registry storage failed: {e}"))
+}
+
+fn text(s: &str) -> SqlStorageValue {
+    SqlStorageValue::String(s.to_owned())
+}
+
+impl NodeRegistry {
+    fn sql(&self) -> SqlStorage {
+        self.state.storage().sql()
     }
 
-    async fn fetch(&self, _req: Request) -> worker::Result<Response> {
-        Ok(http::fail(ErrorCode::Unavailable, "the node registry is not enabled yet"))
+    fn ttl_ms(&self) -> u64 {
+        config::var(&self.env, "NODE_LEASE_TTL_MS")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|ttl| (1000..=600_000).contains(ttl))
+            .unwrap_or(DEFAULT_LEASE_TTL_MS)
+    }
+
+    fn bodies<T: serde::de::DeserializeOwned>(&self, query: &str) -> Result<Vec<T>, ApiError> {
+        let rows: Vec<Body> = self.sql().exec(query, None).and_then(|c| c.to_array()).map_err(storage_error)?;
+        rows.iter().map(|r| serde_json::from_str(&r.body).map_err(storage_error)).collect()
+    }
+
+    fn ensure_loaded(&self) -> Result<(), ApiError> {
+        if self.registry.borrow().is_some() {
+            return Ok(());
+        }
+        self.sql().exec(SCHEMA, None).map_err(storage_error)?;
+        let nodes: Vec<NodeLease> = self.bodies("SELECT body FROM nodes")?;
+        let placements: Vec<Placement> = self.bodies("SELECT body FROM placements")?;
+        *self.registry.borrow_mut() = Some(Registry::restore(self.ttl_ms(), nodes, placements));
+        Ok(())
+    }
+
+    fn with_registry<T>(&self, f: impl FnOnce(&mut Registry) -> Result<T, ApiError>) -> Result<T, ApiError> {
+        self.ensure_loaded()?;
+        let mut slot = self.registry.borrow_mut();
+        let registry = slot.as_mut().ok_or_else(|| ApiError::new(ErrorCode::Internal, "registry not loaded"))?;
+        f(registry)
+    }
+
+    fn save_node(&self, lease: &NodeLease) -> Result<(), ApiError> {
+        let body = serde_json::to_string(lease).map_err(storage_error)?;
+        self.sql()
+            .exec("INSERT OR REPLACE INTO nodes (id, body) VALUES (?, ?)", Some(vec![text(&lease.id), text(&body)]))
+            .map_err(storage_error)?;
+        Ok(())
+    }
+
+    fn save_placement(&self, placement: &Placement) -> Result<(), ApiError> {
+        let body = serde_json::to_string(placement).map_err(storage_error)?;
+        self.sql()
+            .exec(
+                "INSERT OR REPLACE INTO placements (room, body) VALUES (?, ?)",
+                Some(vec![text(&placement.room), text(&body)]),
+            )
+            .map_err(storage_error)?;
+        Ok(())
+    }
+
+    fn delete(&self, table: &str, key_column: &str, key: &str) -> Result<(), ApiError> {
+        self.sql()
+            .exec(&format!("DELETE FROM {table} WHERE {key_column} = ?"), Some(vec![text(key)]))
+            .map_err(storage_error)?;
+        Ok(())
+    }
+
+    async fn sync_alarm(&self) {
+        let next = self.registry.borrow().as_ref().and_then(Registry::next_expiry);
+        let Some(next) = next else { return };
+        if self.alarm_at.get() == Some(next) {
+            return;
+        }
+        let date = worker::js_sys::Date::new(&worker::wasm_bindgen::JsValue::from_f64(next.as_millis() as f64));
+        match self.state.storage().set_alarm(ScheduledTime::new(date)).await {
+            Ok(()) => self.alarm_at.set(Some(next)),
+            Err(e) => worker::console_error!("could not set the registry alarm: {e}"),
+        }
+    }
+
+    fn heartbeat(&self, call: HeartbeatCall) -> Result<Response, ApiError> {
+        let now = clock::now();
+        let (lease, reply) = self.with_registry(|r| r.heartbeat(&call.subject, &call.heartbeat, now))?;
+        self.save_node(&lease)?;
+        Ok(http::json(200, &reply))
+    }
+
+    fn place(&self, call: PlaceCall) -> Result<Response, ApiError> {
+        let now = clock::now();
+        let location = ClientLocation { region: call.region, geo: call.geo };
+        let (lease, new) = self.with_registry(|r| r.place(&call.room, &location, now))?;
+        if new {
+            self.save_node(&lease)?;
+            let placement = Placement { room: call.room.clone(), node: lease.id.clone(), since: now };
+            self.save_placement(&placement)?;
+            worker::console_log!("placed room {} on node {} ({})", call.room, lease.id, lease.region);
+        }
+        Ok(http::json(200, &lease.info()))
+    }
+
+    fn release(&self, call: ReleaseCall) -> Result<Response, ApiError> {
+        self.with_registry(|r| Ok(r.release(&call.room)))?;
+        self.delete("placements", "room", &call.room)?;
+        Ok(http::json(200, &serde_json::json!({ "released": call.room })))
+    }
+
+    fn list(&self) -> Result<Response, ApiError> {
+        let now = clock::now();
+        let view = self.with_registry(|r| {
+            r.expire(now);
+            Ok(NodesView { nodes: r.nodes(), placements: r.placements() })
+        })?;
+        Ok(http::json(200, &view))
+    }
+
+    /// Expires leases and tells the rooms that were on lost nodes.
+    async fn expire(&self) -> Result<(), ApiError> {
+        let now = clock::now();
+        let expired = self.with_registry(|r| Ok(r.expire(now)))?;
+        for node in &expired.nodes {
+            worker::console_warn!("media node {} ({}) lost its lease", node.id, node.region);
+            self.delete("nodes", "id", &node.id)?;
+        }
+        for placement in &expired.rooms {
+            self.delete("placements", "room", &placement.room)?;
+            let lost = LostCall {
+                node: placement.node.clone(),
+                reason: format!("media node {} stopped sending heartbeats", placement.node),
+            };
+            if let Err(e) = notify_room(&self.env, &placement.room, &lost).await {
+                worker::console_error!("could not tell room {} that its node was lost: {e}", placement.room);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Tells a room object that its media node was lost.
+async fn notify_room(env: &Env, room: &str, lost: &LostCall) -> worker::Result<()> {
+    let stub = env.durable_object("ROOMS")?.get_by_name(room)?;
+    let body = serde_json::to_string(lost).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
+    let request = Request::new_with_init("https://room/media/lost", &init)?;
+    stub.fetch_with_request(request).await.map(|_| ())
+}
+
+impl DurableObject for NodeRegistry {
+    fn new(state: State, env: Env) -> Self {
+        NodeRegistry { state, env, registry: RefCell::new(None), alarm_at: Cell::new(None) }
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let path = req.path();
+        let body = if req.method() == Method::Post { req.text().await.unwrap_or_default() } else { String::new() };
+        fn parse<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, ApiError> {
+            serde_json::from_str(body).map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("bad body: {e}")))
+        }
+        // Lost nodes are noticed on every call, not only by the alarm.
+        if let Err(e) = self.expire().await {
+            worker::console_error!("registry expiry failed: {e}");
+        }
+        let result = match path.as_str() {
+            "/heartbeat" => parse(&body).and_then(|call| self.heartbeat(call)),
+            "/place" => parse(&body).and_then(|call| self.place(call)),
+            "/release" => parse(&body).and_then(|call| self.release(call)),
+            "/nodes" => self.list(),
+            _ => Err(ApiError::new(ErrorCode::NotFound, format!("no registry route {path}"))),
+        };
+        if result.as_ref().is_err_and(|e| e.code == ErrorCode::Internal) {
+            *self.registry.borrow_mut() = None;
+        }
+        self.sync_alarm().await;
+        Ok(result.unwrap_or_else(|e| http::error(&e)))
+    }
+
+    async fn alarm(&self) -> worker::Result<Response> {
+        self.alarm_at.set(None);
+        if let Err(e) = self.expire().await {
+            worker::console_error!("registry expiry failed: {e}");
+            *self.registry.borrow_mut() = None;
+        }
+        self.sync_alarm().await;
+        Response::empty()
+    }
+}
+
+/// Calls the registry object.
+pub async fn call_registry<T: Serialize>(env: &Env, path: &str, body: Option<&T>) -> Result<Response, ApiError> {
+    let unavailable =
+        |e: worker::Error| ApiError::new(ErrorCode::Unavailable, format!("node registry unavailable: {e}"));
+    let stub = env.durable_object("REGISTRY").and_then(|ns| ns.get_by_name("global")).map_err(unavailable)?;
+    let mut init = RequestInit::new();
+    match body {
+        Some(body) => {
+            let json = serde_json::to_string(body).map_err(storage_error)?;
+            let headers = Headers::new();
+            let _ = headers.set("content-type", "application/json");
+            init.with_method(Method::Post).with_headers(headers).with_body(Some(json.into()));
+        }
+        None => {
+            init.with_method(Method::Get);
+        }
+    }
+    let request = Request::new_with_init(&format!("https://registry{path}"), &init).map_err(unavailable)?;
+    stub.fetch_with_request(request).await.map_err(unavailable)
+}
+
+/// Asks the registry where `room`'s media goes.
+pub async fn place(env: &Env, call: &PlaceCall) -> Result<NodeInfo, ApiError> {
+    let mut response = call_registry(env, "/place", Some(call)).await?;
+    let text = response.text().await.map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
+    if response.status_code() == 200 {
+        serde_json::from_str(&text).map_err(|e| ApiError::new(ErrorCode::Internal, format!("bad placement: {e}")))
+    } else {
+        Err(serde_json::from_str::<ApiError>(&text)
+            .unwrap_or_else(|_| ApiError::new(ErrorCode::Unavailable, format!("placement failed: {text}"))))
     }
 }
 
@@ -34,10 +316,33 @@ pub async fn list_nodes(req: Request, env: &Env) -> Response {
     if let Err(response) = crate::router::authenticate_admin(&req, env) {
         return response;
     }
-    http::json(200, &serde_json::json!({ "nodes": [] }))
+    call_registry::<()>(env, "/nodes", None).await.unwrap_or_else(|e| http::error(&e))
 }
 
-/// `POST /v1/nodes/heartbeat` (node token).
-pub async fn heartbeat(_req: Request, _env: &Env) -> Response {
-    http::fail(ErrorCode::Unavailable, "the node registry is not enabled yet")
+/// `POST /v1/nodes/heartbeat` (node token signed with `NODE_SECRET`).
+pub async fn heartbeat(mut req: Request, env: &Env) -> Response {
+    let header = req.headers().get("authorization").ok().flatten();
+    let Some(token) = homeroom_shared::auth::token_from(None, header.as_deref()) else {
+        return fail(
+            ErrorCode::Unauthorized,
+            "heartbeats need Authorization: Bearer <node token signed with NODE_SECRET>",
+        );
+    };
+    let claims = match config::node_key(env).verify_service(&token, clock::now()) {
+        Ok(claims) => claims,
+        Err(e) => return http::error(&e.to_api()),
+    };
+    let body = match req.text().await {
+        Ok(body) if body.len() <= 16 * 1024 => body,
+        Ok(_) => return fail(ErrorCode::TooLarge, "heartbeat body is larger than 16 KiB"),
+        Err(e) => return fail(ErrorCode::BadRequest, format!("unreadable body: {e}")),
+    };
+    let heartbeat: NodeHeartbeat = match serde_json::from_str(&body) {
+        Ok(hb) => hb,
+        Err(e) => {
+            return fail(ErrorCode::BadRequest, format!("expected {{id, region, url, capacity, load, draining}}: {e}"))
+        }
+    };
+    let call = HeartbeatCall { subject: claims.sub, heartbeat };
+    call_registry(env, "/heartbeat", Some(&call)).await.unwrap_or_else(|e| http::error(&e))
 }

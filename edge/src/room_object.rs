@@ -11,13 +11,16 @@
 //! The core is borrowed only inside synchronous sections, never across an `.await`. The `ping` → `pong`
 //! auto-response is answered by the runtime without waking the object.
 
-use crate::router::{ACTOR_HEADER, ADDRESS_HEADER, IDENTITY_HEADER};
+use crate::media_control;
+use crate::registry_object::{self, LostCall, PlaceCall, ReleaseCall};
+use crate::router::{ACTOR_HEADER, ADDRESS_HEADER, GEO_HEADER, IDENTITY_HEADER};
 use crate::sql_store::SqlStore;
 use crate::{clock, config, http};
 use homeroom_shared::auth::Identity;
+use homeroom_shared::placement::Geo;
 use homeroom_shared::protocol::{close, ApiError, ErrorCode};
 use homeroom_shared::room::config::SettingsPatch;
-use homeroom_shared::room::{ConnRecord, Output, Resume, Room};
+use homeroom_shared::room::{ConnRecord, Output, Resume, Room, RoomKeys};
 use homeroom_shared::{ConnId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
@@ -92,14 +95,15 @@ impl RoomObject {
                 }
             }
         }
-        let room = Room::restore(store, limits, config::user_key(&self.env), address, records, now)
+        let keys = RoomKeys { user: config::user_key(&self.env), media: config::node_key(&self.env) };
+        let room = Room::restore(store, limits, keys, address, records, now)
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         *self.sockets.borrow_mut() = sockets;
         *self.room.borrow_mut() = Some(room);
         Ok(())
     }
 
-    /// Runs `f` on the loaded core, then applies its outputs.
+    /// Runs `f` on the loaded core. Call [`Self::finish`] afterwards to apply the outputs.
     fn with_room<T>(
         &self,
         address: Option<&str>,
@@ -107,19 +111,17 @@ impl RoomObject {
     ) -> Result<T, ApiError> {
         let now = clock::now();
         self.ensure_loaded(address, now)?;
-        let out = {
-            let mut slot = self.room.borrow_mut();
-            let room = slot.as_mut().ok_or_else(|| ApiError::new(ErrorCode::Internal, "room not loaded"))?;
-            f(room, now)
-        };
-        self.apply_outputs();
-        Ok(out)
+        let mut slot = self.room.borrow_mut();
+        let room = slot.as_mut().ok_or_else(|| ApiError::new(ErrorCode::Internal, "room not loaded"))?;
+        Ok(f(room, now))
     }
 
-    /// Applies the core's outputs in order; drops the cache after a storage failure.
-    fn apply_outputs(&self) {
+    /// Applies the core's outputs in order and returns the ones that need IO beyond the sockets; drops the
+    /// cache after a storage failure.
+    fn apply_outputs(&self) -> Vec<Output> {
+        let mut deferred = Vec::new();
         let mut slot = self.room.borrow_mut();
-        let Some(room) = slot.as_mut() else { return };
+        let Some(room) = slot.as_mut() else { return deferred };
         let mut sockets = self.sockets.borrow_mut();
         while let Some(output) = room.poll_output() {
             match output {
@@ -141,11 +143,60 @@ impl RoomObject {
                         let _ = ws.serialize_attachment(&record);
                     }
                 }
+                io @ (Output::PlaceMedia { .. } | Output::MediaControl { .. } | Output::ReleaseMedia) => {
+                    deferred.push(io);
+                }
             }
         }
         if room.is_poisoned() {
             worker::console_error!("room storage failed; dropping the in-memory room to rebuild it from SQLite");
             *slot = None;
+        }
+        deferred
+    }
+
+    /// Applies every output, performs the media IO they ask for (feeding answers back to the core), and moves
+    /// the alarm. Every event handler ends with this.
+    async fn finish(&self) {
+        loop {
+            let deferred = self.apply_outputs();
+            if deferred.is_empty() {
+                break;
+            }
+            for output in deferred {
+                self.media_io(output).await;
+            }
+        }
+        self.sync_alarm().await;
+    }
+
+    fn address(&self) -> Option<String> {
+        self.room.borrow().as_ref().map(|r| r.address().to_owned())
+    }
+
+    async fn media_io(&self, output: Output) {
+        match output {
+            Output::PlaceMedia { conn, rid, location } => {
+                let Some(room) = self.address() else { return };
+                let call = PlaceCall { room, region: location.region, geo: location.geo };
+                let placed = registry_object::place(&self.env, &call).await;
+                if let Err(e) = self.with_room(None, |room, now| room.media_placed(conn, rid, placed, now)) {
+                    worker::console_error!("room unavailable for a placement: {e}");
+                }
+            }
+            Output::MediaControl { node, command } => {
+                if let Err(e) = media_control::send(&self.env, &node, &command).await {
+                    worker::console_error!("media control {command:?} to node {} failed: {e}", node.id);
+                }
+            }
+            Output::ReleaseMedia => {
+                let Some(room) = self.address() else { return };
+                if let Err(e) = registry_object::call_registry(&self.env, "/release", Some(&ReleaseCall { room })).await
+                {
+                    worker::console_error!("could not release the room's media placement: {e}");
+                }
+            }
+            _ => {}
         }
     }
 
@@ -176,6 +227,10 @@ impl RoomObject {
             None => return http::fail(ErrorCode::Unauthorized, "no identity; connect through /v1/rooms/{room}/ws"),
         };
         let address = req.headers().get(ADDRESS_HEADER).ok().flatten();
+        let geo = req.headers().get(GEO_HEADER).ok().flatten().and_then(|v| {
+            let (lat, lon) = v.split_once(',')?;
+            Some(Geo::from_degrees(lat.trim().parse().ok()?, lon.trim().parse().ok()?))
+        });
         let resume = req.url().ok().and_then(|url| {
             let mut since = None;
             let mut epoch = None;
@@ -201,13 +256,12 @@ impl RoomObject {
             let Some(room) = slot.as_mut() else {
                 return http::fail(ErrorCode::Internal, "room not loaded");
             };
-            room.connect(&identity, resume, now)
+            room.connect(&identity, resume, geo, now)
         };
         let admitted = match admitted {
             Ok(admitted) => admitted,
             Err(e) => {
-                self.apply_outputs();
-                self.sync_alarm().await;
+                self.finish().await;
                 return http::error(&e);
             }
         };
@@ -217,8 +271,7 @@ impl RoomObject {
             worker::console_error!("could not store a connection attachment: {e}");
         }
         self.sockets.borrow_mut().insert(admitted.conn, pair.server);
-        self.apply_outputs();
-        self.sync_alarm().await;
+        self.finish().await;
         Response::from_websocket(pair.client)
             .unwrap_or_else(|e| http::fail(ErrorCode::Internal, format!("upgrade failed: {e}")))
     }
@@ -299,9 +352,16 @@ impl RoomObject {
                     }
                 }
             }
+            "/media/lost" => match serde_json::from_str::<LostCall>(&body) {
+                Ok(lost) => self.with_room(address, |room, now| {
+                    room.media_lost(&lost.node, &lost.reason, now);
+                    http::json(200, &serde_json::json!({ "ok": true }))
+                }),
+                Err(e) => Ok(http::fail(ErrorCode::BadRequest, format!("expected {{node, reason}}: {e}"))),
+            },
             _ => Ok(http::fail(ErrorCode::NotFound, format!("no room route {path}"))),
         };
-        self.sync_alarm().await;
+        self.finish().await;
         response.unwrap_or_else(|e| http::error(&e))
     }
 }
@@ -325,7 +385,7 @@ impl DurableObject for RoomObject {
         let path = req.path();
         Ok(match path.as_str() {
             "/ws" => self.upgrade(&req).await,
-            p if p.starts_with("/admin/") => {
+            p if p.starts_with("/admin/") || p == "/media/lost" => {
                 let p = p.to_owned();
                 self.admin(req, &p).await
             }
@@ -353,7 +413,7 @@ impl DurableObject for RoomObject {
                 .to_json(),
             );
         }
-        self.sync_alarm().await;
+        self.finish().await;
         Ok(())
     }
 
@@ -366,7 +426,7 @@ impl DurableObject for RoomObject {
         }
         // Complete the closing handshake (harmless if the runtime already did).
         let _ = ws.close(Some(close::NORMAL), Some("bye"));
-        self.sync_alarm().await;
+        self.finish().await;
         Ok(())
     }
 
@@ -378,7 +438,7 @@ impl DurableObject for RoomObject {
                 worker::console_error!("room unavailable for an error: {e}");
             }
         }
-        self.sync_alarm().await;
+        self.finish().await;
         Ok(())
     }
 
@@ -387,7 +447,7 @@ impl DurableObject for RoomObject {
         if let Err(e) = self.with_room(None, |room, now| room.tick(now)) {
             worker::console_error!("room unavailable for its alarm: {e}");
         }
-        self.sync_alarm().await;
+        self.finish().await;
         Response::empty()
     }
 }

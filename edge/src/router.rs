@@ -17,6 +17,8 @@ use worker::{Env, Headers, Method, Request, RequestInit, Response, Url};
 pub const IDENTITY_HEADER: &str = "x-homeroom-identity";
 /// Header carrying the room's `{tenant}/{room}` address from the Worker to a room object.
 pub const ADDRESS_HEADER: &str = "x-homeroom-address";
+/// Header carrying the client's coordinates (`lat,lon` from Cloudflare's request metadata) to a room object.
+pub const GEO_HEADER: &str = "x-homeroom-geo";
 /// Header carrying the display name of an admin actor to a room object.
 pub const ACTOR_HEADER: &str = "x-homeroom-actor";
 
@@ -158,6 +160,9 @@ async fn connect(req: Request, env: &Env, url: &Url, room: &str) -> Response {
     let _ = headers.set("upgrade", "websocket");
     let _ = headers.set(IDENTITY_HEADER, &identity_json);
     let _ = headers.set(ADDRESS_HEADER, &address);
+    if let Some((lat, lon)) = req.cf().and_then(|cf| cf.coordinates()) {
+        let _ = headers.set(GEO_HEADER, &format!("{lat},{lon}"));
+    }
     forward(env, &address, &inner, Method::Get, headers, None).await
 }
 

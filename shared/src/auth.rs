@@ -75,6 +75,10 @@ pub struct MediaClaims {
     /// The participant's display name, for the node's logs and metrics labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Quality limits the node enforces for this participant (e.g. per role, see
+    /// [`crate::media::MediaCaps::for_role`]). Absent: no limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caps: Option<crate::media::MediaCaps>,
     pub exp: u64,
 }
 

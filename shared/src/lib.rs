@@ -6,6 +6,7 @@
 //! - [`room`]: the room state machine (sans-IO): `connect`/`receive`/`disconnect`/`tick` in,
 //!   [`room::Output`]s out, durable state behind the synchronous [`room::store::RoomStore`] port.
 //! - [`media`]: the edge ↔ media node contract (heartbeats, control commands).
+//! - [`placement`]: the media-node registry (leases) and room placement (region, distance, load).
 //! - [`ids`], [`time`]: validated identifiers and the millisecond clock the adapters pass in.
 //!
 //! Nothing here does IO, reads a clock or draws random numbers, so everything builds for native and
@@ -16,6 +17,7 @@
 pub mod auth;
 pub mod ids;
 pub mod media;
+pub mod placement;
 pub mod protocol;
 pub mod room;
 pub mod time;

@@ -6,7 +6,7 @@
 //! secret.
 
 use crate::auth::MediaPerms;
-use crate::protocol::MediaKind;
+use crate::protocol::{MediaKind, Role};
 use serde::{Deserialize, Serialize};
 
 /// The `sub` of the edge's control tokens.
@@ -54,4 +54,95 @@ pub enum ControlCommand {
 pub struct ControlReply {
     /// Sessions the command touched.
     pub sessions: u32,
+}
+
+/// A simulcast quality level, lowest first: what a subscriber asks the node for, and the caps the edge puts in
+/// media tokens. With three layers `low`, `medium` and `high` pick the lowest, middle and highest; with two,
+/// `low` and `medium` pick the lower one; with one, every level picks it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quality {
+    Low,
+    Medium,
+    #[default]
+    High,
+}
+
+impl Quality {
+    /// The level's name on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Quality::Low => "low",
+            Quality::Medium => "medium",
+            Quality::High => "high",
+        }
+    }
+
+    /// Parses `low`, `medium` or `high`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "low" => Some(Quality::Low),
+            "medium" => Some(Quality::Medium),
+            "high" => Some(Quality::High),
+            _ => None,
+        }
+    }
+}
+
+/// Limits a media node enforces for one participant, carried in its media token
+/// ([`crate::auth::MediaClaims::caps`]). Every absent field means "no limit".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MediaCaps {
+    /// The highest simulcast layer of the participant's camera and screen share that the node forwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_quality: Option<Quality>,
+    /// Bitrate ceiling in kbit/s for each camera or screen-share track the participant publishes: the node asks
+    /// the publisher to stay below it (REMB) and does not forward simulcast layers measured above it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_kbps: Option<u32>,
+    /// The highest layer the participant receives, whatever quality it asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive_quality: Option<Quality>,
+}
+
+impl MediaCaps {
+    /// Suggested caps per role: teachers and admins are not limited; students publish at most the `medium`
+    /// layer and 800 kbit/s per video track.
+    pub const fn for_role(role: Role) -> Self {
+        match role {
+            Role::Student => {
+                MediaCaps { publish_quality: Some(Quality::Medium), publish_kbps: Some(800), receive_quality: None }
+            }
+            Role::Teacher | Role::Admin => {
+                MediaCaps { publish_quality: None, publish_kbps: None, receive_quality: None }
+            }
+        }
+    }
+
+    /// Whether no field limits anything.
+    pub const fn is_unlimited(&self) -> bool {
+        self.publish_quality.is_none() && self.publish_kbps.is_none() && self.receive_quality.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quality_is_ordered_and_snake_case() {
+        assert!(Quality::Low < Quality::Medium && Quality::Medium < Quality::High);
+        assert_eq!(serde_json::to_string(&Quality::Medium).unwrap(), r#""medium""#);
+        assert_eq!(Quality::parse("low"), Some(Quality::Low));
+        assert_eq!(Quality::parse("ultra"), None);
+    }
+
+    #[test]
+    fn caps_are_optional_in_json() {
+        assert_eq!(serde_json::from_str::<MediaCaps>("{}").unwrap(), MediaCaps::default());
+        assert_eq!(serde_json::to_string(&MediaCaps::default()).unwrap(), "{}");
+        let student = MediaCaps::for_role(Role::Student);
+        assert_eq!(serde_json::to_string(&student).unwrap(), r#"{"publish_quality":"medium","publish_kbps":800}"#);
+        assert!(MediaCaps::for_role(Role::Teacher).is_unlimited());
+    }
 }

@@ -639,3 +639,98 @@ fn a_restart_without_connections_removes_stale_participants() {
         .any(|f| matches!(f, F::ParticipantLeft { id, reason: LeaveReason::Disconnected, .. } if id.as_str() == "a")));
     assert_eq!(s.room().participants().len(), 1);
 }
+
+mod media {
+    use super::*;
+    use homeroom_shared::auth::TokenKey;
+    use homeroom_shared::media::ControlCommand;
+    use homeroom_shared::protocol::NodeInfo;
+    use homeroom_shared::room::sim::SIM_NODE_SECRET;
+    use homeroom_shared::room::Output;
+
+    fn node(id: &str) -> NodeInfo {
+        NodeInfo { id: id.into(), region: "eu-west".into(), url: format!("http://{id}.example") }
+    }
+
+    /// Answers the pending placement requests with `node`.
+    fn place(s: &mut Sim, with: NodeInfo) {
+        let requests: Vec<Output> = std::mem::take(&mut s.media);
+        for output in requests {
+            if let Output::PlaceMedia { conn, rid, .. } = output {
+                let node = with.clone();
+                s.admin(|room, now| room.media_placed(conn, rid, Ok(node), now));
+            }
+        }
+    }
+
+    #[test]
+    fn media_join_is_placed_and_answered_with_a_scoped_short_lived_token() {
+        let mut s = sim();
+        let a = s.join("a", Role::Student);
+        s.take(a);
+        s.request(a, Some("m"), Req::MediaJoin { region: Some("eu-west".into()) });
+        assert!(
+            matches!(&s.media[..], [Output::PlaceMedia { location, .. }] if location.region.as_deref() == Some("eu-west"))
+        );
+        place(&mut s, node("n1"));
+        let frames = s.take(a);
+        let F::MediaAssigned { rid, node: n, token, expires_at } = &frames[0] else { panic!("{frames:?}") };
+        assert_eq!(rid.as_deref(), Some("m"));
+        assert_eq!(n.id, "n1");
+        let claims = TokenKey::new(SIM_NODE_SECRET).verify_media(token, s.now).unwrap();
+        assert_eq!((claims.sub.as_str(), claims.room.as_str(), claims.node.as_str()), ("a", "default/room", "n1"));
+        assert!(claims.perms.audio && claims.perms.video && !claims.perms.screen && claims.perms.subscribe);
+        assert_eq!(*expires_at, s.now.as_secs() + 300);
+        assert_eq!(s.admin(|room, now| room.info(now)).media.map(|n| n.id), Some("n1".into()));
+
+        s.request(a, Some("bad"), Req::MediaJoin { region: Some("not a region".into()) });
+        assert_eq!(error_code(&s.take(a)), Some(ErrorCode::BadRequest));
+        let unavailable = homeroom_shared::protocol::ApiError::new(ErrorCode::Unavailable, "no node");
+        s.admin(|room, now| room.media_placed(a, Some("x".into()), Err(unavailable), now));
+        assert_eq!(error_code(&s.take(a)), Some(ErrorCode::Unavailable));
+    }
+
+    #[test]
+    fn moderation_reaches_the_media_node_and_node_loss_tells_everyone() {
+        let mut s = sim();
+        let t = s.join("t", Role::Teacher);
+        let a = s.join("a", Role::Student);
+        s.request(a, Some("m"), Req::MediaJoin { region: None });
+        place(&mut s, node("n1"));
+        s.request(t, Some("mute"), Req::ParticipantMute { id: uid("a"), kind: MediaKind::Audio, muted: true });
+        s.request(t, Some("kick"), Req::ParticipantKick { id: uid("a") });
+        let commands: Vec<ControlCommand> = s
+            .media
+            .drain(..)
+            .filter_map(|o| match o {
+                Output::MediaControl { node, command } => {
+                    assert_eq!(node.id, "n1");
+                    Some(command)
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(
+            matches!(&commands[0], ControlCommand::Perms { participant, perms, .. } if participant == "a" && !perms.audio)
+        );
+        assert!(matches!(&commands[1], ControlCommand::Mute { kind: MediaKind::Audio, muted: true, .. }));
+        assert!(matches!(&commands[2], ControlCommand::Kick { participant, .. } if participant == "a"));
+
+        let b = s.join("b", Role::Student);
+        s.take(t);
+        s.take(b);
+        s.admin(|room, now| room.media_lost("other-node", "lease expired", now));
+        assert!(s.take(t).is_empty(), "another node's loss is not ours");
+        s.admin(|room, now| room.media_lost("n1", "lease expired", now));
+        assert!(matches!(&s.take(b)[..], [F::MediaMoved { reason }] if reason == "lease expired"));
+        assert!(s.admin(|room, now| room.info(now)).media.is_none());
+
+        s.request(b, Some("m"), Req::MediaJoin { region: None });
+        place(&mut s, node("n2"));
+        s.take(b);
+        s.request(t, Some("c"), Req::RoomClear);
+        assert!(
+            matches!(&s.media[..], [Output::MediaControl { command: ControlCommand::CloseRoom { room }, .. }, Output::ReleaseMedia] if room == "default/room")
+        );
+    }
+}

@@ -75,3 +75,19 @@ impl Minter {
         self.sign(&UserClaims { perms: Some(perms), ..self.claims(user, role) })
     }
 }
+
+/// A token signed with the development `NODE_SECRET`: a node's heartbeat token (`sub` = node id) or the edge's
+/// control token (`sub` = `"edge"`).
+pub fn service_token(sub: &str) -> anyhow::Result<String> {
+    let key = TokenKey::new(dev_var("NODE_SECRET")?.as_bytes());
+    let claims =
+        homeroom_shared::auth::ServiceClaims { sub: sub.to_owned(), exp: now_secs() + 300, iat: Some(now_secs()) };
+    Ok(key.sign(&claims)?)
+}
+
+/// Verifies a media token with the development `NODE_SECRET`.
+pub fn verify_media_token(token: &str) -> anyhow::Result<homeroom_shared::auth::MediaClaims> {
+    let key = TokenKey::new(dev_var("NODE_SECRET")?.as_bytes());
+    let now = homeroom_shared::Timestamp::from_secs(now_secs());
+    Ok(key.verify_media(token, now)?)
+}

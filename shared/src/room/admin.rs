@@ -73,6 +73,7 @@ impl<S: RoomStore> Room<S> {
         for conn in conns {
             self.close_conn(conn, close::KICKED, "removed by a moderator", LeaveReason::Kicked, now);
         }
+        self.control_kick(target);
         Ok(self.meta.seq)
     }
 
@@ -119,7 +120,9 @@ impl<S: RoomStore> Room<S> {
         let mut moderation = self.moderation_of(target)?;
         moderation.muted.set(kind, muted);
         self.store.put_moderation(target, &moderation).map_err(internal)?;
-        self.recompute(target, &moderation, None, now)
+        let seq = self.recompute(target, &moderation, None, now)?;
+        self.control_mute(target, kind, muted);
+        Ok(seq)
     }
 
     /// A connection of `user` refreshed its token: its grant (and maybe name) changes.
@@ -165,8 +168,13 @@ impl<S: RoomStore> Room<S> {
             self.save_member_record(record)?;
             return Ok(self.meta.seq);
         }
+        let perms_changed = p.perms != before.perms || p.muted != before.muted;
         self.save_member_record(record)?;
-        self.log_participant_updated(user, now)
+        let seq = self.log_participant_updated(user, now)?;
+        if perms_changed {
+            self.control_perms(user);
+        }
+        Ok(seq)
     }
 
     /// Clears the room: log, history, participants and moderation are wiped, a new epoch starts, and every
@@ -182,6 +190,7 @@ impl<S: RoomStore> Room<S> {
 
     fn clear_inner(&mut self, now: Timestamp) -> Result<String, ApiError> {
         self.store.wipe().map_err(internal)?;
+        self.end_media();
         self.meta.epoch = next_epoch(Some(&self.meta.epoch), now);
         self.meta.seq = 0;
         self.meta.empty_since = Some(now);
@@ -213,7 +222,7 @@ impl<S: RoomStore> Room<S> {
             participants: self.participants(),
             connections: self.conns.len(),
             settings: self.meta.settings.clone(),
-            media: None,
+            media: self.meta.media.clone(),
         }
     }
 

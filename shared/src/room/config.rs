@@ -54,6 +54,8 @@ pub struct Limits {
     pub history_page_max: u32,
     /// How often clients should send `ping`.
     pub ping_interval_ms: u64,
+    /// Lifetime of media tokens. Var `MEDIA_TOKEN_TTL_SECS`.
+    pub media_token_ttl_ms: u64,
 }
 
 impl Default for Limits {
@@ -82,6 +84,7 @@ impl Default for Limits {
             max_conns_per_user: 8,
             history_page_max: 100,
             ping_interval_ms: 30_000,
+            media_token_ttl_ms: 5 * 60 * 1000,
         }
     }
 }
@@ -155,6 +158,9 @@ impl Limits {
         }
         if let Some(n) = num("MAX_CONNECTIONS_PER_USER", 1, 10_000)? {
             l.max_conns_per_user = to_u32(n);
+        }
+        if let Some(n) = num("MEDIA_TOKEN_TTL_SECS", 10, 24 * 3600)? {
+            l.media_token_ttl_ms = n * 1000;
         }
         if let Some(value) = var("PERSIST_MESSAGES") {
             l.persist_messages = match value.trim() {

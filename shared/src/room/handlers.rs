@@ -212,10 +212,10 @@ impl<S: RoomStore> Room<S> {
                 let (messages, has_more) = self.history(before, limit)?;
                 Ok(Reply::Frame(ServerFrame::History { rid: rid.map(str::to_owned), messages, has_more }))
             }
-            ClientRequest::MediaJoin { .. } => Err(ApiError::new(
-                ErrorCode::Unavailable,
-                "no media node is available for this room yet; retry in a few seconds",
-            )),
+            ClientRequest::MediaJoin { region } => {
+                self.media_join(conn, rid, region)?;
+                Ok(Reply::Done)
+            }
             ClientRequest::MediaState { audio, video, screen } => {
                 self.media_state(user, MediaFlags { audio, video, screen }, now)
             }
@@ -458,7 +458,7 @@ impl<S: RoomStore> Room<S> {
     }
 
     fn auth_refresh(&mut self, conn: ConnId, user: &UserId, token: &str, now: Timestamp) -> Result<Reply, ApiError> {
-        let identity = self.key.verify_user(token, now).map_err(|e| e.to_api())?;
+        let identity = self.keys.user.verify_user(token, now).map_err(|e| e.to_api())?;
         if identity.user != *user {
             return Err(forbidden("the new token is for another user"));
         }

@@ -33,6 +33,7 @@
 mod admin;
 pub mod config;
 mod handlers;
+mod media;
 pub mod rate;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
@@ -41,8 +42,10 @@ mod timers;
 
 use crate::auth::{Identity, TokenKey};
 use crate::ids::{ConnId, RoomId, TenantId, UserId};
+use crate::media::ControlCommand;
+use crate::placement::{ClientLocation, Geo};
 use crate::protocol::{
-    close, ApiError, ClientConfig, ErrorCode, ErrorFrame, LeaveReason, MediaFlags, Participant, Perms, Role,
+    close, ApiError, ClientConfig, ErrorCode, ErrorFrame, LeaveReason, MediaFlags, NodeInfo, Participant, Perms, Role,
     ServerFrame, Status, Welcome, PROTOCOL_VERSION,
 };
 use crate::time::Timestamp;
@@ -65,6 +68,12 @@ pub enum Output {
     Close { conn: ConnId, code: u16, reason: String },
     /// Store `record` as the connection's attachment (it changed).
     Attach { record: ConnRecord },
+    /// Ask the registry for the room's media node, then call [`Room::media_placed`] with the answer.
+    PlaceMedia { conn: ConnId, rid: Option<String>, location: ClientLocation },
+    /// Send an edge-signed control command to the room's media node at `node.url`.
+    MediaControl { node: NodeInfo, command: ControlCommand },
+    /// The room ended (cleared or wiped): tell the registry to forget its placement.
+    ReleaseMedia,
 }
 
 /// Per-connection state that must survive hibernation: the WebSocket attachment (well under 16 KiB).
@@ -82,6 +91,18 @@ pub struct ConnRecord {
     #[serde(default)]
     pub warned: bool,
     pub opened_at: Timestamp,
+    /// Where the client connected from (Cloudflare request metadata), for media placement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo: Option<Geo>,
+}
+
+/// The keys a room signs and verifies with.
+#[derive(Clone, Debug)]
+pub struct RoomKeys {
+    /// Verifies user tokens (`auth.refresh`): `JWT_SECRET`.
+    pub user: TokenKey,
+    /// Signs media tokens: `NODE_SECRET`.
+    pub media: TokenKey,
 }
 
 /// Where a reconnecting client left off.
@@ -125,7 +146,7 @@ struct Member {
 pub struct Room<S: RoomStore> {
     store: S,
     limits: Limits,
-    key: TokenKey,
+    keys: RoomKeys,
     tenant: Option<TenantId>,
     room_id: Option<RoomId>,
     meta: Meta,
@@ -182,7 +203,7 @@ impl<S: RoomStore> Room<S> {
     pub fn restore(
         store: S,
         limits: Limits,
-        key: TokenKey,
+        keys: RoomKeys,
         address: Option<&str>,
         live: Vec<ConnRecord>,
         now: Timestamp,
@@ -199,6 +220,7 @@ impl<S: RoomStore> Room<S> {
                     // A new room starts empty: it is cleaned up if nobody comes.
                     empty_since: Some(now),
                     settings: RoomSettings::default(),
+                    media: None,
                 };
                 store.save_meta(&meta)?;
                 meta
@@ -211,7 +233,7 @@ impl<S: RoomStore> Room<S> {
         let mut room = Room {
             store,
             limits,
-            key,
+            keys,
             tenant,
             room_id,
             meta,
@@ -305,6 +327,11 @@ impl<S: RoomStore> Room<S> {
         self.conns.values().map(|c| c.record.clone()).collect()
     }
 
+    /// The room's `{tenant}/{room}` address.
+    pub fn address(&self) -> &str {
+        &self.meta.address
+    }
+
     /// The current epoch and latest `seq`.
     pub fn position(&self) -> (&str, u64) {
         (&self.meta.epoch, self.meta.seq)
@@ -351,10 +378,11 @@ impl<S: RoomStore> Room<S> {
         &mut self,
         identity: &Identity,
         resume: Option<Resume>,
+        geo: Option<Geo>,
         now: Timestamp,
     ) -> Result<Admitted, ApiError> {
         self.run_timers(now);
-        let result = self.connect_inner(identity, resume, now);
+        let result = self.connect_inner(identity, resume, geo, now);
         if matches!(&result, Err(e) if e.code == ErrorCode::Internal) {
             self.poisoned = true;
         }
@@ -365,6 +393,7 @@ impl<S: RoomStore> Room<S> {
         &mut self,
         identity: &Identity,
         resume: Option<Resume>,
+        geo: Option<Geo>,
         now: Timestamp,
     ) -> Result<Admitted, ApiError> {
         let user = &identity.user;
@@ -417,6 +446,7 @@ impl<S: RoomStore> Room<S> {
             exp: identity.exp,
             warned: false,
             opened_at: now,
+            geo,
         };
         self.conns.insert(conn, self.new_conn(record.clone(), now));
         self.schedule_token(&record);
@@ -644,6 +674,7 @@ impl<S: RoomStore> Room<S> {
         }
         self.store.wipe().map_err(internal)?;
         self.members.clear();
+        self.end_media();
         self.meta.epoch = next_epoch(Some(&self.meta.epoch), now);
         self.meta.seq = 0;
         self.meta.empty_since = None;
@@ -772,7 +803,7 @@ pub fn flatten_outputs(outputs: impl IntoIterator<Item = Output>) -> Vec<(ConnId
         match output {
             Output::Send { to, text } => flat.extend(to.into_iter().map(|c| (c, text.to_string()))),
             Output::Close { conn, code, reason } => flat.push((conn, format!("<close {code} {reason}>"))),
-            Output::Attach { .. } => {}
+            Output::Attach { .. } | Output::PlaceMedia { .. } | Output::MediaControl { .. } | Output::ReleaseMedia => {}
         }
     }
     flat

@@ -8,7 +8,7 @@
 
 use super::config::Limits;
 use super::store::MemoryStore;
-use super::{ConnRecord, Output, Resume, Room};
+use super::{ConnRecord, Output, Resume, Room, RoomKeys};
 use crate::auth::{Identity, TokenKey};
 use crate::ids::{ConnId, RoomId, TenantId, UserId};
 use crate::protocol::{ApiError, ClientFrame, ClientRequest, PermsPatch, Role, ServerFrame};
@@ -17,6 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// The secret the simulator signs tokens with.
 pub const SIM_SECRET: &[u8] = b"sim-secret";
+/// The secret the simulator signs media tokens with.
+pub const SIM_NODE_SECRET: &[u8] = b"sim-node-secret";
 
 /// A simulated room with its connections.
 #[derive(Debug)]
@@ -25,6 +27,7 @@ pub struct Sim {
     pub now: Timestamp,
     pub limits: Limits,
     key: TokenKey,
+    keys: RoomKeys,
     address: String,
     open: BTreeSet<ConnId>,
     attachments: BTreeMap<ConnId, ConnRecord>,
@@ -33,6 +36,8 @@ pub struct Sim {
     pub closed: BTreeMap<ConnId, (u16, String)>,
     /// How many times the room was hibernated and restored.
     pub hibernations: u32,
+    /// Media outputs (placement requests, control commands, releases) for the test to act on.
+    pub media: Vec<Output>,
 }
 
 impl Sim {
@@ -45,19 +50,22 @@ impl Sim {
     pub fn with_address(limits: Limits, address: &str) -> Self {
         let now = Timestamp(1_700_000_000_000);
         let key = TokenKey::new(SIM_SECRET);
-        let room = Room::restore(MemoryStore::default(), limits.clone(), key.clone(), Some(address), Vec::new(), now)
+        let keys = RoomKeys { user: key.clone(), media: TokenKey::new(SIM_NODE_SECRET) };
+        let room = Room::restore(MemoryStore::default(), limits.clone(), keys.clone(), Some(address), Vec::new(), now)
             .expect("memory store cannot fail");
         Sim {
             room: Some(room),
             now,
             limits,
             key,
+            keys,
             address: address.to_owned(),
             open: BTreeSet::new(),
             attachments: BTreeMap::new(),
             inbox: BTreeMap::new(),
             closed: BTreeMap::new(),
             hibernations: 0,
+            media: Vec::new(),
         }
     }
 
@@ -103,7 +111,7 @@ impl Sim {
     /// Connects `identity`, fresh or resuming.
     pub fn connect(&mut self, identity: &Identity, resume: Option<Resume>) -> Result<ConnId, ApiError> {
         let now = self.now;
-        let admitted = self.room_mut().connect(identity, resume, now);
+        let admitted = self.room_mut().connect(identity, resume, None, now);
         if let Ok(a) = &admitted {
             self.open.insert(a.conn);
             self.attachments.insert(a.conn, a.record.clone());
@@ -164,7 +172,7 @@ impl Sim {
         let store = self.room.take().expect("room present").into_store();
         let live: Vec<ConnRecord> = self.attachments.values().cloned().collect();
         self.room =
-            Some(Room::restore(store, self.limits.clone(), self.key.clone(), None, live, self.now).expect("restore"));
+            Some(Room::restore(store, self.limits.clone(), self.keys.clone(), None, live, self.now).expect("restore"));
         self.hibernations += 1;
         self.drain();
     }
@@ -194,6 +202,9 @@ impl Sim {
                 Output::Attach { record } => {
                     assert!(self.open.contains(&record.conn), "attachment for closed {}", record.conn);
                     self.attachments.insert(record.conn, record);
+                }
+                media @ (Output::PlaceMedia { .. } | Output::MediaControl { .. } | Output::ReleaseMedia) => {
+                    self.media.push(media);
                 }
             }
         }

@@ -6,7 +6,7 @@
 //! SQLite survives hibernation.
 
 use crate::ids::UserId;
-use crate::protocol::{ChatMessage, MediaFlags, Participant, PermsPatch, Role};
+use crate::protocol::{ChatMessage, MediaFlags, NodeInfo, Participant, PermsPatch, Role};
 use crate::room::config::RoomSettings;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,9 @@ pub struct Meta {
     /// Since when nobody has been connected (drives idle-room cleanup).
     pub empty_since: Option<Timestamp>,
     pub settings: RoomSettings,
+    /// The media node the room is placed on (as last told by the registry).
+    #[serde(default)]
+    pub media: Option<NodeInfo>,
 }
 
 /// What a participant's token granted: kept so moderation changes can be recomputed on top of it.

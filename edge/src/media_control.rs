@@ -1,0 +1,36 @@
+//! Calls from the edge to a media node's control API (`POST {node}/v1/control`), signed with `NODE_SECRET`.
+
+use crate::{clock, config};
+use homeroom_shared::auth::ServiceClaims;
+use homeroom_shared::media::{ControlCommand, EDGE_SUBJECT};
+use homeroom_shared::protocol::NodeInfo;
+use worker::{Fetch, Headers, Method, Request, RequestInit};
+
+/// Lifetime of the edge's control tokens.
+const CONTROL_TOKEN_TTL_SECS: u64 = 60;
+
+/// Sends `command` to `node`. Returns the node's answer status, or why it could not be sent.
+pub async fn send(env: &worker::Env, node: &NodeInfo, command: &ControlCommand) -> Result<u16, String> {
+    let now = clock::now();
+    let claims = ServiceClaims {
+        sub: EDGE_SUBJECT.to_owned(),
+        exp: now.as_secs() + CONTROL_TOKEN_TTL_SECS,
+        iat: Some(now.as_secs()),
+    };
+    let token = config::node_key(env).sign(&claims).map_err(|e| e.to_string())?;
+    let body = serde_json::to_string(command).map_err(|e| e.to_string())?;
+    let headers = Headers::new();
+    headers.set("authorization", &format!("Bearer {token}")).map_err(|e| e.to_string())?;
+    headers.set("content-type", "application/json").map_err(|e| e.to_string())?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
+    let url = format!("{}/v1/control", node.url.trim_end_matches('/'));
+    let request = Request::new_with_init(&url, &init).map_err(|e| e.to_string())?;
+    let response = Fetch::Request(request).send().await.map_err(|e| e.to_string())?;
+    let status = response.status_code();
+    if (200..300).contains(&status) {
+        Ok(status)
+    } else {
+        Err(format!("node answered HTTP {status}"))
+    }
+}

@@ -1,0 +1,388 @@
+//! The media-node registry and room placement: pure logic, driven by the registry Durable Object.
+//!
+//! Nodes hold leases renewed by heartbeats; a node whose lease runs out is removed and every room placed on
+//! it is reported so the room can tell its clients. Placement of a room's first `media.join`:
+//! 1. the client's region (a `region` hint, else the region nearest the client's coordinates) if a node there
+//!    has room;
+//! 2. else the nearest region, by great-circle distance, that has a node with room;
+//! 3. within a region, the least loaded non-draining node (load / capacity, then id).
+//!
+//! A room stays on its node while the node lives, even when the node starts draining.
+
+use crate::ids::NodeId;
+use crate::media::{HeartbeatReply, NodeHeartbeat};
+use crate::protocol::{ApiError, ErrorCode, NodeInfo};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A point on Earth in millidegrees (integers keep the records comparable and hashable).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Geo {
+    pub lat_milli: i32,
+    pub lon_milli: i32,
+}
+
+impl Geo {
+    /// A point from degrees (clamped to valid ranges).
+    pub fn from_degrees(lat: f64, lon: f64) -> Self {
+        Geo {
+            lat_milli: (lat.clamp(-90.0, 90.0) * 1000.0).round() as i32,
+            lon_milli: (lon.clamp(-180.0, 180.0) * 1000.0).round() as i32,
+        }
+    }
+
+    /// Great-circle distance to `other`, in kilometres.
+    pub fn distance_km(self, other: Geo) -> f64 {
+        let rad = |milli: i32| f64::from(milli) / 1000.0 * std::f64::consts::PI / 180.0;
+        let (lat1, lon1, lat2, lon2) =
+            (rad(self.lat_milli), rad(self.lon_milli), rad(other.lat_milli), rad(other.lon_milli));
+        let a = ((lat2 - lat1) / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
+        2.0 * 6371.0 * a.sqrt().min(1.0).asin()
+    }
+}
+
+/// Where well-known region names are. Operators may name regions anything; unknown names are placed only
+/// when nothing known has room (or when a client asks for them by name).
+pub const KNOWN_REGIONS: &[(&str, f64, f64)] = &[
+    ("us-east", 39.0, -77.5),
+    ("us-central", 41.9, -93.6),
+    ("us-west", 37.4, -122.1),
+    ("ca-central", 45.5, -73.6),
+    ("sa-east", -23.5, -46.6),
+    ("eu-west", 53.3, -6.3),
+    ("eu-central", 50.1, 8.7),
+    ("eu-north", 59.3, 18.1),
+    ("eu-south", 45.5, 9.2),
+    ("uk-south", 51.5, -0.1),
+    ("me-central", 25.2, 55.3),
+    ("af-south", -26.2, 28.0),
+    ("ap-south", 19.1, 72.9),
+    ("ap-southeast", 1.35, 103.8),
+    ("ap-northeast", 35.7, 139.7),
+    ("ap-east", 22.3, 114.2),
+    ("oc-southeast", -33.9, 151.2),
+];
+
+/// The coordinates of a known region.
+pub fn region_geo(region: &str) -> Option<Geo> {
+    KNOWN_REGIONS.iter().find(|(name, _, _)| *name == region).map(|(_, lat, lon)| Geo::from_degrees(*lat, *lon))
+}
+
+/// A node's lease as the registry holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLease {
+    pub id: String,
+    pub region: String,
+    pub url: String,
+    pub capacity: u32,
+    pub load: u32,
+    pub draining: bool,
+    /// Sessions the edge placed there since the last heartbeat (heartbeats report the node's own count).
+    #[serde(default)]
+    pub pending: u32,
+    pub last_heartbeat: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl NodeLease {
+    /// The node as handed to clients.
+    pub fn info(&self) -> NodeInfo {
+        NodeInfo { id: self.id.clone(), region: self.region.clone(), url: self.url.clone() }
+    }
+
+    fn used(&self) -> u32 {
+        self.load.saturating_add(self.pending)
+    }
+
+    fn has_room(&self) -> bool {
+        !self.draining && self.used() < self.capacity
+    }
+
+    /// Load as a fraction of capacity, in millis (for ordering).
+    fn load_milli(&self) -> u64 {
+        u64::from(self.used()) * 1000 / u64::from(self.capacity.max(1))
+    }
+}
+
+/// Where a client is, as far as the edge knows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientLocation {
+    /// A region the client asked for (`media.join {region}`).
+    pub region: Option<String>,
+    /// Coordinates from Cloudflare's request metadata.
+    pub geo: Option<Geo>,
+}
+
+/// A room placed on a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// `{tenant}/{room}`.
+    pub room: String,
+    pub node: String,
+    pub since: Timestamp,
+}
+
+/// The registry: leases and placements.
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    pub ttl_ms: u64,
+    nodes: BTreeMap<String, NodeLease>,
+    placements: BTreeMap<String, Placement>,
+}
+
+/// What changed when leases ran out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub nodes: Vec<NodeLease>,
+    /// Rooms that were placed on those nodes (now unplaced).
+    pub rooms: Vec<Placement>,
+}
+
+impl Registry {
+    /// An empty registry with lease length `ttl_ms`.
+    pub fn new(ttl_ms: u64) -> Self {
+        Registry { ttl_ms, ..Registry::default() }
+    }
+
+    /// A registry rebuilt from stored leases and placements.
+    pub fn restore(ttl_ms: u64, nodes: Vec<NodeLease>, placements: Vec<Placement>) -> Self {
+        Registry {
+            ttl_ms,
+            nodes: nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
+            placements: placements.into_iter().map(|p| (p.room.clone(), p)).collect(),
+        }
+    }
+
+    /// Renews (or creates) the lease of the heartbeat's node. `subject` is the verified token's `sub`.
+    pub fn heartbeat(
+        &mut self,
+        subject: &str,
+        hb: &NodeHeartbeat,
+        now: Timestamp,
+    ) -> Result<(NodeLease, HeartbeatReply), ApiError> {
+        let bad = |m: String| ApiError::new(ErrorCode::BadRequest, m);
+        if hb.id != subject {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("heartbeat for node \"{}\" signed for \"{subject}\"", hb.id),
+            ));
+        }
+        NodeId::parse(&hb.id).map_err(|e| bad(format!("id: {e}")))?;
+        crate::ids::Region::parse(&hb.region).map_err(|e| bad(format!("region: {e}")))?;
+        if !(hb.url.starts_with("http://") || hb.url.starts_with("https://")) || hb.url.len() > 512 {
+            return Err(bad("url must be an http:// or https:// URL of at most 512 characters".into()));
+        }
+        if hb.capacity == 0 {
+            return Err(bad("capacity must be at least 1".into()));
+        }
+        let lease = NodeLease {
+            id: hb.id.clone(),
+            region: hb.region.clone(),
+            url: hb.url.trim_end_matches('/').to_owned(),
+            capacity: hb.capacity,
+            load: hb.load,
+            draining: hb.draining,
+            pending: 0,
+            last_heartbeat: now,
+            expires_at: now.plus_ms(self.ttl_ms),
+        };
+        self.nodes.insert(lease.id.clone(), lease.clone());
+        Ok((lease, HeartbeatReply { ttl_ms: self.ttl_ms }))
+    }
+
+    /// Removes every lease that ran out at `now`, and the placements on those nodes.
+    pub fn expire(&mut self, now: Timestamp) -> Expired {
+        let dead: Vec<String> = self.nodes.values().filter(|n| n.expires_at <= now).map(|n| n.id.clone()).collect();
+        let mut expired = Expired::default();
+        for id in dead {
+            if let Some(node) = self.nodes.remove(&id) {
+                expired.nodes.push(node);
+            }
+            let rooms: Vec<String> =
+                self.placements.values().filter(|p| p.node == id).map(|p| p.room.clone()).collect();
+            for room in rooms {
+                if let Some(p) = self.placements.remove(&room) {
+                    expired.rooms.push(p);
+                }
+            }
+        }
+        expired
+    }
+
+    /// When the next lease runs out.
+    pub fn next_expiry(&self) -> Option<Timestamp> {
+        self.nodes.values().map(|n| n.expires_at).min()
+    }
+
+    /// The live nodes, by id.
+    pub fn nodes(&self) -> Vec<NodeLease> {
+        self.nodes.values().cloned().collect()
+    }
+
+    /// The placements, by room.
+    pub fn placements(&self) -> Vec<Placement> {
+        self.placements.values().cloned().collect()
+    }
+
+    /// The node for `room`: its current node while that lives, else a new placement near `client`.
+    /// Returns the lease and whether the placement is new.
+    pub fn place(
+        &mut self,
+        room: &str,
+        client: &ClientLocation,
+        now: Timestamp,
+    ) -> Result<(NodeLease, bool), ApiError> {
+        if let Some(current) = self.placements.get(room) {
+            if let Some(node) = self.nodes.get(&current.node).filter(|n| n.expires_at > now) {
+                return Ok((node.clone(), false));
+            }
+        }
+        let chosen = choose(self.nodes.values().filter(|n| n.expires_at > now), client).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "no media node has room right now; retry in a few seconds (operators: add nodes or capacity)",
+            )
+        })?;
+        let id = chosen.id.clone();
+        self.placements.insert(room.to_owned(), Placement { room: room.to_owned(), node: id.clone(), since: now });
+        let node = self.nodes.get_mut(&id).map(|n| {
+            n.pending = n.pending.saturating_add(1);
+            n.clone()
+        });
+        node.map(|n| (n, true)).ok_or_else(|| ApiError::new(ErrorCode::Internal, "chosen node vanished"))
+    }
+
+    /// Forgets a room's placement (the room ended).
+    pub fn release(&mut self, room: &str) -> Option<Placement> {
+        self.placements.remove(room)
+    }
+}
+
+/// Picks a node for a client among `nodes` (see the module docs for the rule).
+pub fn choose<'a>(nodes: impl Iterator<Item = &'a NodeLease>, client: &ClientLocation) -> Option<&'a NodeLease> {
+    let open: Vec<&NodeLease> = nodes.filter(|n| n.has_room()).collect();
+    let least_loaded =
+        |candidates: Vec<&'a NodeLease>| candidates.into_iter().min_by_key(|n| (n.load_milli(), n.id.clone()));
+    if let Some(region) = &client.region {
+        let here: Vec<&NodeLease> = open.iter().copied().filter(|n| &n.region == region).collect();
+        if !here.is_empty() {
+            return least_loaded(here);
+        }
+    }
+    let origin = client.region.as_deref().and_then(region_geo).or(client.geo);
+    let Some(origin) = origin else {
+        return least_loaded(open);
+    };
+    // Nearest region first; regions without known coordinates come last.
+    let distance = |n: &NodeLease| region_geo(&n.region).map(|g| g.distance_km(origin)).unwrap_or(f64::INFINITY);
+    let nearest = open.iter().map(|n| distance(n)).fold(f64::INFINITY, f64::min);
+    let region = open.iter().find(|n| distance(n) == nearest).map(|n| n.region.clone())?;
+    least_loaded(open.into_iter().filter(|n| n.region == region).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hb(id: &str, region: &str, capacity: u32, load: u32) -> NodeHeartbeat {
+        NodeHeartbeat {
+            id: id.into(),
+            region: region.into(),
+            url: format!("http://{id}.example"),
+            capacity,
+            load,
+            draining: false,
+        }
+    }
+
+    fn registry(nodes: &[NodeHeartbeat]) -> Registry {
+        let mut r = Registry::new(15_000);
+        for n in nodes {
+            r.heartbeat(&n.id, n, Timestamp(0)).unwrap();
+        }
+        r
+    }
+
+    fn at(region: &str) -> ClientLocation {
+        ClientLocation { region: Some(region.into()), geo: None }
+    }
+
+    #[test]
+    fn the_clients_region_wins_then_the_least_loaded_node() {
+        let mut r = registry(&[hb("eu1", "eu-west", 10, 5), hb("eu2", "eu-west", 10, 1), hb("us1", "us-east", 10, 0)]);
+        let (node, new) = r.place("t/a", &at("eu-west"), Timestamp(1)).unwrap();
+        assert_eq!((node.id.as_str(), new), ("eu2", true));
+        // The room stays where it is.
+        let (again, new) = r.place("t/a", &at("us-east"), Timestamp(2)).unwrap();
+        assert_eq!((again.id.as_str(), new), ("eu2", false));
+    }
+
+    #[test]
+    fn a_full_or_draining_region_falls_back_to_the_nearest_with_capacity() {
+        let mut r =
+            registry(&[hb("eu1", "eu-west", 1, 1), hb("de1", "eu-central", 5, 0), hb("ap1", "ap-southeast", 5, 0)]);
+        assert_eq!(r.place("t/a", &at("eu-west"), Timestamp(1)).unwrap().0.id, "de1");
+        let mut drain = hb("de1", "eu-central", 5, 0);
+        drain.draining = true;
+        r.heartbeat("de1", &drain, Timestamp(2)).unwrap();
+        assert_eq!(r.place("t/b", &at("eu-west"), Timestamp(3)).unwrap().0.id, "ap1");
+        // A room already on a draining node stays there.
+        assert_eq!(r.place("t/a", &at("eu-west"), Timestamp(4)).unwrap().0.id, "de1");
+    }
+
+    #[test]
+    fn coordinates_pick_the_nearest_region() {
+        let mut r = registry(&[hb("us1", "us-west", 5, 0), hb("eu1", "eu-central", 5, 0)]);
+        let paris = ClientLocation { region: None, geo: Some(Geo::from_degrees(48.9, 2.35)) };
+        assert_eq!(r.place("t/a", &paris, Timestamp(1)).unwrap().0.id, "eu1");
+        let la = ClientLocation { region: None, geo: Some(Geo::from_degrees(34.0, -118.2)) };
+        assert_eq!(r.place("t/b", &la, Timestamp(1)).unwrap().0.id, "us1");
+    }
+
+    #[test]
+    fn placements_count_against_capacity_until_the_next_heartbeat() {
+        let mut r = registry(&[hb("a", "eu-west", 1, 0), hb("b", "eu-west", 1, 0)]);
+        let first = r.place("t/1", &at("eu-west"), Timestamp(1)).unwrap().0.id;
+        let second = r.place("t/2", &at("eu-west"), Timestamp(1)).unwrap().0.id;
+        assert_ne!(first, second);
+        assert_eq!(r.place("t/3", &at("eu-west"), Timestamp(1)).unwrap_err().code, ErrorCode::Unavailable);
+    }
+
+    #[test]
+    fn expired_leases_unplace_their_rooms() {
+        let mut r = registry(&[hb("a", "eu-west", 5, 0), hb("b", "us-east", 5, 0)]);
+        r.place("t/1", &at("eu-west"), Timestamp(1)).unwrap();
+        r.heartbeat("b", &hb("b", "us-east", 5, 0), Timestamp(10_000)).unwrap();
+        assert_eq!(r.next_expiry(), Some(Timestamp(15_000)));
+        let expired = r.expire(Timestamp(15_000));
+        assert_eq!(expired.nodes.len(), 1);
+        assert_eq!(expired.rooms[0].room, "t/1");
+        let (node, new) = r.place("t/1", &at("eu-west"), Timestamp(15_001)).unwrap();
+        assert_eq!((node.id.as_str(), new), ("b", true));
+    }
+
+    #[test]
+    fn heartbeats_are_validated() {
+        let mut r = Registry::new(1000);
+        assert_eq!(
+            r.heartbeat("other", &hb("a", "eu-west", 1, 0), Timestamp(0)).unwrap_err().code,
+            ErrorCode::Forbidden
+        );
+        let mut bad = hb("a", "eu west", 1, 0);
+        assert_eq!(r.heartbeat("a", &bad, Timestamp(0)).unwrap_err().code, ErrorCode::BadRequest);
+        bad = hb("a", "eu-west", 0, 0);
+        assert!(r.heartbeat("a", &bad, Timestamp(0)).is_err());
+        bad = hb("a", "eu-west", 1, 0);
+        bad.url = "ftp://x".into();
+        assert!(r.heartbeat("a", &bad, Timestamp(0)).is_err());
+    }
+
+    #[test]
+    fn distances_are_plausible() {
+        let paris = Geo::from_degrees(48.86, 2.35);
+        let london = Geo::from_degrees(51.5, -0.12);
+        let d = paris.distance_km(london);
+        assert!((330.0..360.0).contains(&d), "{d}");
+    }
+}

@@ -1,0 +1,127 @@
+//! Media: placement replies, media tokens, node loss, and the control commands moderation sends to the
+//! room's media node. Placement itself is the registry's ([`crate::placement`]); the room asks through the
+//! adapter ([`Output::PlaceMedia`]) and gets the answer back in [`Room::media_placed`].
+
+use super::{internal, Output, Room};
+use crate::auth::{MediaClaims, MediaPerms};
+use crate::ids::{ConnId, Region, UserId};
+use crate::media::{ControlCommand, MediaCaps};
+use crate::placement::ClientLocation;
+use crate::protocol::{ApiError, ErrorCode, MediaKind, NodeInfo, ServerFrame};
+use crate::room::store::RoomStore;
+use crate::time::Timestamp;
+
+impl<S: RoomStore> Room<S> {
+    /// `media.join`: asks the adapter to place the room's media (or confirm its current node).
+    pub(super) fn media_join(
+        &mut self,
+        conn: ConnId,
+        rid: Option<&str>,
+        region: Option<String>,
+    ) -> Result<(), ApiError> {
+        if let Some(region) = &region {
+            Region::parse(region).map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("region: {e}")))?;
+        }
+        let geo = self.conns.get(&conn).and_then(|c| c.record.geo);
+        let location = ClientLocation { region, geo };
+        self.outbox.push_back(Output::PlaceMedia { conn, rid: rid.map(str::to_owned), location });
+        Ok(())
+    }
+
+    /// The registry answered a [`Output::PlaceMedia`]: reply `media.assigned` with a media token (or the error).
+    pub fn media_placed(
+        &mut self,
+        conn: ConnId,
+        rid: Option<String>,
+        placed: Result<NodeInfo, ApiError>,
+        now: Timestamp,
+    ) {
+        self.run_timers(now);
+        let Some(user) = self.conns.get(&conn).map(|c| c.record.user.clone()) else { return };
+        match placed.and_then(|node| self.grant_media(&user, rid.clone(), node, now)) {
+            Ok(frame) => self.send(conn, &frame),
+            Err(e) => {
+                self.poisoned |= e.code == ErrorCode::Internal && e.message.starts_with("room storage");
+                self.send_error(conn, rid, e);
+            }
+        }
+    }
+
+    fn grant_media(
+        &mut self,
+        user: &UserId,
+        rid: Option<String>,
+        node: NodeInfo,
+        now: Timestamp,
+    ) -> Result<ServerFrame, ApiError> {
+        if self.meta.media.as_ref() != Some(&node) {
+            self.meta.media = Some(node.clone());
+            self.store.save_meta(&self.meta).map_err(internal)?;
+        }
+        let p = self.participant(user)?;
+        let expires_at = now.as_secs() + self.limits.media_token_ttl_ms / 1000;
+        let caps = MediaCaps::for_role(p.role);
+        let claims = MediaClaims {
+            sub: user.to_string(),
+            room: self.meta.address.clone(),
+            node: node.id.clone(),
+            perms: MediaPerms::from_room(p.perms, p.muted),
+            name: Some(p.name),
+            caps: (!caps.is_unlimited()).then_some(caps),
+            exp: expires_at,
+        };
+        let token = self.keys.media.sign(&claims).map_err(|e| e.to_api())?;
+        Ok(ServerFrame::MediaAssigned { rid, node, token, expires_at })
+    }
+
+    /// The registry lost the room's node (`node_id`): forget it and tell everyone to `media.join` again.
+    pub fn media_lost(&mut self, node_id: &str, reason: &str, now: Timestamp) {
+        self.run_timers(now);
+        if self.meta.media.as_ref().is_none_or(|n| n.id != node_id) {
+            return;
+        }
+        self.meta.media = None;
+        if self.store.save_meta(&self.meta).is_err() {
+            self.poisoned = true;
+        }
+        self.broadcast(None, &ServerFrame::MediaMoved { reason: reason.to_owned() });
+    }
+
+    /// The node the room's media is on, if any.
+    pub fn media_node(&self) -> Option<&NodeInfo> {
+        self.meta.media.as_ref()
+    }
+
+    /// Queues a control command for the room's node (nothing when the room has no media).
+    pub(super) fn control(&mut self, command: ControlCommand) {
+        if let Some(node) = self.meta.media.clone() {
+            self.outbox.push_back(Output::MediaControl { node, command });
+        }
+    }
+
+    pub(super) fn control_mute(&mut self, user: &UserId, kind: MediaKind, muted: bool) {
+        let room = self.meta.address.clone();
+        self.control(ControlCommand::Mute { room, participant: user.to_string(), kind, muted });
+    }
+
+    pub(super) fn control_kick(&mut self, user: &UserId) {
+        let room = self.meta.address.clone();
+        self.control(ControlCommand::Kick { room, participant: user.to_string() });
+    }
+
+    pub(super) fn control_perms(&mut self, user: &UserId) {
+        let Ok(p) = self.participant(user) else { return };
+        let room = self.meta.address.clone();
+        let perms = MediaPerms::from_room(p.perms, p.muted);
+        self.control(ControlCommand::Perms { room, participant: user.to_string(), perms });
+    }
+
+    /// The room's media ends (clear, idle wipe): close it on the node and release the placement.
+    pub(super) fn end_media(&mut self) {
+        let room = self.meta.address.clone();
+        self.control(ControlCommand::CloseRoom { room });
+        if self.meta.media.take().is_some() {
+            self.outbox.push_back(Output::ReleaseMedia);
+        }
+    }
+}

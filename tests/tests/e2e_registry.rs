@@ -1,0 +1,129 @@
+//! The node registry and placement on real `wrangler dev`, with heartbeats sent by the test itself (the
+//! media-node suites use real nodes): leases, region placement, sticky rooms, failover and `media.moved`.
+
+use homeroom_shared::media::NodeHeartbeat;
+use homeroom_shared::protocol::{ClientRequest as Req, ErrorCode, Role, ServerFrame as F};
+use homeroom_tests::client::{Client, Connect};
+use homeroom_tests::edge::Edge;
+use homeroom_tests::tokens::{service_token, verify_media_token, Minter};
+use std::time::{Duration, Instant};
+
+fn heartbeat(id: &str, region: &str, load: u32) -> NodeHeartbeat {
+    NodeHeartbeat {
+        id: id.into(),
+        region: region.into(),
+        url: format!("http://127.0.0.1:9/{id}"),
+        capacity: 100,
+        load,
+        draining: false,
+    }
+}
+
+async fn beat(http: &reqwest::Client, edge: &Edge, hb: &NodeHeartbeat) -> reqwest::Response {
+    http.post(format!("{}/v1/nodes/heartbeat", edge.http()))
+        .bearer_auth(service_token(&hb.id).unwrap())
+        .json(hb)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn assigned(frame: F) -> (String, String) {
+    match frame {
+        F::MediaAssigned { node, token, .. } => (node.id, token),
+        other => panic!("expected media.assigned, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn heartbeats_place_rooms_by_region_and_failover_tells_clients() {
+    let ttl_ms = 3000u64;
+    let edge = Edge::start_with(&[("NODE_LEASE_TTL_MS", "3000")]).await.expect("edge starts");
+    let http = reqwest::Client::new();
+    let m = Minter::dev().unwrap();
+
+    // Heartbeats are authenticated with NODE_SECRET and must match the token's subject.
+    let forged = http
+        .post(format!("{}/v1/nodes/heartbeat", edge.http()))
+        .bearer_auth(m.token("eu-1", Role::Admin))
+        .json(&heartbeat("eu-1", "eu-west", 0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 401, "a user token is not a node token");
+    let mismatch = http
+        .post(format!("{}/v1/nodes/heartbeat", edge.http()))
+        .bearer_auth(service_token("other").unwrap())
+        .json(&heartbeat("eu-1", "eu-west", 0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mismatch.status().as_u16(), 403);
+    let reply: serde_json::Value = beat(&http, &edge, &heartbeat("eu-1", "eu-west", 0)).await.json().await.unwrap();
+    assert_eq!(reply["ttl_ms"], ttl_ms);
+    beat(&http, &edge, &heartbeat("us-1", "us-east", 0)).await;
+
+    let nodes: serde_json::Value = http
+        .get(format!("{}/v1/nodes", edge.http()))
+        .bearer_auth(m.token("ops", Role::Admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(nodes["nodes"].as_array().unwrap().len(), 2);
+
+    // A client in eu-west is placed there; the room stays on that node for everyone.
+    let mut a = Client::connect(&Connect::new(&edge.ws(), "geo-room", &m.token("a", Role::Student))).await.unwrap();
+    let mut b = Client::connect(&Connect::new(&edge.ws(), "geo-room", &m.token("b", Role::Teacher))).await.unwrap();
+    let (node, token) = assigned(a.request(Req::MediaJoin { region: Some("eu-west".into()) }).await.unwrap());
+    assert_eq!(node, "eu-1");
+    let claims = verify_media_token(&token).unwrap();
+    assert_eq!((claims.sub.as_str(), claims.room.as_str(), claims.node.as_str()), ("a", "default/geo-room", "eu-1"));
+    assert!(claims.perms.audio && !claims.perms.screen);
+    let (node_b, token_b) = assigned(b.request(Req::MediaJoin { region: Some("us-east".into()) }).await.unwrap());
+    assert_eq!(node_b, "eu-1", "a room stays on its node");
+    assert!(verify_media_token(&token_b).unwrap().perms.screen, "teachers may share screens");
+    let (other_room_node, _) = {
+        let mut c = Client::connect(&Connect::new(&edge.ws(), "us-room", &m.token("c", Role::Student))).await.unwrap();
+        assigned(c.request(Req::MediaJoin { region: Some("us-east".into()) }).await.unwrap())
+    };
+    assert_eq!(other_room_node, "us-1");
+
+    // eu-1 stops sending heartbeats; us-1 keeps going. Within the lease TTL the room is told to move.
+    let stop = Instant::now();
+    let keep_alive = {
+        let http = http.clone();
+        let url = edge.http();
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                let hb = heartbeat("us-1", "us-east", 1);
+                let _ = http
+                    .post(format!("{url}/v1/nodes/heartbeat"))
+                    .bearer_auth(service_token("us-1").unwrap())
+                    .json(&hb)
+                    .send()
+                    .await;
+                tokio::time::sleep(Duration::from_millis(800)).await;
+            }
+        })
+    };
+    let moved = a.expect("media.moved", Duration::from_secs(10), |f| matches!(f, F::MediaMoved { .. })).await.unwrap();
+    let told_after = stop.elapsed();
+    eprintln!("failover: clients told {told_after:?} after the last heartbeat (lease TTL {ttl_ms} ms)");
+    assert!(told_after < Duration::from_millis(ttl_ms + 2500), "{told_after:?}");
+    assert!(matches!(moved, F::MediaMoved { reason } if reason.contains("eu-1")));
+    b.expect("media.moved", Duration::from_secs(5), |f| matches!(f, F::MediaMoved { .. })).await.unwrap();
+    let (new_node, _) = assigned(a.request(Req::MediaJoin { region: Some("eu-west".into()) }).await.unwrap());
+    assert_eq!(new_node, "us-1", "re-placed on the nearest live node");
+    keep_alive.abort();
+
+    // With every node gone, media.join says so.
+    let mut d = Client::connect(&Connect::new(&edge.ws(), "empty-room", &m.token("d", Role::Student))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(ttl_ms + 500)).await;
+    match d.request(Req::MediaJoin { region: None }).await.unwrap() {
+        F::Error(e) => assert_eq!(e.code, ErrorCode::Unavailable),
+        other => panic!("{other:?}"),
+    }
+}
