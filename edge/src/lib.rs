@@ -7,6 +7,7 @@
 //!   hibernatable WebSockets in, outputs applied, alarm kept at the core's next deadline.
 //! - [`sql_store`]: the core's storage port on the Durable Object's SQLite.
 //! - [`registry_object`]: the media-node registry Durable Object (leases by heartbeat).
+//! - [`dev_tokens`]: `POST /v1/dev/token`, for local development only (var `DEV_TOKENS=true`).
 //! - [`config`], [`http`], [`clock`]: Worker vars and secrets, JSON responses, the clock.
 //!
 //! Never panic here: a panic resets the whole Wasm instance, i.e. every room in this isolate. Outside tests
@@ -15,6 +16,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod dev_tokens;
 pub mod http;
 pub mod media_control;
 pub mod registry_object;

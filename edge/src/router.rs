@@ -74,6 +74,10 @@ pub async fn handle(req: Request, env: Env) -> Response {
             Method::Get => crate::registry_object::list_nodes(req, &env).await,
             _ => method_not_allowed("GET"),
         },
+        ["v1", "dev", "token"] => match method {
+            Method::Post => crate::dev_tokens::issue(req, &env).await,
+            _ => method_not_allowed("POST"),
+        },
         ["v1", "nodes", "heartbeat"] => match method {
             Method::Post => crate::registry_object::heartbeat(req, &env).await,
             _ => method_not_allowed("POST"),
