@@ -5,8 +5,10 @@
 //!   The e2e suites and the load tools use it.
 //! - [`edge`]: starts the real edge (`wrangler dev`, real workerd with SQLite-backed Durable Objects) on a
 //!   free port with its own persisted state, and stops it with its whole process group.
+//! - [`chaos`]: the chaos-resume scenario (random drops while chat flows; logs must match).
 //! - [`tokens`]: mints user and admin tokens with the development secret of `.dev.vars`.
 
+pub mod chaos;
 pub mod client;
 pub mod edge;
 pub mod tokens;
