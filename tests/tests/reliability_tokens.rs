@@ -1,0 +1,127 @@
+//! Token attacks with tokens forged by an independent implementation (tests/attacks/forge_tokens.py, Python's
+//! standard library): every forged, expired, premature, mis-signed or tampered token is refused by the
+//! WebSocket endpoint, the admin API and the node registry; valid ones are accepted (so the test can fail).
+
+use homeroom_shared::media::NodeHeartbeat;
+use homeroom_shared::protocol::Role;
+use homeroom_tests::client::{Client, Connect};
+use homeroom_tests::edge::Edge;
+use homeroom_tests::repo_root;
+use homeroom_tests::tokens::{dev_var, now_secs, Minter};
+use std::collections::BTreeMap;
+
+fn forged() -> BTreeMap<String, String> {
+    let output = std::process::Command::new("python3")
+        .arg(repo_root().join("tests/attacks/forge_tokens.py"))
+        .arg(dev_var("JWT_SECRET").unwrap())
+        .arg(dev_var("NODE_SECRET").unwrap())
+        .arg(now_secs().to_string())
+        .output()
+        .expect("python3 runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("a JSON map of tokens")
+}
+
+#[tokio::test]
+async fn forged_tokens_are_refused_everywhere_and_valid_ones_accepted() {
+    let edge = Edge::start().await.expect("edge starts");
+    let http = reqwest::Client::new();
+    let tokens = forged();
+    let user_attacks: Vec<&String> =
+        tokens.keys().filter(|k| !k.starts_with("valid_") && !k.starts_with("node_")).collect();
+    assert!(user_attacks.len() >= 15);
+
+    for name in &user_attacks {
+        let token = &tokens[*name];
+        let err = Client::connect(&Connect::new(&edge.ws(), "vault", token)).await.expect_err(name);
+        assert_eq!(err.status(), Some(401), "{name} over WebSocket: {err}");
+        let mut bearer = Connect::new(&edge.ws(), "vault", token);
+        bearer.bearer = true;
+        assert_eq!(Client::connect(&bearer).await.expect_err(name).status(), Some(401), "{name} as Bearer");
+        let admin = http.get(format!("{}/v1/rooms/vault", edge.http())).bearer_auth(token).send().await.unwrap();
+        assert_eq!(admin.status().as_u16(), 401, "{name} on the admin API");
+        let hb = NodeHeartbeat {
+            id: "mallory".into(),
+            region: "eu-west".into(),
+            url: "http://127.0.0.1:9".into(),
+            capacity: 1,
+            load: 0,
+            draining: false,
+        };
+        let beat =
+            http.post(format!("{}/v1/nodes/heartbeat", edge.http())).bearer_auth(token).json(&hb).send().await.unwrap();
+        assert!(matches!(beat.status().as_u16(), 401 | 403), "{name} as a node heartbeat: {}", beat.status());
+    }
+
+    // Node tokens: only NODE_SECRET-signed, unexpired, matching ones renew a lease.
+    for name in ["node_wrong_key", "node_alg_none", "node_expired"] {
+        let hb = NodeHeartbeat {
+            id: "evil-node".into(),
+            region: "eu-west".into(),
+            url: "http://127.0.0.1:9".into(),
+            capacity: 1,
+            load: 0,
+            draining: false,
+        };
+        let beat = http
+            .post(format!("{}/v1/nodes/heartbeat", edge.http()))
+            .bearer_auth(&tokens[name])
+            .json(&hb)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(beat.status().as_u16(), 401, "{name}");
+    }
+    let valid_hb = NodeHeartbeat {
+        id: "evil-node".into(),
+        region: "eu-west".into(),
+        url: "http://127.0.0.1:9".into(),
+        capacity: 1,
+        load: 0,
+        draining: false,
+    };
+    let ok = http
+        .post(format!("{}/v1/nodes/heartbeat", edge.http()))
+        .bearer_auth(&tokens["valid_node"])
+        .json(&valid_hb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200, "the independent implementation's valid node token works");
+    // A node token is not a user token, and a user token is not an admin token.
+    let node_as_user = Client::connect(&Connect::new(&edge.ws(), "vault", &tokens["valid_node"])).await;
+    assert_eq!(node_as_user.expect_err("node token as user token").status(), Some(401));
+    let student_admin =
+        http.get(format!("{}/v1/rooms/vault", edge.http())).bearer_auth(&tokens["valid_student"]).send().await.unwrap();
+    assert_eq!(student_admin.status().as_u16(), 403);
+
+    // The valid user tokens from the independent implementation are accepted.
+    let valid = Client::connect(&Connect::new(&edge.ws(), "vault", &tokens["valid_student"])).await.expect("valid");
+    assert_eq!(valid.welcome.you.role, Role::Student);
+    let admin =
+        http.get(format!("{}/v1/rooms/vault", edge.http())).bearer_auth(&tokens["valid_admin"]).send().await.unwrap();
+    assert_eq!(admin.status().as_u16(), 200);
+
+    // Tenants and room scopes: an admin of another tenant sees its own (empty) room, not ours.
+    let m = Minter::dev().unwrap();
+    let other_admin = m.tenant_token("eve", Role::Admin, "acme");
+    let theirs: serde_json::Value = http
+        .get(format!("{}/v1/rooms/vault", edge.http()))
+        .bearer_auth(&other_admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs["room"], "acme/vault");
+    assert_eq!(theirs["participants"].as_array().map(Vec::len), Some(0));
+    let kick = http
+        .post(format!("{}/v1/rooms/vault/kick", edge.http()))
+        .bearer_auth(&other_admin)
+        .json(&serde_json::json!({"id": "mallory"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kick.status().as_u16(), 404, "another tenant cannot reach our participant");
+}
