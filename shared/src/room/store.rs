@@ -116,7 +116,9 @@ pub struct MemoryStore {
     meta: Option<Meta>,
     events: BTreeMap<u64, String>,
     messages: BTreeMap<u64, ChatMessage>,
-    replies: VecDeque<((UserId, String), String)>,
+    message_seqs: BTreeMap<String, u64>,
+    replies: BTreeMap<(UserId, String), String>,
+    reply_order: VecDeque<(UserId, String)>,
     participants: BTreeMap<UserId, ParticipantRecord>,
     moderation: BTreeMap<UserId, ModerationRecord>,
     /// Counts writes, for tests that check what an operation costs.
@@ -149,15 +151,18 @@ impl RoomStore for MemoryStore {
     }
     fn put_message(&mut self, message: &ChatMessage) -> StoreResult<()> {
         self.writes += 1;
+        self.message_seqs.insert(message.id.clone(), message.seq);
         self.messages.insert(message.seq, message.clone());
         Ok(())
     }
     fn message(&self, id: &str) -> StoreResult<Option<ChatMessage>> {
-        Ok(self.messages.values().find(|m| m.id == id).cloned())
+        Ok(self.message_seqs.get(id).and_then(|seq| self.messages.get(seq)).cloned())
     }
     fn delete_message(&mut self, id: &str) -> StoreResult<()> {
         self.writes += 1;
-        self.messages.retain(|_, m| m.id != id);
+        if let Some(seq) = self.message_seqs.remove(id) {
+            self.messages.remove(&seq);
+        }
         Ok(())
     }
     fn messages_before(&self, before: Option<u64>, limit: u32) -> StoreResult<Vec<ChatMessage>> {
@@ -169,21 +174,28 @@ impl RoomStore for MemoryStore {
     }
     fn trim_messages(&mut self, keep: u32) -> StoreResult<()> {
         while self.messages.len() > keep as usize {
-            self.messages.pop_first();
+            if let Some((_, m)) = self.messages.pop_first() {
+                self.message_seqs.remove(&m.id);
+            }
         }
         Ok(())
     }
     fn reply(&self, user: &UserId, rid: &str) -> StoreResult<Option<String>> {
-        Ok(self.replies.iter().find(|((u, r), _)| u == user && r == rid).map(|(_, reply)| reply.clone()))
+        Ok(self.replies.get(&(user.clone(), rid.to_owned())).cloned())
     }
     fn put_reply(&mut self, user: &UserId, rid: &str, reply: &str) -> StoreResult<()> {
         self.writes += 1;
-        self.replies.push_back(((user.clone(), rid.to_owned()), reply.to_owned()));
+        let key = (user.clone(), rid.to_owned());
+        if self.replies.insert(key.clone(), reply.to_owned()).is_none() {
+            self.reply_order.push_back(key);
+        }
         Ok(())
     }
     fn trim_replies(&mut self, keep: u32) -> StoreResult<()> {
-        while self.replies.len() > keep as usize {
-            self.replies.pop_front();
+        while self.reply_order.len() > keep as usize {
+            if let Some(key) = self.reply_order.pop_front() {
+                self.replies.remove(&key);
+            }
         }
         Ok(())
     }
@@ -212,7 +224,9 @@ impl RoomStore for MemoryStore {
         self.writes += 1;
         self.events.clear();
         self.messages.clear();
+        self.message_seqs.clear();
         self.replies.clear();
+        self.reply_order.clear();
         self.participants.clear();
         self.moderation.clear();
         Ok(())
