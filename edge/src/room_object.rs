@@ -20,7 +20,7 @@ use homeroom_shared::auth::Identity;
 use homeroom_shared::placement::Geo;
 use homeroom_shared::protocol::{close, ApiError, ErrorCode};
 use homeroom_shared::room::config::SettingsPatch;
-use homeroom_shared::room::{ConnRecord, Output, Resume, Room, RoomKeys};
+use homeroom_shared::room::{ClientInfo, ConnRecord, Output, Resume, Room, RoomKeys};
 use homeroom_shared::{ConnId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
@@ -38,6 +38,8 @@ pub struct RoomObject {
     room: RefCell<Option<Room<SqlStore>>>,
     sockets: RefCell<HashMap<ConnId, WebSocket>>,
     alarm_at: Cell<Option<Timestamp>>,
+    /// A handler is waiting for the current flush window (only one does at a time).
+    flushing: Cell<bool>,
 }
 
 impl std::fmt::Debug for RoomObject {
@@ -168,6 +170,31 @@ impl RoomObject {
             }
         }
         self.sync_alarm().await;
+        self.pump_flushes().await;
+    }
+
+    /// Waits for each coalescing window to end and flushes it, while the room keeps queueing. One handler at
+    /// a time does this (the object cannot hibernate meanwhile, so nothing queued is lost); the others
+    /// return at once.
+    async fn pump_flushes(&self) {
+        if self.flushing.replace(true) {
+            return;
+        }
+        loop {
+            let next = self.room.borrow().as_ref().and_then(|r| r.next_flush());
+            let Some(at) = next else { break };
+            let wait = at.since(clock::now());
+            if wait > 0 {
+                worker::Delay::from(std::time::Duration::from_millis(wait)).await;
+            }
+            if self.with_room(None, |room, now| room.flush(now)).is_err() {
+                break;
+            }
+            for output in self.apply_outputs() {
+                self.media_io(output).await;
+            }
+        }
+        self.flushing.set(false);
     }
 
     fn address(&self) -> Option<String> {
@@ -231,6 +258,7 @@ impl RoomObject {
             let (lat, lon) = v.split_once(',')?;
             Some(Geo::from_degrees(lat.trim().parse().ok()?, lon.trim().parse().ok()?))
         });
+        let batch = req.url().ok().is_some_and(|url| url.query_pairs().any(|(k, v)| k == "batch" && v == "1"));
         let resume = req.url().ok().and_then(|url| {
             let mut since = None;
             let mut epoch = None;
@@ -256,7 +284,7 @@ impl RoomObject {
             let Some(room) = slot.as_mut() else {
                 return http::fail(ErrorCode::Internal, "room not loaded");
             };
-            room.connect(&identity, resume, geo, now)
+            room.connect(&identity, resume, ClientInfo { geo, batch }, now)
         };
         let admitted = match admitted {
             Ok(admitted) => admitted,
@@ -378,6 +406,7 @@ impl DurableObject for RoomObject {
             room: RefCell::new(None),
             sockets: RefCell::new(HashMap::new()),
             alarm_at: Cell::new(None),
+            flushing: Cell::new(false),
         }
     }
 

@@ -155,6 +155,9 @@ async fn connect(req: Request, env: &Env, url: &Url, room: &str) -> Response {
         (None, None) => {}
         _ => return fail(ErrorCode::BadRequest, "since and epoch go together: pass both to resume, or neither"),
     }
+    if query_param(url, "batch").as_deref() == Some("1") {
+        inner.push_str(if inner.contains('?') { "&batch=1" } else { "?batch=1" });
+    }
     let address = address(&identity, &room);
     let identity_json = match serde_json::to_string(&identity) {
         Ok(j) => j,

@@ -46,7 +46,7 @@ fn room_with(members: usize) -> (Room<MemoryStore>, Vec<ConnId>) {
         Room::restore(MemoryStore::default(), limits(), keys, Some("default/bench"), Vec::new(), NOW).unwrap();
     let mut conns = Vec::new();
     for i in 0..members {
-        conns.push(room.connect(&identity(i), None, None, NOW).unwrap().conn);
+        conns.push(room.connect(&identity(i), None, Default::default(), NOW).unwrap().conn);
         drain(&mut room);
     }
     (room, conns)
@@ -59,7 +59,7 @@ fn join(c: &mut Criterion) {
             let (mut room, _) = room_with(members);
             let mut next = members;
             b.iter(|| {
-                let admitted = room.connect(&identity(next), None, None, NOW).unwrap();
+                let admitted = room.connect(&identity(next), None, Default::default(), NOW).unwrap();
                 next += 1;
                 black_box(drain(&mut room));
                 room.disconnect(admitted.conn, NOW);
@@ -112,7 +112,7 @@ fn resume(c: &mut Criterion) {
             let who = identity(1);
             b.iter(|| {
                 let resume = Resume { epoch: epoch.clone(), since: seq - missed };
-                let admitted = room.connect(&who, Some(resume), None, NOW).unwrap();
+                let admitted = room.connect(&who, Some(resume), Default::default(), NOW).unwrap();
                 black_box(drain(&mut room));
                 room.disconnect(admitted.conn, NOW);
                 drain(&mut room);

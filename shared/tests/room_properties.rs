@@ -110,21 +110,26 @@ struct World {
 
 fn limits() -> Limits {
     // Generous rate limits: the property under test is ordering and state, not throttling (which differs by
-    // design after hibernation: buckets are memory only).
-    Limits { rate_burst: 100_000, rate_per_sec: 100_000, abuse_strikes: 100_000, ..Limits::default() }
+    // design after hibernation: buckets are memory only). Coalescing is on even for tiny rooms, so batching
+    // is under test too.
+    Limits {
+        rate_burst: 100_000,
+        rate_per_sec: 100_000,
+        abuse_strikes: 100_000,
+        coalesce_ms: 20,
+        coalesce_min_conns: 1,
+        ..Limits::default()
+    }
 }
 
 impl World {
-    fn new(name: &'static str) -> Self {
+    fn new(name: &'static str, batch: bool) -> Self {
         let address = format!("default/{name}");
-        World {
-            name,
-            room: Sim::with_address(limits(), &address),
-            twin: Sim::with_address(limits(), &address),
-            views: BTreeMap::new(),
-            last_position: BTreeMap::new(),
-            texts: BTreeMap::new(),
-        }
+        let mut room = Sim::with_address(limits(), &address);
+        let mut twin = Sim::with_address(limits(), &address);
+        room.batch = batch;
+        twin.batch = batch;
+        World { name, room, twin, views: BTreeMap::new(), last_position: BTreeMap::new(), texts: BTreeMap::new() }
     }
 
     fn nth_open(&self, n: usize) -> Option<ConnId> {
@@ -207,7 +212,11 @@ impl World {
                 }
             }
             Op::Advance { ms } => self.both(|s| s.advance(*ms)),
-            Op::Hibernate { .. } => self.room.hibernate(),
+            Op::Hibernate { .. } => {
+                // Both let queued frames out first (an object never hibernates with a flush pending).
+                self.both(|s| s.settle());
+                self.room.hibernate();
+            }
         }
     }
 
@@ -228,7 +237,14 @@ impl World {
             let b = self.twin.take_text(conn);
             assert_eq!(a, b, "{}: hibernation changed what {conn} received", self.name);
             for text in a {
-                self.observe(conn, &text, other_room_texts);
+                if text.starts_with('[') {
+                    let frames: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+                    for frame in frames {
+                        self.observe(conn, &frame.to_string(), other_room_texts);
+                    }
+                } else {
+                    self.observe(conn, &text, other_room_texts);
+                }
             }
         }
         assert_eq!(self.room.closed, self.twin.closed, "{}: twins closed different connections", self.name);
@@ -293,7 +309,7 @@ impl World {
 }
 
 fn run(ops: &[Op]) {
-    let mut worlds = [World::new("alpha"), World::new("beta")];
+    let mut worlds = [World::new("alpha", true), World::new("beta", false)];
     for op in ops {
         let room = match op {
             Op::Connect { room, .. }

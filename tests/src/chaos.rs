@@ -46,6 +46,8 @@ pub struct ChaosReport {
     pub gaps: u64,
     /// Clients whose list of messages differs from the sender's.
     pub divergent_clients: usize,
+    /// Batched frames (JSON arrays) the receivers got: the room coalesced under load.
+    pub batches: u64,
     pub elapsed: Duration,
 }
 
@@ -81,6 +83,7 @@ struct Record {
     resumes: u64,
     snapshots: u64,
     gaps: u64,
+    batches: u64,
 }
 
 /// Runs the scenario and returns what happened.
@@ -145,6 +148,7 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
         report.resumes += record.resumes;
         report.snapshots += record.snapshots;
         report.gaps += record.gaps;
+        report.batches += record.batches;
         let seen: BTreeSet<&String> = record.messages.iter().collect();
         report.duplicated += (record.messages.len() - seen.len()) as u64;
         report.lost += expected.iter().filter(|id| !seen.contains(id)).count() as u64;
@@ -236,6 +240,7 @@ async fn receive(
         }
         // Drop the connection abruptly (no close frame), as a network loss would.
         if let Some(c) = client.take() {
+            record.batches += c.batches;
             c.abort();
         }
         if !dropped {
@@ -243,6 +248,7 @@ async fn receive(
         }
     }
     if let Some(c) = client.take() {
+        record.batches += c.batches;
         c.close().await;
     }
     Ok(record)

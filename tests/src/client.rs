@@ -64,12 +64,21 @@ pub struct Connect {
     pub bearer: bool,
     /// Resume from `(epoch, since)`.
     pub resume: Option<(String, u64)>,
+    /// Accept batched frames (`?batch=1`): under load a busy room sends a JSON array of frames.
+    pub batch: bool,
 }
 
 impl Connect {
     /// A connection to `room` with `token` in the query.
     pub fn new(base: &str, room: &str, token: &str) -> Self {
-        Connect { base: base.to_owned(), room: room.to_owned(), token: token.to_owned(), bearer: false, resume: None }
+        Connect {
+            base: base.to_owned(),
+            room: room.to_owned(),
+            token: token.to_owned(),
+            bearer: false,
+            resume: None,
+            batch: true,
+        }
     }
 
     /// The URL this connects to.
@@ -82,6 +91,10 @@ impl Connect {
         }
         if let Some((epoch, since)) = &self.resume {
             url.push_str(&format!("{sep}since={since}&epoch={epoch}"));
+            sep = '&';
+        }
+        if self.batch {
+            url.push_str(&format!("{sep}batch=1"));
         }
         url
     }
@@ -94,6 +107,10 @@ pub struct Client {
     /// The `welcome` this connection started with.
     pub welcome: Welcome,
     buffered: VecDeque<ServerFrame>,
+    /// Frames of a batch that `read` has not returned yet.
+    unread: VecDeque<ServerFrame>,
+    /// Batches (JSON arrays) received.
+    pub batches: u64,
     next_rid: u64,
     /// Every logged `seq` this connection received, in order (replays included).
     pub log: Vec<u64>,
@@ -151,7 +168,16 @@ impl Client {
                 _ => continue,
             }
         };
-        Ok(Client { ws, welcome, buffered: VecDeque::new(), next_rid: 0, log: Vec::new(), close: None })
+        Ok(Client {
+            ws,
+            welcome,
+            buffered: VecDeque::new(),
+            unread: VecDeque::new(),
+            batches: 0,
+            next_rid: 0,
+            log: Vec::new(),
+            close: None,
+        })
     }
 
     /// Sends raw text.
@@ -276,8 +302,8 @@ impl Client {
                 Ok(Some(msg)) => match msg? {
                     Message::Text(t) if t.as_str() == "pong" => return Ok(start.elapsed()),
                     Message::Text(t) => {
-                        let frame = self.parse(t.as_str())?;
-                        self.buffered.push_back(frame);
+                        let frames = self.parse(t.as_str())?;
+                        self.buffered.extend(frames);
                     }
                     _ => {}
                 },
@@ -295,16 +321,23 @@ impl Client {
         drop(self.ws);
     }
 
-    fn parse(&mut self, text: &str) -> Result<ServerFrame, ClientError> {
-        let frame: ServerFrame =
-            serde_json::from_str(text).map_err(|e| ClientError::Unexpected(format!("{e}: {text}")))?;
-        if let Some(seq) = frame.seq() {
-            self.log.push(seq);
-        }
-        Ok(frame)
+    /// Parses a text frame: one frame, or a batch (a JSON array of frames).
+    fn parse(&mut self, text: &str) -> Result<Vec<ServerFrame>, ClientError> {
+        let bad = |e: serde_json::Error| ClientError::Unexpected(format!("{e}: {text}"));
+        let frames: Vec<ServerFrame> = if text.starts_with('[') {
+            self.batches += 1;
+            serde_json::from_str(text).map_err(bad)?
+        } else {
+            vec![serde_json::from_str(text).map_err(bad)?]
+        };
+        self.log.extend(frames.iter().filter_map(ServerFrame::seq));
+        Ok(frames)
     }
 
     async fn read(&mut self, wait: Duration) -> Result<ServerFrame, ClientError> {
+        if let Some(frame) = self.unread.pop_front() {
+            return Ok(frame);
+        }
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -316,7 +349,12 @@ impl Client {
             };
             match msg {
                 Message::Text(text) if text.as_str() == "pong" => continue,
-                Message::Text(text) => return self.parse(text.as_str()),
+                Message::Text(text) => {
+                    let mut frames: VecDeque<ServerFrame> = self.parse(text.as_str())?.into();
+                    let Some(first) = frames.pop_front() else { continue };
+                    self.unread.extend(frames);
+                    return Ok(first);
+                }
                 Message::Close(frame) => {
                     let close = frame.map(|CloseFrame { code, reason }| (u16::from(code), reason.to_string()));
                     self.close = close.clone();

@@ -7,9 +7,14 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn clients_dropping_at_random_end_with_identical_gap_free_logs() {
-    let edge = Edge::start_with(&[("RATE_BURST", "100000"), ("RATE_PER_SEC", "100000"), ("LOG_LIMIT", "50000")])
-        .await
-        .expect("edge starts");
+    // Coalescing from two connections on, so batched frames are under test too.
+    let vars = [
+        ("RATE_BURST", "100000"),
+        ("RATE_PER_SEC", "100000"),
+        ("LOG_LIMIT", "50000"),
+        ("COALESCE_MIN_CONNECTIONS", "2"),
+    ];
+    let edge = Edge::start_with(&vars).await.expect("edge starts");
     let report = run(ChaosConfig {
         base: edge.ws(),
         room: "chaos".into(),
@@ -23,6 +28,7 @@ async fn clients_dropping_at_random_end_with_identical_gap_free_logs() {
     .expect("the scenario runs");
     eprintln!("chaos: {report:?}");
     assert!(report.drops >= 20, "clients really dropped: {report:?}");
+    assert!(report.batches > 0, "the room coalesced frames under load: {report:?}");
     assert_eq!(report.resumes, report.drops, "every drop resumed: {report:?}");
     assert_eq!((report.lost, report.duplicated, report.gaps, report.divergent_clients), (0, 0, 0, 0), "{report:?}");
 }

@@ -197,6 +197,8 @@ impl<S: RoomStore> Room<S> {
         self.store.save_meta(&self.meta).map_err(internal)?;
         let epoch = self.meta.epoch.clone();
         self.broadcast(None, &ServerFrame::RoomCleared { epoch: epoch.clone() });
+        self.flush_all();
+        self.coalescer.reset();
         let conns: Vec<_> = self.conns.keys().copied().collect();
         for conn in conns {
             self.outbox.push_back(super::Output::Close {

@@ -56,6 +56,10 @@ pub struct Limits {
     pub ping_interval_ms: u64,
     /// Lifetime of media tokens. Var `MEDIA_TOKEN_TTL_SECS`.
     pub media_token_ttl_ms: u64,
+    /// Flush window for coalescing frames in busy rooms (0: off). Var `COALESCE_MS`.
+    pub coalesce_ms: u64,
+    /// Rooms with fewer connections never coalesce. Var `COALESCE_MIN_CONNECTIONS`.
+    pub coalesce_min_conns: u32,
 }
 
 impl Default for Limits {
@@ -85,6 +89,8 @@ impl Default for Limits {
             history_page_max: 100,
             ping_interval_ms: 30_000,
             media_token_ttl_ms: 5 * 60 * 1000,
+            coalesce_ms: 20,
+            coalesce_min_conns: 50,
         }
     }
 }
@@ -161,6 +167,12 @@ impl Limits {
         }
         if let Some(n) = num("MEDIA_TOKEN_TTL_SECS", 10, 24 * 3600)? {
             l.media_token_ttl_ms = n * 1000;
+        }
+        if let Some(n) = num("COALESCE_MS", 0, 1000)? {
+            l.coalesce_ms = n;
+        }
+        if let Some(n) = num("COALESCE_MIN_CONNECTIONS", 1, 1_000_000)? {
+            l.coalesce_min_conns = to_u32(n);
         }
         if let Some(value) = var("PERSIST_MESSAGES") {
             l.persist_messages = match value.trim() {

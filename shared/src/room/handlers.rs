@@ -67,7 +67,7 @@ impl<S: RoomStore> Room<S> {
             return;
         }
         if text == "ping" {
-            self.outbox.push_back(Output::Send { to: vec![conn], text: Arc::from("pong") });
+            self.emit(vec![conn], Arc::from("pong"));
             return;
         }
         if text.len() > limits.max_frame_bytes as usize {
@@ -108,7 +108,7 @@ impl<S: RoomStore> Room<S> {
         if let (true, Some(rid)) = (tracked, frame.rid.as_deref()) {
             match self.store.reply(&user, rid) {
                 Ok(Some(reply)) => {
-                    self.outbox.push_back(Output::Send { to: vec![conn], text: Arc::from(reply) });
+                    self.emit(vec![conn], Arc::from(reply));
                     return;
                 }
                 Ok(None) => {}
@@ -128,7 +128,7 @@ impl<S: RoomStore> Room<S> {
                     self.poisoned |= self.store.put_reply(&user, &rid, &text).is_err();
                 }
                 if self.conns.contains_key(&conn) {
-                    self.outbox.push_back(Output::Send { to: vec![conn], text: Arc::from(text) });
+                    self.emit(vec![conn], Arc::from(text));
                 }
             }
             Ok(Reply::Frame(frame)) => self.send(conn, &frame),

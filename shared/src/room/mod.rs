@@ -31,6 +31,7 @@
 //!   has no second effect.
 
 mod admin;
+mod coalesce;
 pub mod config;
 mod handlers;
 mod media;
@@ -94,6 +95,9 @@ pub struct ConnRecord {
     /// Where the client connected from (Cloudflare request metadata), for media placement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub geo: Option<Geo>,
+    /// The client accepts batches (a JSON array of frames in one text frame; `?batch=1`).
+    #[serde(default)]
+    pub batch: bool,
 }
 
 /// The keys a room signs and verifies with.
@@ -103,6 +107,15 @@ pub struct RoomKeys {
     pub user: TokenKey,
     /// Signs media tokens: `NODE_SECRET`.
     pub media: TokenKey,
+}
+
+/// What the adapter knows of a connecting client besides its token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// Coordinates from the request metadata (media placement).
+    pub geo: Option<Geo>,
+    /// The client accepts batched frames (`?batch=1`).
+    pub batch: bool,
 }
 
 /// Where a reconnecting client left off.
@@ -154,6 +167,9 @@ pub struct Room<S: RoomStore> {
     conns: BTreeMap<ConnId, Conn>,
     timers: Timers,
     outbox: VecDeque<Output>,
+    coalescer: coalesce::Coalescer,
+    /// The time of the event being handled (entry points set it).
+    clock: Timestamp,
     poisoned: bool,
 }
 
@@ -226,6 +242,7 @@ impl<S: RoomStore> Room<S> {
                 meta
             }
         };
+        let (limits_window, limits_min) = (limits.coalesce_ms, limits.coalesce_min_conns as usize);
         let (tenant, room_id) = match meta.address.split_once('/') {
             Some((t, r)) => (TenantId::parse(t).ok(), RoomId::parse(r).ok()),
             None => (None, None),
@@ -241,6 +258,8 @@ impl<S: RoomStore> Room<S> {
             conns: BTreeMap::new(),
             timers: Timers::default(),
             outbox: VecDeque::new(),
+            coalescer: coalesce::Coalescer::new(limits_window, limits_min),
+            clock: now,
             poisoned: false,
         };
         for record in room.store.participants()? {
@@ -378,11 +397,11 @@ impl<S: RoomStore> Room<S> {
         &mut self,
         identity: &Identity,
         resume: Option<Resume>,
-        geo: Option<Geo>,
+        client: ClientInfo,
         now: Timestamp,
     ) -> Result<Admitted, ApiError> {
         self.run_timers(now);
-        let result = self.connect_inner(identity, resume, geo, now);
+        let result = self.connect_inner(identity, resume, client, now);
         if matches!(&result, Err(e) if e.code == ErrorCode::Internal) {
             self.poisoned = true;
         }
@@ -393,7 +412,7 @@ impl<S: RoomStore> Room<S> {
         &mut self,
         identity: &Identity,
         resume: Option<Resume>,
-        geo: Option<Geo>,
+        client: ClientInfo,
         now: Timestamp,
     ) -> Result<Admitted, ApiError> {
         let user = &identity.user;
@@ -446,7 +465,8 @@ impl<S: RoomStore> Room<S> {
             exp: identity.exp,
             warned: false,
             opened_at: now,
-            geo,
+            geo: client.geo,
+            batch: client.batch,
         };
         self.conns.insert(conn, self.new_conn(record.clone(), now));
         self.schedule_token(&record);
@@ -534,7 +554,10 @@ impl<S: RoomStore> Room<S> {
             history,
             config: self.client_config(),
         };
-        self.send(conn, &ServerFrame::Welcome(Box::new(welcome)));
+        // The welcome and the replay go out at once: nothing is queued for a new connection yet, and
+        // everything queued later for it follows them.
+        let welcome = ServerFrame::Welcome(Box::new(welcome)).to_json();
+        self.outbox.push_back(Output::Send { to: vec![conn], text: Arc::from(welcome) });
         for text in replay.unwrap_or_default() {
             self.outbox.push_back(Output::Send { to: vec![conn], text: Arc::from(text) });
         }
@@ -543,6 +566,7 @@ impl<S: RoomStore> Room<S> {
 
     /// A connection closed or errored (client side). Unknown connections are ignored.
     pub fn disconnect(&mut self, conn: ConnId, now: Timestamp) {
+        self.clock = self.clock.max(now);
         // Forget the connection first: deadlines that are due must not address it any more.
         if let Err(e) = self.drop_conn(conn, LeaveReason::Left, now) {
             self.poisoned |= e.code == ErrorCode::Internal;
@@ -553,6 +577,7 @@ impl<S: RoomStore> Room<S> {
     /// Forgets `conn`; when it was its user's last connection, the participant leaves with `reason`.
     fn drop_conn(&mut self, conn: ConnId, reason: LeaveReason, now: Timestamp) -> Result<(), ApiError> {
         let Some(c) = self.conns.remove(&conn) else { return Ok(()) };
+        self.coalescer.forget(conn);
         self.timers.cancel(&TimerKey::TokenWarning(conn));
         self.timers.cancel(&TimerKey::TokenExpiry(conn));
         let user = c.record.user;
@@ -579,6 +604,7 @@ impl<S: RoomStore> Room<S> {
         if !self.conns.contains_key(&conn) {
             return;
         }
+        self.flush_all();
         self.outbox.push_back(Output::Close { conn, code, reason: reason.to_owned() });
         if let Err(e) = self.drop_conn(conn, leave, now) {
             self.poisoned |= e.code == ErrorCode::Internal;
@@ -606,6 +632,8 @@ impl<S: RoomStore> Room<S> {
     }
 
     fn run_timers(&mut self, now: Timestamp) {
+        self.clock = self.clock.max(now);
+        self.flush(now);
         while let Some(key) = self.timers.pop_due(now) {
             let result = match key {
                 TimerKey::RoomCleanup => self.cleanup_if_empty(now),
@@ -720,7 +748,37 @@ impl<S: RoomStore> Room<S> {
     // ----- sending and logging ---------------------------------------------------------------------------
 
     fn send(&mut self, conn: ConnId, frame: &ServerFrame) {
-        self.outbox.push_back(Output::Send { to: vec![conn], text: Arc::from(frame.to_json()) });
+        self.emit(vec![conn], Arc::from(frame.to_json()));
+    }
+
+    /// Sends (or, in a busy room, queues) `text` for `to`.
+    fn emit(&mut self, to: Vec<ConnId>, text: Arc<str>) {
+        let conns = self.conns.len();
+        self.coalescer.emit(&mut self.outbox, to, text, conns, self.clock);
+    }
+
+    /// When queued frames must be flushed ([`Room::flush`]); sooner than [`Room::next_deadline`], so the
+    /// adapter uses a short timer rather than the alarm.
+    pub fn next_flush(&self) -> Option<Timestamp> {
+        self.coalescer.next_flush()
+    }
+
+    /// Whether a flush window is open (frames would be queued now).
+    pub fn is_coalescing(&self) -> bool {
+        self.coalescer.window_open(self.clock)
+    }
+
+    /// Flushes queued frames whose window is over.
+    pub fn flush(&mut self, now: Timestamp) {
+        self.clock = self.clock.max(now);
+        let conns = &self.conns;
+        self.coalescer.flush_due(&mut self.outbox, |c| conns.get(&c).is_some_and(|c| c.record.batch), now);
+    }
+
+    /// Flushes everything queued (before closing a connection).
+    fn flush_all(&mut self) {
+        let conns = &self.conns;
+        self.coalescer.flush_all(&mut self.outbox, |c| conns.get(&c).is_some_and(|c| c.record.batch));
     }
 
     fn send_error(&mut self, conn: ConnId, rid: Option<String>, error: ApiError) {
@@ -731,7 +789,7 @@ impl<S: RoomStore> Room<S> {
     fn broadcast(&mut self, except: Option<ConnId>, frame: &ServerFrame) {
         let to: Vec<ConnId> = self.conns.keys().copied().filter(|c| Some(*c) != except).collect();
         if !to.is_empty() {
-            self.outbox.push_back(Output::Send { to, text: Arc::from(frame.to_json()) });
+            self.emit(to, Arc::from(frame.to_json()));
         }
     }
 
@@ -750,7 +808,7 @@ impl<S: RoomStore> Room<S> {
         self.store.save_meta(&self.meta).map_err(internal)?;
         let to: Vec<ConnId> = self.conns.keys().copied().filter(|c| Some(*c) != skip).collect();
         if !to.is_empty() {
-            self.outbox.push_back(Output::Send { to, text: Arc::from(text) });
+            self.emit(to, Arc::from(text));
         }
         if seq.is_multiple_of(64) {
             self.trim(seq)?;

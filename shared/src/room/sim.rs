@@ -8,7 +8,7 @@
 
 use super::config::Limits;
 use super::store::MemoryStore;
-use super::{ConnRecord, Output, Resume, Room, RoomKeys};
+use super::{ClientInfo, ConnRecord, Output, Resume, Room, RoomKeys};
 use crate::auth::{Identity, TokenKey};
 use crate::ids::{ConnId, RoomId, TenantId, UserId};
 use crate::protocol::{ApiError, ClientFrame, ClientRequest, PermsPatch, Role, ServerFrame};
@@ -38,6 +38,8 @@ pub struct Sim {
     pub hibernations: u32,
     /// Media outputs (placement requests, control commands, releases) for the test to act on.
     pub media: Vec<Output>,
+    /// Whether new connections accept batched frames (`?batch=1`).
+    pub batch: bool,
 }
 
 impl Sim {
@@ -66,6 +68,7 @@ impl Sim {
             closed: BTreeMap::new(),
             hibernations: 0,
             media: Vec::new(),
+            batch: true,
         }
     }
 
@@ -111,7 +114,8 @@ impl Sim {
     /// Connects `identity`, fresh or resuming.
     pub fn connect(&mut self, identity: &Identity, resume: Option<Resume>) -> Result<ConnId, ApiError> {
         let now = self.now;
-        let admitted = self.room_mut().connect(identity, resume, None, now);
+        let client = ClientInfo { geo: None, batch: self.batch };
+        let admitted = self.room_mut().connect(identity, resume, client, now);
         if let Ok(a) = &admitted {
             self.open.insert(a.conn);
             self.attachments.insert(a.conn, a.record.clone());
@@ -158,7 +162,9 @@ impl Sim {
     /// Moves the clock and fires the alarm if it is due (possibly several times).
     pub fn advance(&mut self, ms: u64) {
         let target = self.now.plus_ms(ms);
-        while let Some(deadline) = self.room().next_deadline().filter(|d| *d <= target) {
+        loop {
+            let next = [self.room().next_deadline(), self.room().next_flush()].into_iter().flatten().min();
+            let Some(deadline) = next.filter(|d| *d <= target) else { break };
             self.now = self.now.max(deadline);
             let now = self.now;
             self.room_mut().tick(now);
@@ -167,8 +173,31 @@ impl Sim {
         self.now = target;
     }
 
+    /// Lets every queued (coalesced) frame go out and the flush window close, advancing the clock (an object
+    /// only hibernates after seconds of silence, long after any window).
+    pub fn settle(&mut self) {
+        // Deadlines that fire while settling may send (and open a window) again; a few rounds always end it.
+        for _ in 0..100 {
+            while let Some(at) = self.room().next_flush() {
+                self.now = self.now.max(at);
+                let now = self.now;
+                self.room_mut().flush(now);
+                self.drain();
+            }
+            if !self.room().is_coalescing() {
+                return;
+            }
+            self.now = self.now.plus_ms(self.limits.coalesce_ms);
+            let now = self.now;
+            self.room_mut().tick(now);
+            self.drain();
+        }
+    }
+
     /// Drops the room's memory and rebuilds it from the store and the attachments, as after hibernation.
     pub fn hibernate(&mut self) {
+        // A Durable Object cannot hibernate while a flush is pending (its event handler is still running).
+        self.settle();
         let store = self.room.take().expect("room present").into_store();
         let live: Vec<ConnRecord> = self.attachments.values().cloned().collect();
         self.room =
@@ -230,12 +259,18 @@ impl Sim {
         std::mem::take(self.inbox.entry(conn).or_default())
     }
 
-    /// Takes the frames `conn` received since the last call, parsed (`pong` is skipped).
+    /// Takes the frames `conn` received since the last call, parsed, batches unpacked (`pong` is skipped).
     pub fn take(&mut self, conn: ConnId) -> Vec<ServerFrame> {
         self.take_text(conn)
             .into_iter()
             .filter(|t| t != "pong")
-            .map(|t| serde_json::from_str(&t).unwrap_or_else(|e| panic!("unparsable frame {t}: {e}")))
+            .flat_map(|t| {
+                if t.starts_with('[') {
+                    serde_json::from_str::<Vec<ServerFrame>>(&t).unwrap_or_else(|e| panic!("unparsable batch {t}: {e}"))
+                } else {
+                    vec![serde_json::from_str(&t).unwrap_or_else(|e| panic!("unparsable frame {t}: {e}"))]
+                }
+            })
             .collect()
     }
 

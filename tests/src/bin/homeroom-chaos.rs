@@ -46,10 +46,12 @@ async fn main() -> anyhow::Result<()> {
     };
     eprintln!("running {config:?}");
     let report = run(config).await?;
-    println!("| clients | messages | drops | resumes | snapshots | lost | duplicated | gaps | divergent | time |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s |",
+        "| clients | messages | drops | resumes | snapshots | lost | duplicated | gaps | divergent | batches | time |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s |",
         report.clients,
         report.messages_sent,
         report.drops,
@@ -59,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
         report.duplicated,
         report.gaps,
         report.divergent_clients,
+        report.batches,
         report.elapsed.as_secs_f64()
     );
     anyhow::ensure!(

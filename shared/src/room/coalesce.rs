@@ -1,0 +1,188 @@
+//! Coalescing: under load, a busy room sends each connection one frame per flush window instead of one
+//! frame per event.
+//!
+//! A frame's cost in the runtime is mostly per send, not per byte, so a room of a thousand members that
+//! relays every event as its own frame spends its time in the send path. The rule (Nagle-like, per room):
+//! - a room smaller than `min_conns`, or with no window open, sends at once — and opens a window of
+//!   `window_ms`;
+//! - inside an open window everything is queued (order kept per connection);
+//! - at the window's end the queue is flushed: each connection gets its queued texts as one frame (a JSON
+//!   array of frames, for clients that asked with `?batch=1`; one frame each otherwise). If anything was
+//!   flushed a new window opens; an empty window closes, so a quiet room answers immediately again.
+//!
+//! Closing a connection flushes first, so nothing queued for it is lost or reordered after its close.
+
+use super::Output;
+use crate::ids::ConnId;
+use crate::time::Timestamp;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+/// The queue and the window.
+#[derive(Debug, Default)]
+pub(crate) struct Coalescer {
+    window_ms: u64,
+    min_conns: usize,
+    window_until: Option<Timestamp>,
+    pending: Vec<(Vec<ConnId>, Arc<str>)>,
+}
+
+impl Coalescer {
+    pub(crate) fn new(window_ms: u64, min_conns: usize) -> Self {
+        Coalescer { window_ms, min_conns, window_until: None, pending: Vec::new() }
+    }
+
+    /// When the queue must be flushed, if anything is queued.
+    pub(crate) fn next_flush(&self) -> Option<Timestamp> {
+        if self.pending.is_empty() {
+            None
+        } else {
+            self.window_until
+        }
+    }
+
+    /// Whether a window is open at `now`.
+    pub(crate) fn window_open(&self, now: Timestamp) -> bool {
+        self.window_until.is_some_and(|until| now < until)
+    }
+
+    /// Sends or queues `text` for `to`. `room_conns` is the number of open connections.
+    pub(crate) fn emit(
+        &mut self,
+        outbox: &mut VecDeque<Output>,
+        to: Vec<ConnId>,
+        text: Arc<str>,
+        room_conns: usize,
+        now: Timestamp,
+    ) {
+        if to.is_empty() {
+            return;
+        }
+        let enabled = self.window_ms > 0 && room_conns >= self.min_conns;
+        let in_window = self.window_until.is_some_and(|until| now < until);
+        if enabled && in_window {
+            self.pending.push((to, text));
+            return;
+        }
+        if !self.pending.is_empty() {
+            // A window ended without its flush (a late timer) or the room shrank: keep the order.
+            self.flush_all(outbox, |_| true);
+        }
+        outbox.push_back(Output::Send { to, text });
+        self.window_until = enabled.then(|| now.plus_ms(self.window_ms));
+    }
+
+    /// Flushes the queue if its window is over; opens a new window if anything was flushed.
+    pub(crate) fn flush_due(&mut self, outbox: &mut VecDeque<Output>, batch: impl Fn(ConnId) -> bool, now: Timestamp) {
+        let Some(until) = self.window_until else { return };
+        if now < until {
+            return;
+        }
+        let flushed = !self.pending.is_empty();
+        self.flush_all(outbox, batch);
+        self.window_until = flushed.then(|| now.plus_ms(self.window_ms));
+    }
+
+    /// Flushes everything queued now (before a close, or when the room shrinks).
+    pub(crate) fn flush_all(&mut self, outbox: &mut VecDeque<Output>, batch: impl Fn(ConnId) -> bool) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        // Which queued texts each connection gets, in order.
+        let mut per_conn: BTreeMap<ConnId, Vec<usize>> = BTreeMap::new();
+        for (i, (to, _)) in pending.iter().enumerate() {
+            for conn in to {
+                per_conn.entry(*conn).or_default().push(i);
+            }
+        }
+        // Connections that get the same texts share one frame.
+        let mut groups: BTreeMap<(bool, Vec<usize>), Vec<ConnId>> = BTreeMap::new();
+        for (conn, texts) in per_conn {
+            groups.entry((batch(conn), texts)).or_default().push(conn);
+        }
+        for ((batched, texts), conns) in groups {
+            let pick = |i: &usize| pending.get(*i).map(|(_, t)| t.clone());
+            if batched && texts.len() > 1 {
+                let parts: Vec<Arc<str>> = texts.iter().filter_map(pick).collect();
+                let mut frame = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + 2);
+                frame.push('[');
+                for (n, part) in parts.iter().enumerate() {
+                    if n > 0 {
+                        frame.push(',');
+                    }
+                    frame.push_str(part);
+                }
+                frame.push(']');
+                outbox.push_back(Output::Send { to: conns, text: Arc::from(frame) });
+            } else {
+                for text in texts.iter().filter_map(pick) {
+                    outbox.push_back(Output::Send { to: conns.clone(), text });
+                }
+            }
+        }
+    }
+
+    /// Drops what is queued for a connection that went away.
+    pub(crate) fn forget(&mut self, conn: ConnId) {
+        for (to, _) in &mut self.pending {
+            to.retain(|c| *c != conn);
+        }
+        self.pending.retain(|(to, _)| !to.is_empty());
+    }
+
+    /// Forgets everything (the room was cleared and every connection closed).
+    pub(crate) fn reset(&mut self) {
+        self.pending.clear();
+        self.window_until = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(outbox: &VecDeque<Output>) -> Vec<(Vec<u64>, String)> {
+        outbox
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send { to, text } => Some((to.iter().map(|c| c.0).collect(), text.to_string())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn quiet_rooms_send_at_once_and_busy_rooms_batch_per_window() {
+        let mut c = Coalescer::new(20, 2);
+        let mut out = VecDeque::new();
+        let all = vec![ConnId(1), ConnId(2)];
+        c.emit(&mut out, all.clone(), Arc::from("{\"a\":1}"), 2, Timestamp(0));
+        assert_eq!(texts(&out).len(), 1, "the first event goes out at once");
+        c.emit(&mut out, all.clone(), Arc::from("{\"b\":2}"), 2, Timestamp(5));
+        c.emit(&mut out, vec![ConnId(2)], Arc::from("{\"c\":3}"), 2, Timestamp(6));
+        assert_eq!(texts(&out).len(), 1, "queued inside the window");
+        assert_eq!(c.next_flush(), Some(Timestamp(20)));
+        c.flush_due(&mut out, |conn| conn == ConnId(2), Timestamp(20));
+        let sent = texts(&out);
+        assert_eq!(sent[1], (vec![1], "{\"b\":2}".to_owned()), "connection 1 did not ask for batches");
+        assert_eq!(sent[2], (vec![2], "[{\"b\":2},{\"c\":3}]".to_owned()));
+        // Something was flushed: the window stays open; an empty window then closes.
+        assert_eq!(c.window_until, Some(Timestamp(40)));
+        c.flush_due(&mut out, |_| true, Timestamp(40));
+        assert_eq!(c.window_until, None);
+        c.emit(&mut out, all, Arc::from("{\"d\":4}"), 2, Timestamp(41));
+        assert_eq!(texts(&out).len(), 4, "a quiet room answers immediately again");
+    }
+
+    #[test]
+    fn small_rooms_never_queue() {
+        let mut c = Coalescer::new(20, 50);
+        let mut out = VecDeque::new();
+        for i in 0..5 {
+            c.emit(&mut out, vec![ConnId(1)], Arc::from(format!("{i}")), 3, Timestamp(i));
+        }
+        assert_eq!(texts(&out).len(), 5);
+        assert_eq!(c.next_flush(), None);
+    }
+}
