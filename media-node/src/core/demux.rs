@@ -1,0 +1,179 @@
+//! Which session an incoming datagram belongs to.
+//!
+//! All sessions share one UDP socket, so every datagram has to be routed to one `Rtc`. A linear
+//! `rtc.accepts()` scan costs O(sessions) per packet; instead:
+//!
+//! - **STUN** binding requests carry `USERNAME = "<node ufrag>:<client ufrag>"`. The node ufrag is unique per
+//!   session, so STUN is always routed by it, and the first STUN packet from an address teaches the demux that
+//!   address (the client's ICE candidate, usually peer-reflexive since the node is ICE-lite).
+//! - **Everything else** (DTLS, SRTP, SRTCP) is routed by the source address learned that way: one hash lookup.
+//!
+//! Invariants: an address maps to at most one session; a learned mapping is never overwritten by another
+//! session's STUN (a spoofed packet cannot steal a live client's address); all of a session's entries go when
+//! the session goes, so a recycled address finds no stale session.
+
+use super::ids::SessionId;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// STUN message attribute type of USERNAME (RFC 8489 §14.3).
+const STUN_ATTR_USERNAME: u16 = 0x0006;
+/// The STUN magic cookie (RFC 8489 §5).
+const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+const STUN_HEADER_LEN: usize = 20;
+
+/// The routing table from datagram to session.
+#[derive(Debug, Default)]
+pub(crate) struct Demux {
+    by_addr: HashMap<SocketAddr, SessionId>,
+    by_ufrag: HashMap<String, SessionId>,
+    addrs_of: HashMap<SessionId, Vec<SocketAddr>>,
+}
+
+impl Demux {
+    /// Registers a session by its local ICE ufrag.
+    pub(crate) fn register(&mut self, session: SessionId, local_ufrag: &str) {
+        self.by_ufrag.insert(local_ufrag.to_owned(), session);
+        self.addrs_of.entry(session).or_default();
+    }
+
+    /// Forgets a session and every address learned for it.
+    pub(crate) fn remove(&mut self, session: SessionId, local_ufrag: &str) {
+        self.by_ufrag.remove(local_ufrag);
+        for addr in self.addrs_of.remove(&session).unwrap_or_default() {
+            if self.by_addr.get(&addr) == Some(&session) {
+                self.by_addr.remove(&addr);
+            }
+        }
+    }
+
+    /// The session `datagram` from `source` belongs to, learning `source` from STUN when it is new.
+    pub(crate) fn route(&mut self, source: SocketAddr, datagram: &[u8]) -> Option<SessionId> {
+        if let Some(ufrag) = stun_local_ufrag(datagram) {
+            let session = *self.by_ufrag.get(ufrag)?;
+            if let std::collections::hash_map::Entry::Vacant(entry) = self.by_addr.entry(source) {
+                entry.insert(session);
+                self.addrs_of.entry(session).or_default().push(source);
+            }
+            return Some(session);
+        }
+        self.by_addr.get(&source).copied()
+    }
+
+    /// Number of learned addresses.
+    #[cfg(test)]
+    pub(crate) fn address_count(&self) -> usize {
+        self.by_addr.len()
+    }
+}
+
+/// Whether `datagram` looks like a STUN message (RFC 7983 demultiplexing plus the magic cookie).
+pub(crate) fn is_stun(datagram: &[u8]) -> bool {
+    datagram.len() >= STUN_HEADER_LEN
+        && datagram.first().is_some_and(|b| *b < 2)
+        && datagram.get(4..8) == Some(&STUN_MAGIC_COOKIE[..])
+}
+
+/// The local (receiving side's) ufrag from a STUN message's USERNAME (`"<local>:<remote>"`), if it has one.
+pub(crate) fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
+    if !is_stun(datagram) {
+        return None;
+    }
+    let declared_len = usize::from(u16::from_be_bytes([*datagram.get(2)?, *datagram.get(3)?]));
+    let end = STUN_HEADER_LEN.checked_add(declared_len)?.min(datagram.len());
+    let mut at = STUN_HEADER_LEN;
+    while at + 4 <= end {
+        let attr_type = u16::from_be_bytes([*datagram.get(at)?, *datagram.get(at + 1)?]);
+        let attr_len = usize::from(u16::from_be_bytes([*datagram.get(at + 2)?, *datagram.get(at + 3)?]));
+        let value = datagram.get(at + 4..at + 4 + attr_len)?;
+        if attr_type == STUN_ATTR_USERNAME {
+            let username = std::str::from_utf8(value).ok()?;
+            return username.split_once(':').map(|(local, _)| local);
+        }
+        // Attributes are padded to a multiple of four bytes.
+        at += 4 + attr_len.div_ceil(4) * 4;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stun_request(username: &str) -> Vec<u8> {
+        let mut attrs = Vec::new();
+        attrs.extend_from_slice(&0x0024u16.to_be_bytes()); // PRIORITY, before USERNAME
+        attrs.extend_from_slice(&4u16.to_be_bytes());
+        attrs.extend_from_slice(&[0, 0, 0, 1]);
+        attrs.extend_from_slice(&STUN_ATTR_USERNAME.to_be_bytes());
+        attrs.extend_from_slice(&(username.len() as u16).to_be_bytes());
+        attrs.extend_from_slice(username.as_bytes());
+        while attrs.len() % 4 != 0 {
+            attrs.push(0);
+        }
+        let mut msg = vec![0x00, 0x01];
+        msg.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        msg.extend_from_slice(&STUN_MAGIC_COOKIE);
+        msg.extend_from_slice(&[7; 12]);
+        msg.extend_from_slice(&attrs);
+        msg
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 1], port))
+    }
+
+    const RTP: [u8; 12] = [0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 42];
+
+    #[test]
+    fn the_local_ufrag_comes_from_the_username_attribute() {
+        assert_eq!(stun_local_ufrag(&stun_request("node1:client")), Some("node1"));
+        assert_eq!(stun_local_ufrag(&stun_request("abc:d")), Some("abc"));
+        assert_eq!(stun_local_ufrag(&stun_request("no-colon")), None);
+        assert_eq!(stun_local_ufrag(&RTP), None);
+        // Truncated messages never panic.
+        let msg = stun_request("node1:client");
+        for len in 0..msg.len() {
+            let _ = stun_local_ufrag(&msg[..len]);
+        }
+    }
+
+    #[test]
+    fn stun_teaches_addresses_and_media_follows_them() {
+        let (a, b) = (SessionId::from_u64(1), SessionId::from_u64(2));
+        let mut demux = Demux::default();
+        demux.register(a, "ufa");
+        demux.register(b, "ufb");
+
+        // Media from an unknown address goes nowhere.
+        assert_eq!(demux.route(addr(1), &RTP), None);
+        // STUN routes by ufrag and teaches the address.
+        assert_eq!(demux.route(addr(1), &stun_request("ufa:x")), Some(a));
+        assert_eq!(demux.route(addr(2), &stun_request("ufb:y")), Some(b));
+        assert_eq!(demux.route(addr(1), &RTP), Some(a));
+        assert_eq!(demux.route(addr(2), &RTP), Some(b));
+        // An unknown ufrag is not routed and learns nothing.
+        assert_eq!(demux.route(addr(3), &stun_request("nope:z")), None);
+        assert_eq!(demux.route(addr(3), &RTP), None);
+    }
+
+    #[test]
+    fn a_learned_address_is_not_stolen_and_is_forgotten_with_its_session() {
+        let (a, b) = (SessionId::from_u64(1), SessionId::from_u64(2));
+        let mut demux = Demux::default();
+        demux.register(a, "ufa");
+        demux.register(b, "ufb");
+        assert_eq!(demux.route(addr(1), &stun_request("ufa:x")), Some(a));
+        // STUN for b from a's address goes to b (by ufrag) but does not remap the address.
+        assert_eq!(demux.route(addr(1), &stun_request("ufb:x")), Some(b));
+        assert_eq!(demux.route(addr(1), &RTP), Some(a));
+
+        demux.remove(a, "ufa");
+        assert_eq!(demux.route(addr(1), &RTP), None);
+        assert_eq!(demux.route(addr(1), &stun_request("ufa:x")), None);
+        // The address is free again: b can learn it.
+        assert_eq!(demux.route(addr(1), &stun_request("ufb:x")), Some(b));
+        assert_eq!(demux.route(addr(1), &RTP), Some(b));
+        assert_eq!(demux.address_count(), 1);
+    }
+}

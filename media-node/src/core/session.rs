@@ -1,0 +1,408 @@
+//! One participant session: its `Rtc`, what it publishes, what it receives, and its signalling channel.
+//!
+//! Methods here touch only this session. Everything that spans sessions (fan-out, rooms, keyframe requests
+//! to publishers) lives in [`super::Sfu`]. After any method that mutates `rtc`, the caller drains it
+//! ([`super::Sfu`] does so before touching another session).
+
+use super::forward::{OutState, PacketView, Subscription, Verdict};
+use super::ids::{SessionId, TrackKey};
+use super::track::PublishedTrack;
+use crate::signal::{NodeSignal, TrackInfo, MAX_SIGNAL_BYTES};
+use homeroom_shared::auth::MediaPerms;
+use homeroom_shared::media::{MediaCaps, Quality};
+use homeroom_shared::protocol::{MediaFlags, MediaKind};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+use str0m::bwe::Bitrate;
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::channel::ChannelId;
+use str0m::format::PayloadParams;
+use str0m::media::{Direction, Mid, Rid};
+use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
+use str0m::Rtc;
+
+/// Why a session ended (the `reason` label of `homeroom_media_sessions_closed_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// `DELETE /v1/sessions/{id}`.
+    Deleted,
+    /// `POST /v1/control` `kick`.
+    Kicked,
+    /// `POST /v1/control` `close_room`.
+    RoomClosed,
+    /// No packets for the idle timeout.
+    Idle,
+    /// ICE connectivity was lost.
+    Disconnected,
+    /// The client closed DTLS / the peer connection.
+    PeerClosed,
+    /// str0m reported an error for this session.
+    Error,
+    /// The node shut down.
+    Shutdown,
+}
+
+impl CloseReason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Deleted => "deleted",
+            CloseReason::Kicked => "kicked",
+            CloseReason::RoomClosed => "room_closed",
+            CloseReason::Idle => "idle",
+            CloseReason::Disconnected => "disconnected",
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::Error => "error",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// A packet on its way from a publisher to subscribers.
+#[derive(Clone, Debug)]
+pub(crate) struct Outgoing<'a> {
+    pub(crate) view: PacketView<'a>,
+    pub(crate) params: PayloadParams,
+    pub(crate) marker: bool,
+    pub(crate) ext_vals: &'a ExtensionValues,
+    pub(crate) payload: &'a Arc<[u8]>,
+    pub(crate) wallclock: Instant,
+}
+
+/// What forwarding one packet to one subscriber did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// Not subscribed, not negotiated yet, other layer: nothing to do.
+    NotForThisSession,
+    /// Written to the subscriber's stream.
+    Sent { switched: bool },
+    /// The subscriber has no send stream or codec for it.
+    Failed,
+}
+
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) id: SessionId,
+    pub(crate) participant: String,
+    pub(crate) name: Option<String>,
+    pub(crate) room: Arc<str>,
+    pub(crate) perms: MediaPerms,
+    pub(crate) muted: MediaFlags,
+    pub(crate) caps: MediaCaps,
+    pub(crate) rtc: Rtc,
+    pub(crate) ufrag: String,
+    pub(crate) channel: Option<ChannelId>,
+    pub(crate) published: HashMap<Mid, PublishedTrack>,
+    stream_routes: HashMap<Ssrc, (Mid, Option<Rid>)>,
+    pub(crate) subscriptions: HashMap<TrackKey, Subscription>,
+    /// Mids the client declared as screen share (`?screen=` or `screen` in its offers).
+    pub(crate) screen_mids: HashSet<Mid>,
+    /// Session-wide quality preference for received simulcast tracks.
+    pub(crate) quality: Quality,
+    pub(crate) pending_offer: Option<SdpPendingOffer>,
+    /// When the outstanding node offer went out.
+    pub(crate) offered_at: Option<Instant>,
+    pub(crate) bwe_estimate: Option<Bitrate>,
+    pub(crate) bwe_desired: Option<(u64, u64)>,
+    pub(crate) created_at: Instant,
+    pub(crate) last_rx: Instant,
+    pub(crate) connected_at: Option<Instant>,
+    pub(crate) first_forward_at: Option<Instant>,
+    pub(crate) close_reason: Option<CloseReason>,
+}
+
+/// Who a session belongs to, for authorising `DELETE` and for control commands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionOwner {
+    pub participant: String,
+    pub room: String,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: SessionId,
+        participant: String,
+        name: Option<String>,
+        room: Arc<str>,
+        perms: MediaPerms,
+        caps: MediaCaps,
+        rtc: Rtc,
+        ufrag: String,
+        screen_mids: HashSet<Mid>,
+        quality: Quality,
+        now: Instant,
+    ) -> Self {
+        Session {
+            id,
+            participant,
+            name,
+            room,
+            perms,
+            muted: MediaFlags::default(),
+            caps,
+            rtc,
+            ufrag,
+            channel: None,
+            published: HashMap::new(),
+            stream_routes: HashMap::new(),
+            subscriptions: HashMap::new(),
+            screen_mids,
+            quality,
+            pending_offer: None,
+            offered_at: None,
+            bwe_estimate: None,
+            bwe_desired: None,
+            created_at: now,
+            last_rx: now,
+            connected_at: None,
+            first_forward_at: None,
+            close_reason: None,
+        }
+    }
+
+    pub(crate) fn owner(&self) -> SessionOwner {
+        SessionOwner { participant: self.participant.clone(), room: self.room.to_string() }
+    }
+
+    /// Whether the token (and moderation) let this session publish `kind` right now.
+    pub(crate) fn may_publish(&self, kind: MediaKind) -> bool {
+        let permitted = match kind {
+            MediaKind::Audio => self.perms.audio,
+            MediaKind::Video => self.perms.video,
+            MediaKind::Screen => self.perms.screen,
+        };
+        permitted && !self.muted.get(kind)
+    }
+
+    /// Whether the session's permission (not a mute) allows publishing `kind`.
+    pub(crate) fn permits(&self, kind: MediaKind) -> bool {
+        match kind {
+            MediaKind::Audio => self.perms.audio,
+            MediaKind::Video => self.perms.video,
+            MediaKind::Screen => self.perms.screen,
+        }
+    }
+
+    /// The kind a newly published m-line carries.
+    pub(crate) fn kind_of(&self, mid: Mid, media: str0m::media::MediaKind) -> MediaKind {
+        if media.is_audio() {
+            MediaKind::Audio
+        } else if self.screen_mids.contains(&mid) {
+            MediaKind::Screen
+        } else {
+            MediaKind::Video
+        }
+    }
+
+    /// The (mid, rid) an incoming RTP stream belongs to, from the header extensions or, once browsers stop
+    /// sending those, from str0m's SSRC mapping; cached per SSRC.
+    pub(crate) fn stream_route(&mut self, ssrc: Ssrc, ext: &ExtensionValues) -> Option<(Mid, Option<Rid>)> {
+        if let Some(route) = self.stream_routes.get(&ssrc) {
+            return Some(*route);
+        }
+        let route = match self.rtc.direct_api().stream_rx(&ssrc) {
+            Some(stream) => (stream.mid(), stream.rid()),
+            None => (ext.mid?, ext.rid),
+        };
+        self.stream_routes.insert(ssrc, route);
+        Some(route)
+    }
+
+    /// Forgets cached SSRC routes of `mid` (its track was unpublished).
+    pub(crate) fn forget_routes(&mut self, mid: Mid) {
+        self.stream_routes.retain(|_, (m, _)| *m != mid);
+    }
+
+    /// Forwards one packet of `source` if this session subscribes to it. Caller drains `rtc` afterwards.
+    pub(crate) fn forward(&mut self, source: TrackKey, packet: &Outgoing<'_>) -> Delivery {
+        if !self.perms.subscribe {
+            return Delivery::NotForThisSession;
+        }
+        let Some(sub) = self.subscriptions.get_mut(&source) else {
+            return Delivery::NotForThisSession;
+        };
+        let OutState::Open(mid) = sub.state else {
+            return Delivery::NotForThisSession;
+        };
+        let pt_in = packet.params.pt();
+        let pt_out = match sub.mapped_pt(pt_in) {
+            Some(mapped) => mapped,
+            None => {
+                let mapped = self
+                    .rtc
+                    .codec_config()
+                    .match_params(packet.params)
+                    .map(|p| p.pt())
+                    .filter(|pt| self.rtc.media(mid).is_some_and(|m| m.remote_pts().contains(pt)));
+                sub.remember_pt(pt_in, mapped);
+                mapped
+            }
+        };
+        let Some(pt_out) = pt_out else {
+            return Delivery::Failed;
+        };
+        let Verdict::Forward { seq, timestamp, vp8, switched } = sub.forwarder.on_packet(&packet.view) else {
+            return Delivery::NotForThisSession;
+        };
+        let kind = sub.kind;
+        let mut direct = self.rtc.direct_api();
+        let Some(stream) = direct.stream_tx_by_mid(mid, None) else {
+            return Delivery::Failed;
+        };
+        let ext_vals = ExtensionValues {
+            audio_level: packet.ext_vals.audio_level,
+            voice_activity: packet.ext_vals.voice_activity,
+            video_orientation: packet.ext_vals.video_orientation,
+            ..ExtensionValues::default()
+        };
+        let mut write = RtpWrite::new(pt_out, seq.into(), timestamp, packet.wallclock, Arc::clone(packet.payload))
+            .marker(packet.marker)
+            .ext_vals(ext_vals)
+            .nackable(kind != MediaKind::Audio);
+        if let Some(patch) = vp8 {
+            write = write.vp8_patch(patch);
+        }
+        stream.write_rtp(write);
+        Delivery::Sent { switched }
+    }
+
+    /// The client's receiving m-lines and what they carry.
+    pub(crate) fn track_infos(&self) -> Vec<TrackInfo> {
+        let mut tracks: Vec<TrackInfo> = self
+            .subscriptions
+            .values()
+            .filter(|s| !s.source_gone && matches!(s.state, OutState::Negotiating(_) | OutState::Open(_)))
+            .filter_map(|s| {
+                Some(TrackInfo {
+                    mid: s.state.mid()?.to_string(),
+                    participant: s.publisher.participant.clone(),
+                    name: s.publisher.name.clone(),
+                    kind: s.kind,
+                    source: s.source.to_string(),
+                })
+            })
+            .collect();
+        tracks.sort_by(|a, b| a.mid.cmp(&b.mid));
+        tracks
+    }
+
+    /// Sends a signalling message on the data channel; `false` if there is none or it is full.
+    pub(crate) fn send_signal(&mut self, message: &NodeSignal) -> bool {
+        let Some(id) = self.channel else {
+            return false;
+        };
+        let Ok(text) = serde_json::to_string(message) else {
+            return false;
+        };
+        if text.len() > MAX_SIGNAL_BYTES {
+            tracing::warn!(session = %self.id, bytes = text.len(), "signalling message too large for the data channel");
+            return false;
+        }
+        let Some(mut channel) = self.rtc.channel(id) else {
+            return false;
+        };
+        matches!(channel.write(false, text.as_bytes()), Ok(true))
+    }
+
+    /// Offers the pending subscription changes (new m-lines, stopped m-lines) if the channel is open and no
+    /// offer is outstanding. Returns whether an offer went out. Caller drains `rtc` afterwards.
+    pub(crate) fn negotiate(&mut self, now: Instant) -> bool {
+        if self.channel.is_none() || self.pending_offer.is_some() || !self.rtc.is_alive() {
+            return false;
+        }
+        let mut change = self.rtc.sdp_api();
+        let mut touched = Vec::new();
+        for (key, sub) in self.subscriptions.iter_mut() {
+            match sub.state {
+                OutState::ToOpen => {
+                    let media_kind = if sub.kind == MediaKind::Audio {
+                        str0m::media::MediaKind::Audio
+                    } else {
+                        str0m::media::MediaKind::Video
+                    };
+                    let track_id = format!("{}-{}-{}", sub.kind.as_str(), key.session, key.mid);
+                    let mid = change.add_media(
+                        media_kind,
+                        Direction::SendOnly,
+                        Some(sub.publisher.participant.clone()),
+                        Some(track_id),
+                        None,
+                    );
+                    sub.state = OutState::Negotiating(mid);
+                    touched.push(*key);
+                }
+                OutState::ToStop(mid) => {
+                    change.stop_media(mid);
+                    sub.state = OutState::NegotiatingStop(mid);
+                    touched.push(*key);
+                }
+                _ => {}
+            }
+        }
+        if !change.has_changes() {
+            return false;
+        }
+        let Some((offer, pending)) = change.apply() else {
+            return false;
+        };
+        self.pending_offer = Some(pending);
+        self.offered_at = Some(now);
+        let message = NodeSignal::Offer { sdp: offer.to_sdp_string(), tracks: self.track_infos() };
+        if !self.send_signal(&message) {
+            tracing::warn!(session = %self.id, "could not send the renegotiation offer; will retry");
+            self.pending_offer = None;
+            self.rollback_negotiation();
+            return false;
+        }
+        true
+    }
+
+    /// Returns subscriptions of a dropped node offer to their "to do" states.
+    pub(crate) fn rollback_negotiation(&mut self) {
+        self.offered_at = None;
+        for sub in self.subscriptions.values_mut() {
+            match sub.state {
+                OutState::Negotiating(_) => sub.state = OutState::ToOpen,
+                OutState::NegotiatingStop(mid) => sub.state = OutState::ToStop(mid),
+                _ => {}
+            }
+        }
+    }
+
+    /// Applies the client's answer to the outstanding node offer. Returns the subscriptions that opened.
+    pub(crate) fn accept_answer(&mut self, answer: SdpAnswer) -> Result<Vec<TrackKey>, String> {
+        let Some(pending) = self.pending_offer.take() else {
+            return Err("there is no node offer outstanding to answer".into());
+        };
+        self.offered_at = None;
+        if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
+            self.rollback_negotiation();
+            return Err(format!("the answer does not fit the node's offer: {e}"));
+        }
+        let mut opened = Vec::new();
+        for (key, sub) in self.subscriptions.iter_mut() {
+            if let OutState::Negotiating(mid) = sub.state {
+                if sub.source_gone {
+                    sub.state = OutState::ToStop(mid);
+                } else {
+                    sub.state = OutState::Open(mid);
+                    sub.forwarder.pause();
+                    opened.push(*key);
+                }
+            }
+        }
+        self.subscriptions.retain(|_, sub| !matches!(sub.state, OutState::NegotiatingStop(_)));
+        Ok(opened)
+    }
+
+    /// Whether subscription changes wait for an offer.
+    pub(crate) fn has_pending_changes(&self) -> bool {
+        self.subscriptions.values().any(|s| matches!(s.state, OutState::ToOpen | OutState::ToStop(_)))
+    }
+
+    /// The subscription whose subscriber-side m-line is `mid`.
+    pub(crate) fn subscription_by_mid(&mut self, mid: Mid) -> Option<&mut Subscription> {
+        self.subscriptions.values_mut().find(|s| s.state.mid() == Some(mid))
+    }
+}

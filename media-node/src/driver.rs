@@ -1,0 +1,183 @@
+//! The tokio driver of the SFU core: one task that owns the media UDP socket, the core's timer and the command
+//! channel from the HTTP API. It only moves things: datagrams in, commands in, time in, datagrams out.
+//!
+//! Each turn of the loop waits for one of (a) a command, (b) readable datagrams (then takes up to
+//! [`RECV_BATCH`] without waiting), (c) the core's next deadline; hands it to the core with `Instant::now()`;
+//! then sends whatever the core queued. The time a turn spends in the core is the `run_loop_seconds` histogram.
+
+use crate::core::{CloseReason, CreateError, NewSession, SessionCreated, SessionId, SessionOwner, Sfu};
+use crate::metrics::Metrics;
+use homeroom_shared::media::ControlCommand;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use str0m::net::Transmit;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+/// Datagrams taken per turn before timers and commands get a look in.
+const RECV_BATCH: usize = 64;
+/// The loop wakes at least this often even when the core has nothing scheduled.
+const MAX_SLEEP: Duration = Duration::from_millis(250);
+/// Largest datagram read.
+const RECV_BUFFER: usize = 2048;
+
+/// What the HTTP API asks of the core.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Create { request: NewSession, reply: oneshot::Sender<Result<SessionCreated, CreateError>> },
+    Delete { id: SessionId, owner: SessionOwner, reply: oneshot::Sender<Result<(), DeleteError>> },
+    Control { command: ControlCommand, reply: oneshot::Sender<u32> },
+    SetDraining(bool),
+    CloseAll { reply: oneshot::Sender<()> },
+    Stop,
+}
+
+/// Why a `DELETE` was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DeleteError {
+    NotFound,
+    /// The token's participant or room is not the session's.
+    NotOwner,
+}
+
+/// Counters the HTTP side reads without a round trip to the core.
+#[derive(Debug, Default)]
+pub(crate) struct Status {
+    pub(crate) sessions: AtomicU32,
+    pub(crate) rooms: AtomicU32,
+    pub(crate) draining: AtomicBool,
+}
+
+impl Status {
+    pub(crate) fn sessions(&self) -> u32 {
+        self.sessions.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn rooms(&self) -> u32 {
+        self.rooms.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs the media loop until [`Command::Stop`] or until every command sender is gone.
+pub(crate) async fn run(
+    mut sfu: Sfu,
+    socket: UdpSocket,
+    mut commands: mpsc::Receiver<Command>,
+    status: Arc<Status>,
+    metrics: Metrics,
+) {
+    let mut buf = vec![0u8; RECV_BUFFER];
+    let mut outbox: Vec<Transmit> = Vec::new();
+    loop {
+        let deadline = sfu.next_deadline().min(Instant::now() + MAX_SLEEP);
+        let mut stop = false;
+        tokio::select! {
+            command = commands.recv() => {
+                let started = Instant::now();
+                match command {
+                    Some(command) => stop = handle_command(&mut sfu, command, &status),
+                    None => stop = true,
+                }
+                metrics.run_loop_seconds.observe(started.elapsed().as_secs_f64());
+            }
+            received = socket.recv_from(&mut buf) => {
+                let started = Instant::now();
+                match received {
+                    Ok((n, source)) => {
+                        feed(&mut sfu, source, buf.get(..n));
+                        for _ in 1..RECV_BATCH {
+                            match socket.try_recv_from(&mut buf) {
+                                Ok((n, source)) => feed(&mut sfu, source, buf.get(..n)),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "UDP receive error (ignored)"),
+                }
+                metrics.run_loop_seconds.observe(started.elapsed().as_secs_f64());
+            }
+            () = tokio::time::sleep_until(deadline.into()) => {
+                let started = Instant::now();
+                sfu.handle_timeout(Instant::now());
+                metrics.run_loop_seconds.observe(started.elapsed().as_secs_f64());
+            }
+        }
+        sfu.drain_transmits_into(&mut outbox);
+        send_all(&socket, &mut outbox, &metrics).await;
+        status.sessions.store(u32::try_from(sfu.session_count()).unwrap_or(u32::MAX), Ordering::Relaxed);
+        status.rooms.store(u32::try_from(sfu.room_count()).unwrap_or(u32::MAX), Ordering::Relaxed);
+        if stop {
+            tracing::debug!("media loop stopped");
+            return;
+        }
+    }
+}
+
+fn feed(sfu: &mut Sfu, source: SocketAddr, datagram: Option<&[u8]>) {
+    if let Some(datagram) = datagram {
+        sfu.handle_datagram(Instant::now(), source, datagram);
+    }
+}
+
+/// Applies one command; returns whether the loop should stop.
+fn handle_command(sfu: &mut Sfu, command: Command, status: &Status) -> bool {
+    let now = Instant::now();
+    match command {
+        Command::Create { request, reply } => {
+            let _ = reply.send(sfu.create_session(now, request));
+        }
+        Command::Delete { id, owner, reply } => {
+            let result = match sfu.owner(id) {
+                None => Err(DeleteError::NotFound),
+                Some(actual) if actual != owner => Err(DeleteError::NotOwner),
+                Some(_) => {
+                    sfu.close_session(now, id, CloseReason::Deleted);
+                    Ok(())
+                }
+            };
+            let _ = reply.send(result);
+        }
+        Command::Control { command, reply } => {
+            let _ = reply.send(sfu.control(now, &command));
+        }
+        Command::SetDraining(draining) => {
+            sfu.set_draining(draining);
+            status.draining.store(draining, Ordering::Relaxed);
+        }
+        Command::CloseAll { reply } => {
+            sfu.close_all(now, CloseReason::Shutdown);
+            let _ = reply.send(());
+        }
+        Command::Stop => return true,
+    }
+    false
+}
+
+/// Sends every queued datagram; a full socket buffer waits for room rather than dropping.
+async fn send_all(socket: &UdpSocket, outbox: &mut Vec<Transmit>, metrics: &Metrics) {
+    for transmit in outbox.drain(..) {
+        let result = match socket.try_send_to(&transmit.contents, transmit.destination) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                socket.send_to(&transmit.contents, transmit.destination).await
+            }
+            other => other,
+        };
+        match result {
+            Ok(n) => {
+                metrics.datagrams_out.inc();
+                metrics.udp_bytes_out.inc_by(n as u64);
+            }
+            Err(e) => {
+                metrics.send_errors.inc();
+                tracing::debug!(destination = %transmit.destination, error = %e, "UDP send failed");
+            }
+        }
+    }
+}

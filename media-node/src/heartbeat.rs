@@ -1,0 +1,136 @@
+//! Heartbeats to the edge: `POST {edge}/v1/nodes/heartbeat` with a `ServiceClaims { sub: node id }` token
+//! signed with `NODE_SECRET`, body [`NodeHeartbeat`], reply [`HeartbeatReply`] `{ttl_ms}`.
+//!
+//! The node renews every `heartbeat_interval`, or every third of the lease the edge grants if that is
+//! shorter, so two heartbeats can be lost before the lease runs out. A failed heartbeat is logged and retried
+//! after 0.5 s, 1 s, 2 s … (never later than the regular period). A change of phase (drain started, node
+//! stopping) sends one at once, so the edge stops placing rooms here without waiting for the next period.
+
+use crate::clock;
+use crate::driver::Status;
+use crate::node::Phase;
+use homeroom_shared::auth::{ServiceClaims, TokenKey};
+use homeroom_shared::media::{HeartbeatReply, NodeHeartbeat};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Lifetime of each heartbeat token, seconds.
+const TOKEN_LIFETIME_SECS: u64 = 120;
+/// First retry delay after a failure.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+/// Timeout of one heartbeat request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the heartbeat loop needs.
+#[derive(Clone, Debug)]
+pub(crate) struct Heartbeat {
+    pub(crate) endpoint: String,
+    pub(crate) node_id: String,
+    pub(crate) region: String,
+    pub(crate) public_url: String,
+    pub(crate) capacity: u32,
+    pub(crate) interval: Duration,
+    pub(crate) key: TokenKey,
+}
+
+/// Why one heartbeat failed.
+#[derive(Debug, thiserror::Error)]
+enum HeartbeatError {
+    #[error("could not sign the heartbeat token: {0}")]
+    Sign(String),
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("the edge answered HTTP {status}: {body}")]
+    Refused { status: u16, body: String },
+    #[error("the edge's reply is not {{\"ttl_ms\": n}}: {0}")]
+    BadReply(String),
+}
+
+impl Heartbeat {
+    /// The heartbeat endpoint under the edge's base URL.
+    pub(crate) fn endpoint_for(edge_url: &str) -> String {
+        format!("{}/v1/nodes/heartbeat", edge_url.trim_end_matches('/'))
+    }
+
+    /// Sends heartbeats until the phase becomes [`Phase::Stopped`] (which sends a last one).
+    pub(crate) async fn run(self, status: Arc<Status>, mut phase: watch::Receiver<Phase>) {
+        let client = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the heartbeat HTTP client; heartbeats are off");
+                return;
+            }
+        };
+        let mut period = self.interval;
+        let mut failures: u32 = 0;
+        loop {
+            let current = *phase.borrow_and_update();
+            let draining = current != Phase::Running;
+            let load = if current == Phase::Stopped { 0 } else { status.sessions() };
+            match self.send(&client, load, draining).await {
+                Ok(reply) => {
+                    if failures > 0 {
+                        tracing::info!(after_failures = failures, "heartbeats to the edge recovered");
+                    }
+                    failures = 0;
+                    period = self.interval.min(Duration::from_millis(reply.ttl_ms / 3).max(Duration::from_millis(100)));
+                    tracing::debug!(load, draining, ttl_ms = reply.ttl_ms, "heartbeat accepted");
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(endpoint = %self.endpoint, failures, error = %e, "heartbeat failed; retrying");
+                }
+            }
+            if current == Phase::Stopped {
+                return;
+            }
+            let wait = if failures == 0 {
+                period
+            } else {
+                FIRST_RETRY.saturating_mul(1 << failures.min(10).saturating_sub(1)).min(period)
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                changed = phase.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        client: &reqwest::Client,
+        load: u32,
+        draining: bool,
+    ) -> Result<HeartbeatReply, HeartbeatError> {
+        let now = clock::now().as_secs();
+        let claims = ServiceClaims { sub: self.node_id.clone(), exp: now + TOKEN_LIFETIME_SECS, iat: Some(now) };
+        let token = self.key.sign(&claims).map_err(|e| HeartbeatError::Sign(e.to_string()))?;
+        let body = NodeHeartbeat {
+            id: self.node_id.clone(),
+            region: self.region.clone(),
+            url: self.public_url.clone(),
+            capacity: self.capacity,
+            load,
+            draining,
+        };
+        let response = client
+            .post(&self.endpoint)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| HeartbeatError::Request(e.to_string()))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(|e| HeartbeatError::Request(e.to_string()))?;
+        if !(200..300).contains(&status) {
+            return Err(HeartbeatError::Refused { status, body: text.chars().take(300).collect() });
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| HeartbeatError::BadReply(format!("{e}: {}", text.chars().take(200).collect::<String>())))
+    }
+}

@@ -1,0 +1,59 @@
+//! Bearer tokens of the node's API: media tokens for sessions, the edge's service token for control.
+
+use super::error::HttpError;
+use crate::clock;
+use axum::http::{header, HeaderMap};
+use homeroom_shared::auth::{token_from, MediaClaims, TokenKey};
+use homeroom_shared::ids::UserId;
+use homeroom_shared::media::EDGE_SUBJECT;
+use homeroom_shared::protocol::ErrorCode;
+
+/// Longest tenant-scoped room key accepted from a token (`{tenant}/{room}`: 64 + 1 + 64).
+const MAX_ROOM_KEY: usize = 129;
+
+fn bearer(headers: &HeaderMap) -> Result<String, HttpError> {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    token_from(None, authorization).ok_or_else(|| {
+        HttpError::new(ErrorCode::Unauthorized, "no token: send Authorization: Bearer <media token from the edge>")
+    })
+}
+
+/// Verifies the request's media token for this node: signature, expiry, the `node` claim, sane `sub`/`room`.
+pub(crate) fn media_claims(headers: &HeaderMap, key: &TokenKey, node_id: &str) -> Result<MediaClaims, HttpError> {
+    let token = bearer(headers)?;
+    let claims = key.verify_media(&token, clock::now()).map_err(|e| HttpError(e.to_api()))?;
+    if claims.node != node_id {
+        return Err(HttpError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "the media token is for node {:?}, this is node {node_id:?}; ask the edge for a new one",
+                claims.node
+            ),
+        ));
+    }
+    if UserId::parse(&claims.sub).is_err() {
+        return Err(HttpError::new(ErrorCode::Unauthorized, "token claim is invalid: sub must be a user id"));
+    }
+    let room_ok =
+        !claims.room.is_empty() && claims.room.len() <= MAX_ROOM_KEY && !claims.room.chars().any(char::is_control);
+    if !room_ok {
+        return Err(HttpError::new(
+            ErrorCode::Unauthorized,
+            format!("token claim is invalid: room must be 1 to {MAX_ROOM_KEY} characters ({{tenant}}/{{room}})"),
+        ));
+    }
+    Ok(claims)
+}
+
+/// Verifies the edge's control token: signed with `NODE_SECRET`, unexpired, `sub` = `"edge"`.
+pub(crate) fn edge_service(headers: &HeaderMap, key: &TokenKey) -> Result<(), HttpError> {
+    let token = bearer(headers)?;
+    let claims = key.verify_service(&token, clock::now()).map_err(|e| HttpError(e.to_api()))?;
+    if claims.sub != EDGE_SUBJECT {
+        return Err(HttpError::new(
+            ErrorCode::Forbidden,
+            format!("control needs the edge's service token (sub {EDGE_SUBJECT:?}), not sub {:?}", claims.sub),
+        ));
+    }
+    Ok(())
+}

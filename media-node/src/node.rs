@@ -1,0 +1,254 @@
+//! Starting, running and draining a node: binds both sockets, spawns the media loop, the HTTP server and the
+//! heartbeat loop, and supervises the shutdown sequence.
+//!
+//! Shutdown ("drain"): the phase goes [`Phase::Running`] → [`Phase::Draining`]: new sessions get 503
+//! `unavailable`, heartbeats say `draining: true` (at once), existing sessions carry on. When the last session
+//! ends, or after `drain_timeout`, the remaining sessions are closed (DTLS close_notify), the phase goes
+//! [`Phase::Stopped`] (a last heartbeat with `load: 0`), the HTTP server finishes in-flight requests and stops,
+//! and the media loop ends.
+
+use crate::config::{Config, ConfigError};
+use crate::core::{Sfu, SfuConfig};
+use crate::driver::{self, Command, Status};
+use crate::heartbeat::Heartbeat;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use homeroom_shared::auth::TokenKey;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// Commands queued between the HTTP API and the media loop.
+const COMMAND_QUEUE: usize = 256;
+
+/// Where a node is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    Draining,
+    Stopped,
+}
+
+/// Why a node could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot bind the HTTP API to {addr}: {source}")]
+    BindHttp { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot bind the media UDP socket to {addr}: {source}")]
+    BindUdp { addr: SocketAddr, source: std::io::Error },
+    #[error("the HTTP server failed: {0}")]
+    Serve(std::io::Error),
+    #[error("a node task panicked or was cancelled: {0}")]
+    Task(String),
+}
+
+/// A running node. Dropping the handle does not stop the node; call [`NodeHandle::shutdown`].
+#[derive(Debug)]
+pub struct NodeHandle {
+    http_addr: SocketAddr,
+    udp_addr: SocketAddr,
+    candidate_addr: SocketAddr,
+    public_url: String,
+    metrics: Metrics,
+    phase: watch::Sender<Phase>,
+    supervisor: JoinHandle<Result<(), NodeError>>,
+}
+
+impl NodeHandle {
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The bound media UDP address.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr
+    }
+
+    /// The ICE host candidate announced to clients (announce IP, UDP port).
+    pub fn candidate_addr(&self) -> SocketAddr {
+        self.candidate_addr
+    }
+
+    /// The HTTP API's base URL as announced to the edge.
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// `http://{http_addr}`, for local clients and tests.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Starts draining (idempotent); returns at once.
+    pub fn begin_drain(&self) {
+        self.phase.send_if_modified(|phase| {
+            let start = *phase == Phase::Running;
+            if start {
+                *phase = Phase::Draining;
+            }
+            start
+        });
+    }
+
+    /// Drains, then waits until the node has stopped.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        self.begin_drain();
+        self.wait().await
+    }
+
+    /// Waits until the node has stopped (after someone called [`NodeHandle::begin_drain`]).
+    pub async fn wait(self) -> Result<(), NodeError> {
+        self.supervisor.await.map_err(|e| NodeError::Task(e.to_string()))?
+    }
+}
+
+/// Binds the sockets and starts the node. The returned handle knows the bound addresses.
+pub async fn start(config: Config) -> Result<NodeHandle, NodeError> {
+    config.validate()?;
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| NodeError::BindHttp { addr: config.http_addr, source })?;
+    let http_addr = listener.local_addr().map_err(|source| NodeError::BindHttp { addr: config.http_addr, source })?;
+    let socket = bind_udp(config.udp_addr, config.udp_buffer_bytes)
+        .map_err(|source| NodeError::BindUdp { addr: config.udp_addr, source })?;
+    let udp_addr = socket.local_addr().map_err(|source| NodeError::BindUdp { addr: config.udp_addr, source })?;
+    let candidate_addr = SocketAddr::new(config.announce_ip.unwrap_or(udp_addr.ip()), udp_addr.port());
+    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
+
+    let metrics = Metrics::new();
+    let sfu_config = SfuConfig {
+        local_addr: udp_addr,
+        candidate_addr,
+        capacity: config.capacity,
+        idle_timeout: config.idle_timeout,
+        keyframe_interval: config.keyframe_interval,
+        bwe_initial_kbps: config.bwe_initial_kbps,
+    };
+    let sfu = Sfu::new(sfu_config, metrics.clone(), Instant::now());
+    let status = Arc::new(Status::default());
+    let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+    let media_loop = tokio::spawn(driver::run(sfu, socket, command_rx, Arc::clone(&status), metrics.clone()));
+
+    let key = TokenKey::new(config.node_secret.expose());
+    let state = AppState {
+        commands: commands.clone(),
+        key: key.clone(),
+        node_id: config.node_id.clone(),
+        region: config.region.clone(),
+        capacity: config.capacity,
+        status: Arc::clone(&status),
+        metrics: metrics.clone(),
+    };
+    let (phase, phase_rx) = watch::channel(Phase::Running);
+    let mut stopped = phase_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, http::router(state))
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|p| *p == Phase::Stopped).await;
+            })
+            .await
+    });
+    let heartbeat = config.edge_url.as_deref().map(|edge| {
+        let heartbeat = Heartbeat {
+            endpoint: Heartbeat::endpoint_for(edge),
+            node_id: config.node_id.to_string(),
+            region: config.region.to_string(),
+            public_url: public_url.clone(),
+            capacity: config.capacity,
+            interval: config.heartbeat_interval,
+            key,
+        };
+        tracing::info!(endpoint = %heartbeat.endpoint, "heartbeats to the edge enabled");
+        tokio::spawn(heartbeat.run(Arc::clone(&status), phase_rx.clone()))
+    });
+    tracing::info!(
+        node = %config.node_id, region = %config.region, http = %http_addr, udp = %udp_addr,
+        candidate = %candidate_addr, capacity = config.capacity, "media node started"
+    );
+    let supervisor = tokio::spawn(supervise(Supervised {
+        phase: phase.clone(),
+        phase_rx,
+        commands,
+        status,
+        drain_timeout: config.drain_timeout,
+        media_loop,
+        server,
+        heartbeat,
+    }));
+    Ok(NodeHandle { http_addr, udp_addr, candidate_addr, public_url, metrics, phase, supervisor })
+}
+
+/// Runs a node until `shutdown` completes, then drains it. For binaries: pass a signal future.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    let node = start(config).await?;
+    shutdown.await;
+    node.shutdown().await
+}
+
+struct Supervised {
+    phase: watch::Sender<Phase>,
+    phase_rx: watch::Receiver<Phase>,
+    commands: mpsc::Sender<Command>,
+    status: Arc<Status>,
+    drain_timeout: Duration,
+    media_loop: JoinHandle<()>,
+    server: JoinHandle<std::io::Result<()>>,
+    heartbeat: Option<JoinHandle<()>>,
+}
+
+async fn supervise(mut s: Supervised) -> Result<(), NodeError> {
+    if s.phase_rx.wait_for(|p| *p != Phase::Running).await.is_err() {
+        return Ok(());
+    }
+    let _ = s.commands.send(Command::SetDraining(true)).await;
+    s.status.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(sessions = s.status.sessions(), timeout = ?s.drain_timeout, "draining: no new sessions");
+    let deadline = Instant::now() + s.drain_timeout;
+    while s.status.sessions() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let remaining = s.status.sessions();
+    if remaining > 0 {
+        tracing::info!(remaining, "drain timeout reached; closing the remaining sessions");
+    }
+    let (reply, closed) = oneshot::channel();
+    if s.commands.send(Command::CloseAll { reply }).await.is_ok() {
+        let _ = closed.await;
+    }
+    let _ = s.phase.send(Phase::Stopped);
+    let served = s.server.await.map_err(|e| NodeError::Task(e.to_string()))?;
+    let _ = s.commands.send(Command::Stop).await;
+    s.media_loop.await.map_err(|e| NodeError::Task(e.to_string()))?;
+    if let Some(heartbeat) = s.heartbeat {
+        let _ = tokio::time::timeout(Duration::from_secs(6), heartbeat).await;
+    }
+    tracing::info!("media node stopped");
+    served.map_err(NodeError::Serve)
+}
+
+/// The media socket, with larger buffers than the OS default (bursts of video would otherwise be dropped).
+fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(buffer_bytes) {
+        tracing::warn!(error = %e, buffer_bytes, "could not enlarge the UDP receive buffer");
+    }
+    if let Err(e) = socket.set_send_buffer_size(buffer_bytes) {
+        tracing::warn!(error = %e, buffer_bytes, "could not enlarge the UDP send buffer");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}

@@ -1,0 +1,213 @@
+//! Synthetic media for the test peer: Opus-shaped audio packets and VP8-shaped video frames.
+//!
+//! The bytes are not decodable media, but they are shaped the way the node looks at media: VP8 payload
+//! descriptors with 15-bit picture ids, keyframes that start with a real VP8 keyframe header (so
+//! `detect_vp8_keyframe` and layer switching work), and the marker bit on a frame's last packet. The **last byte
+//! of every packet is a tag** naming the stream it was sent on (`a` audio, `v` camera, `s` screen, or the
+//! simulcast rid's first byte, e.g. `l`/`m`/`h`), so a receiver can tell which layer reached it.
+
+use homeroom_shared::protocol::MediaKind;
+use std::time::{Duration, Instant};
+use str0m::media::{Mid, Pt, Rid};
+
+/// Largest payload per packet, leaving room for RTP/SRTP headers under a 1200-byte MTU.
+const MAX_PAYLOAD: usize = 1000;
+/// Bytes of the VP8 payload descriptor written here: X, S, PID=0 | I | 15-bit picture id.
+const VP8_DESCRIPTOR_LEN: usize = 4;
+
+/// One stream the peer sends: an audio track, a video track, or one simulcast layer.
+#[derive(Debug)]
+pub(crate) struct SyntheticStream {
+    pub(crate) mid: Mid,
+    pub(crate) rid: Option<Rid>,
+    pub(crate) kind: MediaKind,
+    pub(crate) pt: Option<Pt>,
+    tag: u8,
+    bytes_per_frame: usize,
+    frame_interval: Duration,
+    ticks_per_frame: u32,
+    dimensions: (u16, u16),
+    pub(crate) next_frame_at: Option<Instant>,
+    seq: u64,
+    rtp_time: u32,
+    picture_id: u16,
+    pub(crate) want_keyframe: bool,
+    last_keyframe: Option<Instant>,
+    keyframe_every: Option<Duration>,
+    pub(crate) packets_sent: u64,
+}
+
+/// One RTP packet to write.
+#[derive(Debug)]
+pub(crate) struct SyntheticPacket {
+    pub(crate) seq: u64,
+    pub(crate) rtp_time: u32,
+    pub(crate) marker: bool,
+    pub(crate) payload: Vec<u8>,
+}
+
+impl SyntheticStream {
+    pub(crate) fn audio(mid: Mid) -> Self {
+        Self::new(mid, None, MediaKind::Audio, b'a', 80, Duration::from_millis(20), 960, (0, 0), None)
+    }
+
+    pub(crate) fn video(
+        mid: Mid,
+        rid: Option<Rid>,
+        kind: MediaKind,
+        kbps: u32,
+        fps: u32,
+        dimensions: (u16, u16),
+        keyframe_every: Option<Duration>,
+    ) -> Self {
+        let tag = match (kind, rid) {
+            (_, Some(rid)) => rid.as_bytes().first().copied().unwrap_or(b'?'),
+            (MediaKind::Screen, None) => b's',
+            _ => b'v',
+        };
+        let fps = fps.max(1);
+        let bytes_per_frame = (kbps as usize * 1000 / 8 / fps as usize).max(40);
+        let interval = Duration::from_micros(1_000_000 / u64::from(fps));
+        Self::new(mid, rid, kind, tag, bytes_per_frame, interval, 90_000 / fps, dimensions, keyframe_every)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        mid: Mid,
+        rid: Option<Rid>,
+        kind: MediaKind,
+        tag: u8,
+        bytes_per_frame: usize,
+        frame_interval: Duration,
+        ticks_per_frame: u32,
+        dimensions: (u16, u16),
+        keyframe_every: Option<Duration>,
+    ) -> Self {
+        // Distinct, arbitrary starting points per stream, as real encoders have.
+        let salt = u32::from(tag) * 7919 + u32::from(mid.as_bytes().first().copied().unwrap_or(0)) * 104_729;
+        SyntheticStream {
+            mid,
+            rid,
+            kind,
+            pt: None,
+            tag,
+            bytes_per_frame,
+            frame_interval,
+            ticks_per_frame,
+            dimensions,
+            next_frame_at: None,
+            seq: u64::from(salt % 30_000) + 1,
+            rtp_time: salt.wrapping_mul(2654435761),
+            picture_id: (salt % 0x7fff) as u16,
+            want_keyframe: true,
+            last_keyframe: None,
+            keyframe_every,
+            packets_sent: 0,
+        }
+    }
+
+    /// Whether a frame is due at `now`.
+    pub(crate) fn due(&self, now: Instant) -> bool {
+        self.next_frame_at.is_none_or(|at| at <= now)
+    }
+
+    /// The packets of the next frame, advancing the stream's clocks.
+    pub(crate) fn next_frame(&mut self, now: Instant) -> Vec<SyntheticPacket> {
+        let next = self.next_frame_at.map_or(now, |at| at + self.frame_interval);
+        // Do not try to catch up more than a frame after a stall.
+        self.next_frame_at = Some(if next + self.frame_interval < now { now + self.frame_interval } else { next });
+        let packets = if self.kind == MediaKind::Audio { self.audio_frame() } else { self.video_frame(now) };
+        self.rtp_time = self.rtp_time.wrapping_add(self.ticks_per_frame);
+        self.packets_sent += packets.len() as u64;
+        packets
+    }
+
+    fn audio_frame(&mut self) -> Vec<SyntheticPacket> {
+        let mut payload = vec![0x78; self.bytes_per_frame];
+        if let Some(last) = payload.last_mut() {
+            *last = self.tag;
+        }
+        let packet = SyntheticPacket { seq: self.seq, rtp_time: self.rtp_time, marker: false, payload };
+        self.seq += 1;
+        vec![packet]
+    }
+
+    fn video_frame(&mut self, now: Instant) -> Vec<SyntheticPacket> {
+        let periodic = match (self.keyframe_every, self.last_keyframe) {
+            (Some(every), Some(last)) => now.saturating_duration_since(last) >= every,
+            _ => false,
+        };
+        let keyframe = std::mem::take(&mut self.want_keyframe) || periodic;
+        if keyframe {
+            self.last_keyframe = Some(now);
+        }
+        let mut frame = Vec::with_capacity(self.bytes_per_frame);
+        if keyframe {
+            let (w, h) = self.dimensions;
+            frame.extend_from_slice(&[0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a]);
+            frame.extend_from_slice(&w.to_le_bytes());
+            frame.extend_from_slice(&h.to_le_bytes());
+        } else {
+            frame.extend_from_slice(&[0x11, 0x02, 0x00]);
+        }
+        frame.resize(self.bytes_per_frame.max(frame.len()), self.picture_id as u8);
+
+        let chunk_len = MAX_PAYLOAD - VP8_DESCRIPTOR_LEN - 1;
+        let chunks: Vec<&[u8]> = frame.chunks(chunk_len).collect();
+        let count = chunks.len();
+        let mut packets = Vec::with_capacity(count);
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let start = if i == 0 { 0x10 } else { 0x00 };
+            let mut payload = Vec::with_capacity(chunk.len() + VP8_DESCRIPTOR_LEN + 1);
+            payload.extend_from_slice(&[
+                0x80 | start,
+                0x80,
+                0x80 | ((self.picture_id >> 8) as u8 & 0x7f),
+                self.picture_id as u8,
+            ]);
+            payload.extend_from_slice(chunk);
+            payload.push(self.tag);
+            packets.push(SyntheticPacket { seq: self.seq, rtp_time: self.rtp_time, marker: i + 1 == count, payload });
+            self.seq += 1;
+        }
+        self.picture_id = (self.picture_id + 1) & 0x7fff;
+        packets
+    }
+}
+
+/// The stream tag at the end of a synthetic payload, as text (`"l"`, `"v"`, `"a"`…).
+pub(crate) fn tag_of(payload: &[u8]) -> Option<String> {
+    payload.last().filter(|b| b.is_ascii_alphanumeric()).map(|b| char::from(*b).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use str0m::format::detect_vp8_keyframe;
+
+    #[test]
+    fn video_frames_start_with_a_detectable_keyframe_and_carry_their_tag() {
+        let t0 = Instant::now();
+        let mut stream =
+            SyntheticStream::video("1".into(), Some("h".into()), MediaKind::Video, 900, 30, (1280, 720), None);
+        let frame = stream.next_frame(t0);
+        assert!(frame.len() > 1);
+        assert!(detect_vp8_keyframe(&frame[0].payload));
+        assert!(frame.last().unwrap().marker);
+        assert!(frame.iter().all(|p| tag_of(&p.payload).as_deref() == Some("h")));
+        assert!(frame.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+        let next = stream.next_frame(t0 + Duration::from_millis(33));
+        assert!(!detect_vp8_keyframe(&next[0].payload));
+        assert_eq!(next[0].rtp_time, frame[0].rtp_time.wrapping_add(3000));
+        stream.want_keyframe = true;
+        assert!(detect_vp8_keyframe(&stream.next_frame(t0 + Duration::from_millis(66))[0].payload));
+    }
+
+    #[test]
+    fn audio_packets_are_small_and_tagged() {
+        let mut stream = SyntheticStream::audio("0".into());
+        let frame = stream.next_frame(Instant::now());
+        assert_eq!(frame.len(), 1);
+        assert_eq!(tag_of(&frame[0].payload).as_deref(), Some("a"));
+    }
+}

@@ -1,0 +1,279 @@
+//! A reusable str0m-based test peer: publishes synthetic audio, video (optionally simulcast) and screen share to
+//! a media node over real UDP, subscribes to the rest of its room, and counts what it receives per track.
+//!
+//! ```no_run
+//! # async fn demo(node_url: &str, token: &str) -> Result<(), homeroom_media_node::peer::PeerError> {
+//! use homeroom_media_node::peer::{PeerOptions, TestPeer};
+//! use homeroom_shared::protocol::MediaKind;
+//! use std::time::Duration;
+//!
+//! let publisher = TestPeer::connect(node_url, token, PeerOptions::publisher()).await?;
+//! let stats = publisher.wait_for(Duration::from_secs(10), |s| s.connected_at.is_some()).await?;
+//! # let _ = (stats, MediaKind::Audio);
+//! publisher.close().await;
+//! # Ok(()) }
+//! ```
+//!
+//! The peer is driven by a tokio task that owns its UDP socket (bound on `127.0.0.1:0` unless told otherwise);
+//! [`TestPeer::stats`] returns a snapshot at most a few milliseconds old. The sans-IO half, [`PeerCore`], can
+//! also be driven in memory (see [`crate::sim`]).
+
+mod core;
+pub(crate) mod media;
+
+pub use self::core::{PeerCore, PeerCoreError, PeerOffer, PeerOptions, PeerStats, ReceivedTrack, SIMULCAST_LAYERS};
+use homeroom_shared::media::Quality;
+use homeroom_shared::protocol::ApiError;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// How often the driver publishes a fresh [`PeerStats`] snapshot.
+const STATS_EVERY: Duration = Duration::from_millis(5);
+
+/// Why a test peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("could not bind the peer's UDP socket: {0}")]
+    Bind(std::io::Error),
+    #[error("the HTTP request to the node failed: {0}")]
+    Http(String),
+    #[error("the node refused: HTTP {status} {code}: {message}")]
+    Refused { status: u16, code: String, message: String },
+    #[error("the node's reply is unusable: {0}")]
+    BadReply(String),
+    #[error(transparent)]
+    Core(#[from] PeerCoreError),
+    #[error("timed out after {waited:?}; last stats: {stats:?}")]
+    Timeout { waited: Duration, stats: Box<PeerStats> },
+}
+
+impl PeerError {
+    /// The HTTP status of a refusal, if this is one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            PeerError::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+enum Command {
+    Quality(Quality, Option<String>),
+    Stop,
+}
+
+/// A connected test peer. Dropping it stops its task (without telling the node); prefer [`TestPeer::close`].
+#[derive(Debug)]
+pub struct TestPeer {
+    session_url: String,
+    token: String,
+    http: reqwest::Client,
+    local_addr: SocketAddr,
+    commands: mpsc::UnboundedSender<Command>,
+    stats: Arc<Mutex<PeerStats>>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Quality(q, mid) => write!(f, "Quality({q:?}, {mid:?})"),
+            Command::Stop => f.write_str("Stop"),
+        }
+    }
+}
+
+impl TestPeer {
+    /// Opens a session on the node at `node_url` (e.g. `http://127.0.0.1:7000`) with `media_token`, on a UDP
+    /// socket bound to `127.0.0.1:0`.
+    pub async fn connect(node_url: &str, media_token: &str, options: PeerOptions) -> Result<TestPeer, PeerError> {
+        Self::connect_from(IpAddr::V4(Ipv4Addr::LOCALHOST), node_url, media_token, options).await
+    }
+
+    /// Like [`TestPeer::connect`], binding the peer's socket to `bind_ip`.
+    pub async fn connect_from(
+        bind_ip: IpAddr,
+        node_url: &str,
+        media_token: &str,
+        options: PeerOptions,
+    ) -> Result<TestPeer, PeerError> {
+        let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await.map_err(PeerError::Bind)?;
+        let local_addr = socket.local_addr().map_err(PeerError::Bind)?;
+        let (mut core, offer) = PeerCore::new(&options, local_addr, Instant::now())?;
+
+        let http = reqwest::Client::new();
+        let base = node_url.trim_end_matches('/');
+        let mut url = format!("{base}/v1/sessions");
+        if !offer.screen_mids.is_empty() {
+            url.push_str(&format!("?screen={}", offer.screen_mids.join(",")));
+        }
+        let response = http
+            .post(&url)
+            .bearer_auth(media_token)
+            .header(reqwest::header::CONTENT_TYPE, "application/sdp")
+            .body(offer.sdp)
+            .send()
+            .await
+            .map_err(|e| PeerError::Http(e.to_string()))?;
+        let status = response.status().as_u16();
+        let location =
+            response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = response.text().await.map_err(|e| PeerError::Http(e.to_string()))?;
+        if status != 201 {
+            let error: Option<ApiError> = serde_json::from_str(&body).ok();
+            return Err(PeerError::Refused {
+                status,
+                code: error.as_ref().map_or_else(|| "?".to_owned(), |e| e.code.to_string()),
+                message: error.map_or(body, |e| e.message),
+            });
+        }
+        let location = location.ok_or_else(|| PeerError::BadReply("201 without a Location header".into()))?;
+        core.accept_answer(&body)?;
+
+        let stats = Arc::new(Mutex::new(core.stats().clone()));
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let task = tokio::spawn(drive(core, socket, receiver, Arc::clone(&stats)));
+        Ok(TestPeer {
+            session_url: format!("{base}{location}"),
+            token: media_token.to_owned(),
+            http,
+            local_addr,
+            commands,
+            stats,
+            task,
+        })
+    }
+
+    /// The session's URL on the node (`{node}/v1/sessions/{id}`).
+    pub fn session_url(&self) -> &str {
+        &self.session_url
+    }
+
+    /// The peer's UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A recent snapshot of what the peer observed.
+    pub fn stats(&self) -> PeerStats {
+        match self.stats.lock() {
+            Ok(stats) => stats.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Asks the node for `quality` on every received track (`mid: None`) or one of them.
+    pub fn set_quality(&self, quality: Quality, mid: Option<String>) {
+        let _ = self.commands.send(Command::Quality(quality, mid));
+    }
+
+    /// Waits until `condition` holds for the stats, polling every 20 ms, for at most `timeout`.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        condition: impl Fn(&PeerStats) -> bool,
+    ) -> Result<PeerStats, PeerError> {
+        let started = Instant::now();
+        loop {
+            let stats = self.stats();
+            if condition(&stats) {
+                return Ok(stats);
+            }
+            if started.elapsed() >= timeout {
+                return Err(PeerError::Timeout { waited: timeout, stats: Box::new(stats) });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `DELETE`s the session with the peer's token; returns the HTTP status.
+    pub async fn delete(&self) -> Result<u16, PeerError> {
+        self.delete_with(&self.token.clone()).await
+    }
+
+    /// `DELETE`s the session with another token; returns the HTTP status.
+    pub async fn delete_with(&self, token: &str) -> Result<u16, PeerError> {
+        let response = self
+            .http
+            .delete(&self.session_url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| PeerError::Http(e.to_string()))?;
+        Ok(response.status().as_u16())
+    }
+
+    /// Ends the session on the node (`DELETE`) and stops the peer.
+    pub async fn close(mut self) {
+        let _ = self.delete().await;
+        let _ = self.commands.send(Command::Stop);
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.task).await;
+    }
+
+    /// Stops the peer without telling the node (the node reaps the session when it goes silent).
+    pub async fn vanish(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for TestPeer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The peer's run loop: socket, timers and commands around [`PeerCore`].
+async fn drive(
+    mut core: PeerCore,
+    socket: UdpSocket,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    shared: Arc<Mutex<PeerStats>>,
+) {
+    let mut buf = vec![0u8; 2048];
+    let mut last_snapshot = Instant::now();
+    let mut stopping = false;
+    loop {
+        let deadline = core.next_deadline().min(Instant::now() + Duration::from_millis(100));
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(Command::Quality(quality, mid)) => core.set_quality(quality, mid),
+                Some(Command::Stop) | None => {
+                    core.close();
+                    stopping = true;
+                }
+            },
+            received = socket.recv_from(&mut buf) => {
+                if let Ok((n, source)) = received {
+                    if let Some(datagram) = buf.get(..n) {
+                        core.handle_datagram(Instant::now(), source, datagram);
+                    }
+                    // Take whatever else is already queued before yielding to timers.
+                    for _ in 0..64 {
+                        let Ok((n, source)) = socket.try_recv_from(&mut buf) else { break };
+                        if let Some(datagram) = buf.get(..n) {
+                            core.handle_datagram(Instant::now(), source, datagram);
+                        }
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(deadline.into()) => core.handle_timeout(Instant::now()),
+        }
+        for transmit in core.take_transmits() {
+            let _ = socket.send_to(&transmit.contents, transmit.destination).await;
+        }
+        if stopping || last_snapshot.elapsed() >= STATS_EVERY {
+            last_snapshot = Instant::now();
+            if let Ok(mut stats) = shared.lock() {
+                *stats = core.stats().clone();
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The SFU core driven in memory on a simulated clock: no sockets, no tokio.
+
+use homeroom_media_node::peer::PeerOptions;
+use homeroom_media_node::sim::{SimIdentity, SimNetwork};
+use homeroom_shared::protocol::MediaKind;
+use std::time::Duration;
+
+#[test]
+fn publisher_reaches_subscribers_of_its_room_only() {
+    let mut net = SimNetwork::new();
+    let publisher = net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
+    let carol = net.join(&SimIdentity::new("carol", "t/math"), &PeerOptions::subscriber()).unwrap();
+    let eve = net.join(&SimIdentity::new("eve", "t/art"), &PeerOptions::subscriber()).unwrap();
+    net.run_for(Duration::from_secs(3));
+
+    let sent = net.peer(publisher).unwrap().stats().sent.clone();
+    eprintln!("publisher sent {sent:?}");
+    for (name, index) in [("bob", bob), ("carol", carol)] {
+        let stats = net.peer(index).unwrap().stats();
+        eprintln!("{name}: {:?}", stats.tracks);
+        assert!(stats.packets_from("alice", MediaKind::Audio) > 100, "{name} audio");
+        assert!(stats.packets_from("alice", MediaKind::Video) > 100, "{name} video");
+    }
+    assert_eq!(net.peer(eve).unwrap().stats().packets(), 0);
+}
+
+use homeroom_shared::media::{ControlCommand, Quality};
+
+fn counts(net: &SimNetwork, peer: usize, from: &str) -> (u64, u64) {
+    let stats = net.peer(peer).unwrap().stats();
+    (stats.packets_from(from, MediaKind::Audio), stats.packets_from(from, MediaKind::Video))
+}
+
+#[test]
+fn mute_drops_one_kind_until_unmuted() {
+    let mut net = SimNetwork::new();
+    net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
+    net.run_for(Duration::from_secs(2));
+    let mute = |muted| ControlCommand::Mute {
+        room: "t/math".into(),
+        participant: "alice".into(),
+        kind: MediaKind::Audio,
+        muted,
+    };
+    let now = net.now();
+    assert_eq!(net.sfu.control(now, &mute(true)), 1);
+    net.run_for(Duration::from_millis(200));
+    let (audio_muted, video_muted) = counts(&net, bob, "alice");
+    net.run_for(Duration::from_secs(1));
+    let (audio_later, video_later) = counts(&net, bob, "alice");
+    assert_eq!(audio_later, audio_muted, "muted audio is dropped");
+    assert!(video_later > video_muted + 30, "video still flows");
+    let now = net.now();
+    net.sfu.control(now, &mute(false));
+    net.run_for(Duration::from_secs(1));
+    assert!(counts(&net, bob, "alice").0 > audio_later + 30, "unmuted audio flows again");
+}
+
+#[test]
+fn kick_closes_the_session_and_its_tracks_leave_the_room() {
+    let mut net = SimNetwork::new();
+    let alice = net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
+    net.run_for(Duration::from_secs(2));
+    let now = net.now();
+    let kicked = net.sfu.control(now, &ControlCommand::Kick { room: "t/math".into(), participant: "alice".into() });
+    assert_eq!(kicked, 1);
+    net.run_for(Duration::from_secs(1));
+    assert!(net.peer(alice).unwrap().stats().closed, "the kicked peer learns at once (DTLS close)");
+    assert_eq!(net.sfu.session_count(), 1);
+    let bob_session = net.session_of(bob).unwrap();
+    assert_eq!(net.sfu.session_info(bob_session).unwrap().receiving, 0, "bob's copies were stopped");
+}
+
+#[test]
+fn simulcast_layer_follows_the_subscribers_preference() {
+    // Without bandwidth estimation, so that only preferences decide (the simulated network's instant delivery
+    // makes the delay-based estimate swing; the budget rule has unit tests of its own).
+    let mut net = SimNetwork::without_bwe();
+    net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::simulcast_publisher()).unwrap();
+    let low = PeerOptions { quality: Some(Quality::Low), ..PeerOptions::subscriber() };
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &low).unwrap();
+    let carol = net.join(&SimIdentity::new("carol", "t/math"), &PeerOptions::subscriber()).unwrap();
+    net.run_for(Duration::from_secs(3));
+    let layer = |net: &SimNetwork, peer| {
+        let stats = net.peer(peer).unwrap().stats();
+        let track = stats.track("alice", MediaKind::Video).cloned().unwrap_or_default();
+        (track.last_tag.unwrap_or_default(), track.tags)
+    };
+    let (bob_layer, bob_tags) = layer(&net, bob);
+    let (carol_layer, carol_tags) = layer(&net, carol);
+    eprintln!("carol {carol_tags:?}");
+    eprintln!("bob {bob_tags:?}");
+    assert_eq!(bob_layer, "l");
+    assert_eq!(carol_layer, "h");
+
+    net.peer_mut(bob).unwrap().set_quality(Quality::High, None);
+    net.run_for(Duration::from_secs(2));
+    let (bob_layer, tags) = layer(&net, bob);
+    eprintln!("bob after high {tags:?}");
+    assert_eq!(bob_layer, "h");
+    net.peer_mut(bob).unwrap().set_quality(Quality::Medium, None);
+    net.run_for(Duration::from_secs(2));
+    let (bob_layer, tags) = layer(&net, bob);
+    eprintln!("bob after medium {tags:?}");
+    assert_eq!(bob_layer, "m");
+}
+
+#[test]
+fn subscriber_keyframe_requests_reach_the_publisher_throttled() {
+    let mut net = SimNetwork::new();
+    let alice = net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
+    net.run_for(Duration::from_secs(2));
+    let video_mid = net.peer(bob).unwrap().stats().track("alice", MediaKind::Video).unwrap().mid.clone();
+    let before = net.peer(alice).unwrap().stats().keyframe_requests;
+    let keyframes_before = net.peer(bob).unwrap().stats().track("alice", MediaKind::Video).unwrap().keyframes;
+    // A burst of PLIs within 100 ms: one reaches the publisher.
+    for _ in 0..5 {
+        assert!(net.peer_mut(bob).unwrap().request_keyframe(&video_mid));
+        net.run_for(Duration::from_millis(20));
+    }
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(net.peer(alice).unwrap().stats().keyframe_requests, before + 1);
+    // After the throttle interval (500 ms), the next one goes through too.
+    net.run_for(Duration::from_millis(500));
+    net.peer_mut(bob).unwrap().request_keyframe(&video_mid);
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(net.peer(alice).unwrap().stats().keyframe_requests, before + 2);
+    let keyframes = net.peer(bob).unwrap().stats().track("alice", MediaKind::Video).unwrap().keyframes;
+    assert_eq!(keyframes, keyframes_before + 2, "each request that went through produced a forwarded keyframe");
+    assert_eq!(net.metrics.packets_out(MediaKind::Audio), net.peer(bob).unwrap().stats().packets_of(MediaKind::Audio));
+}
+
+#[test]
+fn a_late_subscriber_starts_video_at_a_requested_keyframe() {
+    let mut net = SimNetwork::new();
+    let alice = net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
+    net.run_for(Duration::from_secs(3));
+    let requests_before = net.peer(alice).unwrap().stats().keyframe_requests;
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
+    net.run_for(Duration::from_secs(1));
+    let stats = net.peer(bob).unwrap().stats();
+    let video = stats.track("alice", MediaKind::Video).unwrap();
+    assert!(video.packets > 20 && video.keyframes == 1, "{video:?}");
+    assert!(net.peer(alice).unwrap().stats().keyframe_requests > requests_before);
+}
+
+#[test]
+fn a_silent_session_is_reaped_and_leaves_its_room() {
+    use homeroom_media_node::core::SfuConfig;
+    let config = SfuConfig { idle_timeout: Duration::from_secs(3), ..SfuConfig::new("10.0.0.1:5000".parse().unwrap()) };
+    let mut net = SimNetwork::with_config(config);
+    let alice = net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.sfu.session_count(), 2);
+    net.cut(alice);
+    net.run_for(Duration::from_secs(5));
+    assert_eq!(net.sfu.session_count(), 1, "alice went silent and was reaped");
+    let bob_session = net.session_of(bob).unwrap();
+    assert_eq!(net.sfu.session_info(bob_session).unwrap().receiving, 0);
+    assert!(net.metrics.encode().contains("homeroom_media_sessions_closed_total{reason=\"idle\"} 1"));
+}
+
+#[test]
+fn a_publish_cap_limits_the_layers_anyone_receives() {
+    use homeroom_shared::media::MediaCaps;
+    let mut net = SimNetwork::without_bwe();
+    let student = SimIdentity {
+        caps: MediaCaps { publish_quality: Some(Quality::Medium), ..MediaCaps::default() },
+        ..SimIdentity::new("student", "t/math")
+    };
+    net.join(&student, &PeerOptions::simulcast_publisher()).unwrap();
+    let teacher = net.join(&SimIdentity::new("teacher", "t/math"), &PeerOptions::subscriber()).unwrap();
+    net.run_for(Duration::from_secs(3));
+    let stats = net.peer(teacher).unwrap().stats();
+    let video = stats.track("student", MediaKind::Video).unwrap();
+    eprintln!("teacher receives {:?}", video.tags);
+    assert_eq!(video.last_tag.as_deref(), Some("m"), "high is above the student's cap");
+    assert_eq!(video.tags.get("h").copied().unwrap_or(0), 0);
+}
+
+#[test]
+fn a_client_offer_starts_and_stops_a_screen_share() {
+    let mut net = SimNetwork::new();
+    let alice = net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
+    net.run_for(Duration::from_secs(2));
+    assert!(net.peer_mut(alice).unwrap().start_screen_share(200));
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.peer(alice).unwrap().stats().own_offers_answered, 1);
+    let screen = net.peer(bob).unwrap().stats().packets_from("alice", MediaKind::Screen);
+    assert!(screen > 10, "bob receives alice's screen share ({screen} packets)");
+    let track = net.peer(bob).unwrap().stats().track("alice", MediaKind::Screen).unwrap().clone();
+    assert_eq!(track.last_tag.as_deref(), Some("s"));
+
+    assert!(net.peer_mut(alice).unwrap().stop_publishing(MediaKind::Screen));
+    net.run_for(Duration::from_secs(1));
+    let stopped = net.peer(bob).unwrap().stats().packets_from("alice", MediaKind::Screen);
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.peer(bob).unwrap().stats().packets_from("alice", MediaKind::Screen), stopped);
+    let alice_session = net.session_of(alice).unwrap();
+    let published = net.sfu.session_info(alice_session).unwrap().published;
+    assert_eq!(published, vec![MediaKind::Audio, MediaKind::Video], "the screen track was unpublished");
+    assert!(net
+        .peer(bob)
+        .unwrap()
+        .stats()
+        .tracks
+        .values()
+        .all(|t| t.kind != Some(MediaKind::Screen) || t.participant.is_some()));
+}
+
+#[test]
+fn crossing_offers_resolve_with_the_node_as_the_polite_peer() {
+    let mut net = SimNetwork::new();
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
+    net.run_for(Duration::from_secs(1));
+    // While bob is unreachable, alice joins (the node offers bob her tracks) and bob starts a screen share
+    // (bob offers the node): both offers are lost and retransmitted by SCTP, so they cross.
+    net.cut(bob);
+    let alice = net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
+    net.run_for(Duration::from_millis(500));
+    assert!(net.peer_mut(bob).unwrap().start_screen_share(200));
+    net.run_for(Duration::from_millis(200));
+    net.restore(bob);
+    net.run_for(Duration::from_secs(6));
+    let stats = net.peer(bob).unwrap().stats();
+    eprintln!(
+        "bob: {} node offers ignored, {} answered, own offers answered {}, errors {:?}",
+        stats.ignored_offers, stats.renegotiations, stats.own_offers_answered, stats.errors
+    );
+    assert_eq!(stats.own_offers_answered, 1, "the node answered bob's offer");
+    assert!(stats.packets_from("alice", MediaKind::Video) > 20, "and then offered alice's tracks again");
+    assert!(stats.errors.is_empty(), "{:?}", stats.errors);
+    assert!(net.peer(alice).unwrap().stats().packets_from("bob", MediaKind::Screen) > 10);
+}
+
+#[test]
+fn one_participant_may_hold_a_few_sessions_per_room() {
+    use homeroom_media_node::core::MAX_SESSIONS_PER_PARTICIPANT;
+    use homeroom_media_node::sim::SimError;
+    let mut net = SimNetwork::new();
+    let bob = SimIdentity::new("bob", "t/math");
+    for _ in 0..MAX_SESSIONS_PER_PARTICIPANT {
+        net.join(&bob, &PeerOptions::subscriber()).unwrap();
+    }
+    let refused = net.join(&bob, &PeerOptions::subscriber()).unwrap_err();
+    assert!(
+        matches!(refused, SimError::Create(ref e) if e.code() == homeroom_shared::protocol::ErrorCode::RateLimited)
+    );
+    net.join(&SimIdentity::new("bob", "t/art"), &PeerOptions::subscriber()).expect("another room is fine");
+}

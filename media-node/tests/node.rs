@@ -1,0 +1,390 @@
+//! A whole node in-process (HTTP + real UDP on 127.0.0.1) driven by str0m test peers.
+
+mod common;
+
+use common::*;
+use homeroom_media_node::peer::{PeerOptions, TestPeer};
+use homeroom_shared::auth::{MediaClaims, ServiceClaims, TokenKey};
+use homeroom_shared::media::{MediaCaps, Quality};
+use homeroom_shared::protocol::MediaKind;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const AUDIO_ENOUGH: u64 = 100; // 2 s of 20 ms frames
+const VIDEO_ENOUGH: u64 = 100;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_reaches_two_subscribers_and_no_other_room() {
+    let node = node().await;
+    let url = node.url();
+
+    let started = Instant::now();
+    let bob = TestPeer::connect(&url, &media_token("bob", "t1/math"), PeerOptions::subscriber()).await.unwrap();
+    let carol = TestPeer::connect(&url, &media_token("carol", "t1/math"), PeerOptions::subscriber()).await.unwrap();
+    let eve = TestPeer::connect(&url, &media_token("eve", "t1/art"), PeerOptions::subscriber()).await.unwrap();
+    let alice_started = Instant::now();
+    let alice = TestPeer::connect(&url, &media_token("alice", "t1/math"), PeerOptions::publisher()).await.unwrap();
+    let connected = alice.wait_for(WAIT, |s| s.connected_at.is_some()).await.unwrap();
+    let setup = connected.connected_at.unwrap() - connected.created_at;
+    eprintln!("session setup (offer → POST → ICE+DTLS connected): {setup:?}");
+
+    let enough = |s: &homeroom_media_node::peer::PeerStats| {
+        s.packets_from("alice", MediaKind::Audio) >= AUDIO_ENOUGH
+            && s.packets_from("alice", MediaKind::Video) >= VIDEO_ENOUGH
+    };
+    let bob_stats = bob.wait_for(WAIT, enough).await.unwrap();
+    let carol_stats = carol.wait_for(WAIT, enough).await.unwrap();
+    for (name, stats) in [("bob", &bob_stats), ("carol", &carol_stats)] {
+        let audio = stats.track("alice", MediaKind::Audio).unwrap();
+        let video = stats.track("alice", MediaKind::Video).unwrap();
+        let first = stats.first_packet_at().unwrap();
+        eprintln!(
+            "{name}: first forwarded packet {:?} after alice's offer ({:?} after alice connected); audio {} pkts, \
+             video {} pkts ({} keyframes)",
+            first.saturating_duration_since(alice_started),
+            first.saturating_duration_since(connected.connected_at.unwrap()),
+            audio.packets,
+            video.packets,
+            video.keyframes,
+        );
+        assert!(video.keyframes >= 1, "video starts at a keyframe the node asked for");
+        assert_eq!(audio.participant.as_deref(), Some("alice"));
+    }
+    let alice_stats = alice.stats();
+    eprintln!("alice sent {:?}, got {} keyframe requests", alice_stats.sent, alice_stats.keyframe_requests);
+    assert!(alice_stats.keyframe_requests >= 1);
+    assert_eq!(eve.stats().packets(), 0, "another room's subscriber receives nothing");
+    assert!(eve.stats().tracks.is_empty(), "and is not even offered the tracks");
+    assert_eq!(alice.stats().packets(), 0, "a publisher does not receive itself");
+    eprintln!("whole test setup: {:?}", started.elapsed());
+
+    // The publisher leaves: the subscribers' copies stop.
+    alice.close().await;
+    let bob_after =
+        bob.wait_for(WAIT, |s| s.renegotiations >= 2).await.expect("bob is offered the removal of alice's tracks");
+    let frozen = bob_after.packets();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(bob.stats().packets(), frozen);
+
+    for peer in [bob, carol, eve] {
+        peer.close().await;
+    }
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mute_over_control_drops_the_packets_until_unmuted() {
+    let node = node().await;
+    let url = node.url();
+    let alice = TestPeer::connect(&url, &media_token("alice", "t1/mute"), PeerOptions::publisher()).await.unwrap();
+    let bob = TestPeer::connect(&url, &media_token("bob", "t1/mute"), PeerOptions::subscriber()).await.unwrap();
+    bob.wait_for(WAIT, |s| {
+        s.packets_from("alice", MediaKind::Video) > 30 && s.packets_from("alice", MediaKind::Audio) > 30
+    })
+    .await
+    .unwrap();
+
+    let mute = |muted: bool| json!({"type": "mute", "room": "t1/mute", "participant": "alice", "kind": "video", "muted": muted});
+    let (status, reply) = control(&node, Some(&edge_token()), mute(true)).await;
+    assert_eq!((status, reply), (200, json!({"sessions": 1})));
+    // Packets already paced or retransmitted before the mute may still land; give them 500 ms.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let muted = bob.stats();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let later = bob.stats();
+    let (video_muted, video_later) =
+        (muted.packets_from("alice", MediaKind::Video), later.packets_from("alice", MediaKind::Video));
+    assert!(video_later <= video_muted + 2, "muted video keeps flowing: {video_muted} → {video_later}");
+    assert!(later.packets_from("alice", MediaKind::Audio) > muted.packets_from("alice", MediaKind::Audio) + 30);
+
+    let (status, _) = control(&node, Some(&edge_token()), mute(false)).await;
+    assert_eq!(status, 200);
+    let resumed = later.packets_from("alice", MediaKind::Video);
+    bob.wait_for(WAIT, |s| s.packets_from("alice", MediaKind::Video) > resumed + 30).await.unwrap();
+
+    let metrics = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    let dropped = metric(&metrics, "homeroom_media_packets_dropped_total{reason=\"muted\"}");
+    assert!(dropped > 0.0, "muted drops are counted");
+
+    alice.close().await;
+    bob.close().await;
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kick_and_close_room_end_sessions() {
+    let node = node().await;
+    let url = node.url();
+    let alice = TestPeer::connect(&url, &media_token("alice", "t1/kick"), PeerOptions::publisher()).await.unwrap();
+    let bob = TestPeer::connect(&url, &media_token("bob", "t1/kick"), PeerOptions::subscriber()).await.unwrap();
+    alice.wait_for(WAIT, |s| s.connected_at.is_some()).await.unwrap();
+    bob.wait_for(WAIT, |s| s.packets() > 10).await.unwrap();
+
+    let (status, reply) =
+        control(&node, Some(&edge_token()), json!({"type": "kick", "room": "t1/kick", "participant": "alice"})).await;
+    assert_eq!((status, reply), (200, json!({"sessions": 1})));
+    alice.wait_for(WAIT, |s| s.closed).await.expect("the kicked peer is disconnected");
+    assert_eq!(alice.delete().await.unwrap(), 404, "the session is gone");
+    assert_eq!(health(&node).await["sessions"], 1);
+
+    let (status, reply) = control(&node, Some(&edge_token()), json!({"type": "close_room", "room": "t1/kick"})).await;
+    assert_eq!((status, reply), (200, json!({"sessions": 1})));
+    bob.wait_for(WAIT, |s| s.closed).await.unwrap();
+    assert_eq!(health(&node).await["sessions"], 0);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_expired_and_misdirected_tokens_are_refused() {
+    let node = node().await;
+    let url = node.url();
+    let refused = |token: String| {
+        let url = url.clone();
+        async move { TestPeer::connect(&url, &token, PeerOptions::subscriber()).await.unwrap_err() }
+    };
+
+    let forged = TokenKey::new(b"not-the-secret").sign(&claims("mallory", "t1/math")).unwrap();
+    let error = refused(forged).await;
+    assert_eq!(error.status(), Some(401), "{error}");
+    let expired = sign(&MediaClaims { exp: now_secs() - 1, ..claims("bob", "t1/math") });
+    let error = refused(expired).await;
+    assert_eq!(error.status(), Some(401), "{error}");
+    assert!(error.to_string().contains("unauthorized"), "{error}");
+    let other_node = sign(&MediaClaims { node: "media-elsewhere".into(), ..claims("bob", "t1/math") });
+    let error = refused(other_node).await;
+    assert_eq!(error.status(), Some(403), "{error}");
+    assert!(error.to_string().contains("forbidden"));
+    let error = refused("not-a-jwt".into()).await;
+    assert_eq!(error.status(), Some(401));
+
+    // No token, wrong content type, not SDP.
+    let http = reqwest::Client::new();
+    let post = |token: Option<String>, content_type: &'static str, body: &'static str| {
+        let mut request = http.post(format!("{url}/v1/sessions")).header("content-type", content_type).body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let response = post(None, "application/sdp", "v=0").await.unwrap();
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "unauthorized");
+    let response = post(Some(media_token("bob", "t1/math")), "application/json", "{}").await.unwrap();
+    assert_eq!(response.status(), 400);
+    let response = post(Some(media_token("bob", "t1/math")), "application/sdp", "hello").await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["code"], "bad_request");
+
+    // DELETE needs the session's own participant and room.
+    let bob = TestPeer::connect(&url, &media_token("bob", "t1/math"), PeerOptions::subscriber()).await.unwrap();
+    assert_eq!(bob.delete_with(&media_token("bob", "t1/art")).await.unwrap(), 403, "other room");
+    assert_eq!(bob.delete_with(&media_token("mallory", "t1/math")).await.unwrap(), 403, "other participant");
+    assert_eq!(bob.delete().await.unwrap(), 204);
+    assert_eq!(bob.delete().await.unwrap(), 404);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_needs_the_edge_token() {
+    let node = node().await;
+    let body = json!({"type": "close_room", "room": "t1/math"});
+    let (status, reply) = control(&node, None, body.clone()).await;
+    assert_eq!((status, reply["code"].as_str()), (401, Some("unauthorized")));
+    let (status, _) = control(&node, Some(&media_token("alice", "t1/math")), body.clone()).await;
+    assert_eq!(status, 403, "a media token is not the edge");
+    let heartbeat_token = sign(&ServiceClaims { sub: NODE.into(), exp: now_secs() + 60, iat: None });
+    let (status, reply) = control(&node, Some(&heartbeat_token), body.clone()).await;
+    assert_eq!((status, reply["code"].as_str()), (403, Some("forbidden")), "a node token is not the edge");
+    let forged = TokenKey::new(b"nope").sign(&ServiceClaims { sub: "edge".into(), exp: now_secs() + 60, iat: None });
+    assert_eq!(control(&node, Some(&forged.unwrap()), body.clone()).await.0, 401);
+    let expired = sign(&ServiceClaims { sub: "edge".into(), exp: now_secs() - 5, iat: None });
+    assert_eq!(control(&node, Some(&expired), body.clone()).await.0, 401);
+    let (status, reply) = control(&node, Some(&edge_token()), json!({"type": "reboot"})).await;
+    assert_eq!((status, reply["code"].as_str()), (400, Some("bad_request")));
+    assert_eq!(control(&node, Some(&edge_token()), body).await, (200, json!({"sessions": 0})));
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_layers_follow_each_subscribers_preference_and_caps() {
+    let node = node().await;
+    let url = node.url();
+    let publisher = PeerOptions { video_kbps: 300, ..PeerOptions::simulcast_publisher() };
+    let alice = TestPeer::connect(&url, &media_token("alice", "t1/sim"), publisher).await.unwrap();
+    let low = PeerOptions { quality: Some(Quality::Low), ..PeerOptions::subscriber() };
+    let bob = TestPeer::connect(&url, &media_token("bob", "t1/sim"), low).await.unwrap();
+    let medium_cap = MediaCaps { receive_quality: Some(Quality::Medium), ..MediaCaps::default() };
+    let carol =
+        TestPeer::connect(&url, &capped_token("carol", "t1/sim", medium_cap), PeerOptions::subscriber()).await.unwrap();
+
+    let on_layer = |tag: &'static str| {
+        move |s: &homeroom_media_node::peer::PeerStats| {
+            s.track("alice", MediaKind::Video).is_some_and(|t| t.last_tag.as_deref() == Some(tag) && t.packets > 20)
+        }
+    };
+    let stats = bob.wait_for(WAIT, on_layer("l")).await.unwrap();
+    eprintln!("bob (low): {:?}", stats.track("alice", MediaKind::Video).map(|t| &t.tags));
+    let stats = carol.wait_for(WAIT, on_layer("m")).await.unwrap();
+    eprintln!("carol (high, capped at medium): {:?}", stats.track("alice", MediaKind::Video).map(|t| &t.tags));
+
+    let switched_at = Instant::now();
+    bob.set_quality(Quality::High, None);
+    let stats = bob.wait_for(WAIT, on_layer("h")).await.unwrap();
+    eprintln!(
+        "bob switched to high in {:?}: {:?}",
+        switched_at.elapsed(),
+        stats.track("alice", MediaKind::Video).map(|t| &t.tags)
+    );
+    let high_so_far = stats.track("alice", MediaKind::Video).unwrap().tags.get("h").copied().unwrap_or(0);
+    bob.set_quality(Quality::Low, None);
+    let stats = bob.wait_for(WAIT, on_layer("l")).await.unwrap();
+    let high_then = stats.track("alice", MediaKind::Video).unwrap().tags.get("h").copied().unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let high_later = bob.stats().track("alice", MediaKind::Video).unwrap().tags.get("h").copied().unwrap_or(0);
+    assert!(high_then >= high_so_far);
+    assert_eq!(high_later, high_then, "after switching down, no more high-layer packets");
+
+    let metrics = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metric(&metrics, "homeroom_media_layer_switches_total") >= 4.0);
+
+    for peer in [alice, bob, carol] {
+        peer.close().await;
+    }
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perms_are_enforced_per_kind() {
+    let node = node().await;
+    let url = node.url();
+    // Alice may publish audio only; her video is dropped. Dave may not subscribe.
+    let audio_only = sign(&MediaClaims {
+        perms: homeroom_shared::auth::MediaPerms { video: false, screen: false, ..all_perms() },
+        ..claims("alice", "t1/perms")
+    });
+    let alice =
+        TestPeer::connect(&url, &audio_only, PeerOptions { screen: true, ..PeerOptions::publisher() }).await.unwrap();
+    let bob = TestPeer::connect(&url, &media_token("bob", "t1/perms"), PeerOptions::subscriber()).await.unwrap();
+    let no_subscribe = sign(&MediaClaims {
+        perms: homeroom_shared::auth::MediaPerms { subscribe: false, ..all_perms() },
+        ..claims("dave", "t1/perms")
+    });
+    let dave = TestPeer::connect(&url, &no_subscribe, PeerOptions::subscriber()).await.unwrap();
+    bob.wait_for(WAIT, |s| s.packets_from("alice", MediaKind::Audio) > 50).await.unwrap();
+    let stats = bob.stats();
+    assert_eq!(stats.packets_from("alice", MediaKind::Video), 0);
+    assert_eq!(stats.packets_from("alice", MediaKind::Screen), 0);
+    assert!(stats.track("alice", MediaKind::Screen).is_some(), "the screen track is declared and offered");
+    assert_eq!(dave.stats().packets(), 0);
+
+    // The edge grants video: it flows from the next keyframe.
+    let (status, _) = control(
+        &node,
+        Some(&edge_token()),
+        json!({"type": "perms", "room": "t1/perms", "participant": "alice",
+               "perms": {"audio": true, "video": true, "screen": true, "subscribe": true}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let stats = bob
+        .wait_for(WAIT, |s| {
+            s.packets_from("alice", MediaKind::Video) > 20 && s.packets_from("alice", MediaKind::Screen) > 5
+        })
+        .await
+        .unwrap();
+    assert_eq!(stats.track("alice", MediaKind::Screen).unwrap().last_tag.as_deref(), Some("s"));
+
+    for peer in [alice, bob, dave] {
+        peer.close().await;
+    }
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_drain() {
+    let node = node().await;
+    let url = node.url();
+    let first_health = health(&node).await;
+    assert_eq!(first_health["node"], NODE);
+    assert_eq!(first_health["draining"], false);
+
+    let alice = TestPeer::connect(&url, &media_token("alice", "t1/ops"), PeerOptions::publisher()).await.unwrap();
+    let bob = TestPeer::connect(&url, &media_token("bob", "t1/ops"), PeerOptions::subscriber()).await.unwrap();
+    bob.wait_for(WAIT, |s| s.packets() > 60).await.unwrap();
+
+    let metrics = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    for name in [
+        "homeroom_media_sessions",
+        "homeroom_media_rooms",
+        "homeroom_media_tracks{kind=\"audio\"}",
+        "homeroom_media_packets_in_total{kind=\"video\"}",
+        "homeroom_media_packets_out_total{kind=\"audio\"}",
+        "homeroom_media_bytes_out_total{kind=\"video\"}",
+        "homeroom_media_keyframe_requests_sent_total",
+        "homeroom_media_udp_datagrams_in_total",
+        "homeroom_media_run_loop_seconds_count",
+    ] {
+        assert!(metric(&metrics, name) > 0.0, "{name} in\n{metrics}");
+    }
+    assert_eq!(metric(&metrics, "homeroom_media_sessions"), 2.0);
+    assert!(metrics.contains("homeroom_media_forwarding_errors_total"));
+
+    // Drain: no new sessions, existing ones keep flowing until closed.
+    node.begin_drain();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let error = TestPeer::connect(&url, &media_token("carol", "t1/ops"), PeerOptions::subscriber()).await.unwrap_err();
+    assert_eq!(error.status(), Some(503), "{error}");
+    assert!(error.to_string().contains("unavailable"));
+    let health_now = health(&node).await;
+    assert_eq!(health_now["draining"], true);
+    let before = bob.stats().packets();
+    bob.wait_for(WAIT, |s| s.packets() > before + 20).await.expect("sessions keep working while draining");
+
+    let stopping = Instant::now();
+    alice.close().await;
+    bob.close().await;
+    node.wait().await.unwrap();
+    eprintln!("drain finished {:?} after the last sessions closed", stopping.elapsed());
+    assert!(stopping.elapsed() < Duration::from_secs(2), "the drain ends as soon as the sessions are gone");
+}
+
+async fn health(node: &homeroom_media_node::NodeHandle) -> serde_json::Value {
+    reqwest::get(format!("{}/healthz", node.url())).await.unwrap().json().await.unwrap()
+}
+
+/// The value of the sample `name` (with labels, if given) in an OpenMetrics text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            (series == name).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_may_call_from_another_origin() {
+    let node = node().await;
+    let response = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, format!("{}/v1/sessions", node.url()))
+        .header("origin", "https://classroom.example.com")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization,content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    let response = reqwest::Client::new()
+        .get(format!("{}/nope", node.url()))
+        .header("origin", "https://classroom.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.headers()["access-control-expose-headers"], "location");
+    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["code"], "not_found");
+    node.shutdown().await.unwrap();
+}
