@@ -6,11 +6,13 @@
 //! - [`edge`]: starts the real edge (`wrangler dev`, real workerd with SQLite-backed Durable Objects) on a
 //!   free port with its own persisted state, and stops it with its whole process group.
 //! - [`chaos`]: the chaos-resume scenario (random drops while chat flows; logs must match).
+//! - [`media`]: starts real media nodes (the `homeroom-media-node` binary) registered with an edge.
 //! - [`tokens`]: mints user and admin tokens with the development secret of `.dev.vars`.
 
 pub mod chaos;
 pub mod client;
 pub mod edge;
+pub mod media;
 pub mod tokens;
 
 use std::path::PathBuf;
