@@ -16,6 +16,9 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 bash scripts/bootstrap.sh
 bash scripts/build-edge.sh
+echo "[dev] building the media node" >&2
+cargo build -q -p homeroom-media-node --bin homeroom-media-node
+MEDIA_HTTP="${HOMEROOM_MEDIA_HTTP:-127.0.0.1:7000}"
 
 pids=()
 cleanup() {
@@ -33,10 +36,24 @@ for _ in $(seq 1 300); do
 done
 curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null || { echo "[dev] the edge did not start:" >&2; tail -30 "$LOGS/edge.log" >&2; exit 1; }
 
+NODE_SECRET="$(sed -n 's/^NODE_SECRET="\(.*\)"$/\1/p' .dev.vars)"
+echo "[dev] starting a media node on $MEDIA_HTTP, registered with the edge; log: $LOGS/media-node.log" >&2
+setsid env NODE_SECRET="$NODE_SECRET" target/debug/homeroom-media-node --http-addr "$MEDIA_HTTP" \
+  --udp-addr 127.0.0.1:0 --node-id local-1 --region local --edge-url "http://127.0.0.1:$PORT" \
+  >"$LOGS/media-node.out" 2>"$LOGS/media-node.log" &
+pids+=($!)
+for _ in $(seq 1 100); do
+  curl -fsS "http://$MEDIA_HTTP/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS "http://$MEDIA_HTTP/healthz" >/dev/null || { echo "[dev] the media node did not start:" >&2; tail -30 "$LOGS/media-node.log" >&2; exit 1; }
+
 cat <<MSG
 
 Homeroom is running.
+  Classroom page  http://127.0.0.1:$PORT/   (open it in two browser windows: one teacher, one student)
   Edge health     http://127.0.0.1:$PORT/healthz
+  Media node      http://$MEDIA_HTTP/healthz  (registered with the edge; metrics at /metrics)
   Room WebSocket  ws://127.0.0.1:$PORT/v1/rooms/<room>/ws?token=<JWT>
   Admin API       http://127.0.0.1:$PORT/v1/rooms/<room>  (Authorization: Bearer <admin JWT>)
   A dev token     cargo run -q -p homeroom-tests --bin homeroom-token -- --user alice --role teacher
