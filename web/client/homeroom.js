@@ -1,0 +1,901 @@
+// @homeroom/client: the browser (and Node) client of a Homeroom room. Plain ES module, no build step.
+//
+//   import { HomeroomClient } from '/client/homeroom.js';
+//   const client = new HomeroomClient({ room: 'math-101', getToken: async () => myBackend.token() });
+//   client.on('change', () => render(client.state));
+//   client.on('status', (s) => showStatus(s));
+//   await client.connect();
+//   await client.sendChat('Good morning!');
+//
+// Layout:
+// - room-state.js: the room as the client knows it, and the rules for applying frames (pure, unit-tested);
+// - outbox.js:     the offline queue of chat messages, idempotent by rid (pure, unit-tested);
+// - backoff.js:    reconnect delays (pure);
+// - errors.js:     error type, close-code plans, token expiry;
+// - media.js:      WebRTC with the room's media node (publish camera/mic/screen, subscribe, renegotiate);
+// - this file:     the connection: socket, resume, requests and acks, token refresh, reconnects.
+//
+// Connection lifecycle (status events): idle → connecting → open ⇄ reconnecting → closed. "open" means the
+// room's welcome arrived. A dropped connection reconnects with backoff and resumes with `since`/`epoch`; the
+// replayed events are de-duplicated by seq. Close codes decide whether to reconnect (see errors.js).
+
+import { backoffDelay } from './backoff.js';
+import { Emitter } from './emitter.js';
+import { closePlan, HomeroomError, tokenExpiry } from './errors.js';
+import { MediaController } from './media.js';
+import { Outbox, RETRYABLE_CODES } from './outbox.js';
+import { isLoggedEvent, RoomState } from './room-state.js';
+
+export { backoffDelay, DEFAULT_BACKOFF } from './backoff.js';
+export { Emitter } from './emitter.js';
+export { closePlan, HomeroomError, tokenExpiry } from './errors.js';
+export { MediaController, MediaSession } from './media.js';
+export { Outbox, RETRYABLE_CODES } from './outbox.js';
+export { isLoggedEvent, LOGGED_EVENT_TYPES, RoomState } from './room-state.js';
+
+/** @typedef {import('./room-state.js').Participant} Participant */
+/** @typedef {import('./room-state.js').ChatMessage} ChatMessage */
+/** @typedef {import('./backoff.js').BackoffOptions} BackoffOptions */
+
+/**
+ * @typedef {'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'} ConnectionStatus
+ * @typedef {object} StatusInfo
+ * @property {ConnectionStatus} status
+ * @property {string} [reason]   why (e.g. `kicked`, `room_cleared`, `token_expired`, `offline`, `network`, `left`)
+ * @property {number} [code]     the WebSocket close code, when a close caused it
+ * @property {string} [message]  a sentence for the user
+ * @property {number} [attempt]  reconnect attempt number
+ * @property {number} [retryAt]  when the next attempt starts (ms since the epoch)
+ */
+
+/**
+ * @typedef {object} ClientOptions
+ * @property {string} room                       room id (1–64 of A-Z a-z 0-9 _ -)
+ * @property {string} [baseUrl]                  the edge, e.g. `https://edge.example.com`; default: this page's origin
+ * @property {string} [token]                    a JWT; or give `getToken`
+ * @property {(ctx: {reason: string}) => Promise<string | {token: string}>} [getToken]
+ *           returns a fresh token; called when there is none, before `exp`, on `auth.expiring` and after 4001
+ * @property {BackoffOptions} [backoff]          reconnect delays
+ * @property {number} [requestTimeoutMs]         per request, default 10 s
+ * @property {number} [pongTimeoutMs]            a connection that answers nothing this long after a ping is dead, default 10 s
+ * @property {number} [pingIntervalMs]           default: the room's `ping_interval_ms` × 0.8
+ * @property {number} [refreshLeadMs]            refresh the token this long before `exp`, default 120 s
+ * @property {boolean} [watchNetwork]            react to the browser's online/offline events, default true
+ * @property {boolean} [reportPresence]          send `presence` away/active when the page is hidden/shown, default true
+ * @property {any} [WebSocket]                   WebSocket constructor (tests inject a fake)
+ * @property {typeof fetch} [fetch]
+ * @property {(level: 'debug' | 'info' | 'warn' | 'error', message: string, data?: any) => void} [log]
+ */
+
+/** Replies that answer a request (they carry its `rid`). */
+const REPLY_TYPES = new Set(['ack', 'error', 'history', 'media.assigned']);
+/** Ephemeral events that change the room state. */
+const STATEFUL_EPHEMERAL = new Set(['typing', 'presence', 'read']);
+/** How long a rate-limited chat message waits before it is written again. */
+const RATE_LIMIT_RETRY_MS = 1000;
+
+export class HomeroomClient extends Emitter {
+  /** @param {ClientOptions} options */
+  constructor(options) {
+    super();
+    if (!options?.room) throw new HomeroomError('bad_request', 'HomeroomClient needs a room id');
+    if (!options.token && !options.getToken) {
+      throw new HomeroomError('unauthorized', 'HomeroomClient needs a token or a getToken function');
+    }
+    this.options = {
+      requestTimeoutMs: 10_000,
+      pongTimeoutMs: 10_000,
+      refreshLeadMs: 120_000,
+      watchNetwork: true,
+      reportPresence: true,
+      ...options,
+    };
+    this.room = options.room;
+    this.baseUrl = (options.baseUrl ?? globalThis.location?.origin ?? '').replace(/\/+$/, '');
+    /** The room as last seen; render from it. */
+    this.state = new RoomState();
+    /** Chat messages waiting for their ack (render them as "sending…" / "queued" / "failed"). */
+    this.outbox = new Outbox();
+    /** @type {StatusInfo} */
+    this.status = { status: 'idle' };
+    /** Media through the room's media node. */
+    this.media = new MediaController(this);
+
+    this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    this._fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
+    this._token = options.token ?? null;
+    this._tokenExp = this._token ? tokenExpiry(this._token) : null;
+    /** @type {any} */
+    this._ws = null;
+    /** Number of the current socket; frames of older sockets are ignored. */
+    this._connection = 0;
+    this._attempt = 0;
+    this._ridPrefix = randomId(8);
+    this._ridCounter = 0;
+    /** rid → an in-flight request. */
+    this._pending = new Map();
+    /** rid → the promise callbacks of a queued chat message. */
+    this._outboxWaiters = new Map();
+    /** rid → ack timer of a chat message written to the current socket. */
+    this._outboxTimers = new Map();
+    this._timers = { reconnect: null, ping: null, pong: null, refresh: null, typingStop: null, flush: null };
+    this._closedByUser = false;
+    this._refreshing = null;
+    this._typingSentAt = 0;
+    this._lastReadSent = 0;
+    this._installBrowserHooks();
+  }
+
+  // ---- connection ------------------------------------------------------------------------------------------
+
+  /** Whether the room's welcome arrived on the current socket. */
+  get isOpen() {
+    return this.status.status === 'open';
+  }
+
+  /** My participant id (after the first welcome). */
+  get userId() {
+    return this.state.you?.id ?? null;
+  }
+
+  /**
+   * Connects (or reconnects now, if waiting for a retry). Resolves at the first welcome; rejects if the client
+   * closes for good before that (e.g. the token was refused).
+   * @returns {Promise<void>}
+   */
+  connect() {
+    this._closedByUser = false;
+    this._installBrowserHooks();
+    const opened = new Promise((resolve, reject) => {
+      const off = this.on('status', (s) => {
+        if (s.status === 'open') {
+          off();
+          resolve();
+        } else if (s.status === 'closed') {
+          off();
+          reject(new HomeroomError(s.reason ?? 'closed', s.message ?? 'the connection closed'));
+        }
+      });
+    });
+    if (this.status.status !== 'open' && this.status.status !== 'connecting') {
+      this._openSocket(this.status.status === 'reconnecting' ? 'reconnecting' : 'connecting');
+    }
+    return opened;
+  }
+
+  /** Leaves the room: closes the socket and the media session, and stops reconnecting. */
+  close(message = 'You left the room.') {
+    this._closedByUser = true;
+    this.media.leave().catch(() => {});
+    const ws = this._ws;
+    this._detachSocket();
+    try {
+      ws?.close(1000, 'left');
+    } catch {
+      // already closing
+    }
+    this._failPending('closed', 'the client was closed');
+    for (const entry of this.outbox.clear()) {
+      this._outboxWaiters.get(entry.rid)?.reject(new HomeroomError('closed', 'the client was closed before this message was sent'));
+      this._outboxWaiters.delete(entry.rid);
+    }
+    this._setStatus({ status: 'closed', reason: 'left', message });
+    this._uninstallBrowserHooks();
+  }
+
+  /**
+   * Drops the current connection as if the network failed (for tests and a "reconnect now" button); the client
+   * reconnects and resumes on its own.
+   */
+  dropConnection(reason = 'dropped by the application') {
+    if (!this._ws) return;
+    this._abandonSocket('network', `Connection dropped (${reason}); reconnecting.`);
+  }
+
+  /** Reconnects now: after a close for good (kicked ban over, policy) or to skip a backoff wait. */
+  reconnect() {
+    this._closedByUser = false;
+    this._attempt = 0;
+    clearTimeout(this._timers.reconnect);
+    if (this._ws) this._abandonSocket('network', 'Reconnecting now.');
+    else this._openSocket('connecting');
+  }
+
+  /** @param {{since: number, epoch: string} | null} resume */
+  _socketUrl(resume) {
+    const base = this.baseUrl.replace(/^http/, 'ws');
+    const params = new URLSearchParams({ token: this._token ?? '' });
+    if (resume) {
+      params.set('since', String(resume.since));
+      params.set('epoch', resume.epoch);
+    }
+    return `${base}/v1/rooms/${encodeURIComponent(this.room)}/ws?${params}`;
+  }
+
+  /**
+   * Opens a socket. `fresh`: do not resume (after a room clear).
+   * @param {'connecting' | 'reconnecting'} status
+   */
+  async _openSocket(status, { fresh = false } = {}) {
+    clearTimeout(this._timers.reconnect);
+    this._detachSocket();
+    const connection = ++this._connection;
+    this._setStatus({ ...this.status, status, retryAt: undefined });
+    if (!this._token) {
+      try {
+        await this._obtainToken('connect');
+      } catch (error) {
+        if (connection !== this._connection) return;
+        this._closeForGood('unauthorized', `Could not get a sign-in token: ${error.message}`);
+        return;
+      }
+      if (connection !== this._connection) return;
+    }
+    if (fresh) this.state.reset();
+    const url = this._socketUrl(this.state.resumePoint());
+    let ws;
+    try {
+      ws = new this._WebSocket(url);
+    } catch (error) {
+      this._closeForGood('bad_request', `Cannot open a WebSocket to ${this.baseUrl || 'this page'}: ${error.message}`);
+      return;
+    }
+    this._ws = ws;
+    let opened = false;
+    ws.onopen = () => {
+      if (connection !== this._connection) return;
+      opened = true;
+      this._log('debug', `socket ${connection} open`);
+    };
+    ws.onmessage = (event) => {
+      if (connection !== this._connection) return;
+      this._onText(typeof event.data === 'string' ? event.data : String(event.data));
+    };
+    ws.onerror = () => {
+      // A close event always follows; its code says more than this event.
+    };
+    ws.onclose = (event) => {
+      if (connection !== this._connection) return;
+      this._onSocketClosed(event.code, event.reason ?? '', opened);
+    };
+  }
+
+  /** Forgets the current socket: its later events are ignored. */
+  _detachSocket() {
+    const ws = this._ws;
+    this._ws = null;
+    this._connection += ws ? 1 : 0;
+    for (const name of ['ping', 'pong']) {
+      clearInterval(this._timers[name]);
+      clearTimeout(this._timers[name]);
+    }
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+    }
+  }
+
+  /**
+   * Treats the current socket as dead without waiting for its close event (which can take minutes when the
+   * network is gone), and reconnects.
+   */
+  _abandonSocket(reason, message) {
+    const ws = this._ws;
+    this._detachSocket();
+    try {
+      ws?.close(4000, reason.slice(0, 100));
+    } catch {
+      // ignore
+    }
+    this._afterDisconnect();
+    this._scheduleReconnect({ reason, message });
+  }
+
+  /** Shared clean-up after any disconnect. */
+  _afterDisconnect() {
+    this._failPending('disconnected', 'the connection closed before the reply arrived; retry');
+    for (const timer of this._outboxTimers.values()) clearTimeout(timer);
+    this._outboxTimers.clear();
+    this.outbox.requeueAll();
+    this.emit('outbox', this.outbox.list());
+  }
+
+  async _onSocketClosed(code, serverReason, opened) {
+    this._ws = null;
+    this._detachSocket();
+    this._afterDisconnect();
+    if (this._closedByUser) return;
+    const plan = closePlan(code, serverReason);
+    this._log(code >= 4000 ? 'warn' : 'info', `socket closed ${code} ${serverReason}`.trim());
+
+    if (plan.retry === false) {
+      if (plan.reason === 'kicked') this.media.leave().catch(() => {});
+      this._closeForGood(plan.reason, plan.message, code);
+      return;
+    }
+    if (plan.retry === 'fresh') {
+      this.media.leave().catch(() => {});
+      this.state.reset();
+      this.emit('change', { type: 'reset' });
+      this._dropOutbox('room_cleared', 'the room was cleared before this message was sent');
+      this._scheduleReconnect({ reason: plan.reason, message: plan.message, code, immediate: true, fresh: true });
+      return;
+    }
+    if (plan.retry === 'token') {
+      await this._retryWithNewToken(plan.message, code);
+      return;
+    }
+    if (!opened) {
+      // Browsers hide the HTTP status of a refused upgrade (the close code is 1006). Ask again with a plain GET:
+      // the edge checks the room id and token before it looks for the upgrade, so 400/401/403 come back as such.
+      const refusal = await this._diagnoseRefusal();
+      if (this._closedByUser || this._ws) return;
+      if (refusal?.status === 401) {
+        await this._retryWithNewToken(`The room refused the token: ${refusal.message}`, code);
+        return;
+      }
+      if (refusal && (refusal.status === 400 || refusal.status === 403 || refusal.status === 404)) {
+        this._closeForGood(refusal.code, `The room refused the connection: ${refusal.message}`, code);
+        return;
+      }
+      const offline = globalThis.navigator?.onLine === false;
+      this._scheduleReconnect({
+        reason: offline ? 'offline' : 'refused',
+        code,
+        message: offline
+          ? 'You are offline; reconnecting when the network is back.'
+          : refusal?.status === 426
+            ? 'The room did not accept the connection (possibly full, too many tabs of this user, or you were ' +
+              'removed recently); retrying.'
+            : `Cannot reach the room at ${this.baseUrl || 'this server'}${refusal ? '' : ' (no answer)'}; retrying.`,
+      });
+      return;
+    }
+    this._scheduleReconnect({ reason: plan.reason, message: plan.message, code });
+  }
+
+  /** @returns {Promise<{status: number, code: string, message: string} | null>} */
+  async _diagnoseRefusal() {
+    if (!this._fetch) return null;
+    try {
+      const url = this._socketUrl(null).replace(/^ws/, 'http');
+      const response = await this._fetch(url, { method: 'GET', cache: 'no-store' });
+      let body = {};
+      try {
+        body = await response.json();
+      } catch {
+        // not JSON
+      }
+      return {
+        status: response.status,
+        code: body.code ?? `http_${response.status}`,
+        message: body.message ?? `HTTP ${response.status}`,
+      };
+    } catch {
+      return null;
+    }
+  }
+
+  async _retryWithNewToken(message, code) {
+    if (!this.options.getToken) {
+      this._closeForGood('unauthorized', `${message} No getToken function was given, so the client stops.`, code);
+      return;
+    }
+    this._token = null;
+    this._scheduleReconnect({ reason: 'token_expired', message, code });
+  }
+
+  /**
+   * @param {{reason: string, message: string, code?: number, immediate?: boolean, fresh?: boolean}} why
+   */
+  _scheduleReconnect({ reason, message, code, immediate = false, fresh = false }) {
+    if (this._closedByUser) return;
+    clearTimeout(this._timers.reconnect);
+    const delay = immediate ? 0 : backoffDelay(this._attempt, this.options.backoff);
+    this._attempt += 1;
+    this._setStatus({ status: 'reconnecting', reason, message, code, attempt: this._attempt, retryAt: Date.now() + delay });
+    this._timers.reconnect = setTimeout(() => this._openSocket('reconnecting', { fresh }), delay);
+  }
+
+  _closeForGood(reason, message, code) {
+    clearTimeout(this._timers.reconnect);
+    this._detachSocket();
+    this._setStatus({ status: 'closed', reason, message, code });
+  }
+
+  /** @param {StatusInfo} status */
+  _setStatus(status) {
+    this.status = status;
+    this.emit('status', status);
+  }
+
+  // ---- incoming frames --------------------------------------------------------------------------------------
+
+  /** @param {string} text */
+  _onText(text) {
+    this._sawTraffic();
+    if (text === 'pong') return;
+    let frame;
+    try {
+      frame = JSON.parse(text);
+    } catch {
+      this._log('warn', `ignoring a frame that is not JSON: ${text.slice(0, 80)}`);
+      return;
+    }
+    this.emit('frame', frame);
+    if (frame.type === 'welcome') {
+      this._onWelcome(frame);
+    } else if (isLoggedEvent(frame)) {
+      this._onLoggedEvent(frame);
+    } else if (REPLY_TYPES.has(frame.type) && frame.rid) {
+      this._onReply(frame);
+    } else if (STATEFUL_EPHEMERAL.has(frame.type)) {
+      if (this.state.applyEphemeral(frame, Date.now())) this.emit('change', { type: frame.type, frame });
+      this.emit(frame.type, frame);
+    } else if (frame.type === 'auth.expiring') {
+      this.emit('auth.expiring', frame);
+      this.refreshToken('auth.expiring').catch(() => {});
+    } else if (frame.type === 'error') {
+      // An error without rid: a refused frame that had none (typing, …) or a room notice.
+      this._log('warn', `room error ${frame.code}: ${frame.message}`);
+      this.emit('server-error', frame);
+    } else {
+      // reaction, cursor, room.cleared, media.moved, and anything newer than this client.
+      this.emit(frame.type, frame);
+    }
+  }
+
+  _onWelcome(welcome) {
+    const { resumed } = this.state.applyWelcome(welcome);
+    this._attempt = 0;
+    this._log('info', `welcome epoch=${welcome.epoch} seq=${welcome.seq} resumed=${resumed}`);
+    this._setStatus({ status: 'open', reason: resumed ? 'resumed' : 'joined' });
+    this.emit('welcome', { resumed, welcome });
+    this.emit('change', { type: 'welcome', resumed });
+    this._startPing(welcome.config?.ping_interval_ms);
+    this._scheduleTokenRefresh();
+    this._flushOutbox();
+  }
+
+  _onLoggedEvent(event) {
+    const result = this.state.applyEvent(event);
+    if (result === 'duplicate') {
+      this.emit('duplicate', event);
+      return;
+    }
+    if (result === 'gap') {
+      // Cannot happen on a healthy connection (seq is contiguous); resuming from what we have repairs it.
+      this._log('warn', `missed events: have seq ${this.state.seq}, got ${event.seq}; resuming`);
+      this._abandonSocket('gap', `Missed room events (${this.state.seq + 1}–${event.seq - 1}); catching up.`);
+      return;
+    }
+    this.emit(event.type, event);
+    this.emit('change', { type: event.type, event });
+  }
+
+  _onReply(frame) {
+    const pending = this._pending.get(frame.rid);
+    if (pending) {
+      this._pending.delete(frame.rid);
+      clearTimeout(pending.timer);
+      if (frame.type === 'error') pending.reject(new HomeroomError(frame.code, frame.message, { rid: frame.rid, type: pending.type }));
+      else pending.resolve(frame);
+      return;
+    }
+    if (this.outbox.get(frame.rid)) {
+      this._onOutboxReply(frame);
+      return;
+    }
+    this._log('debug', `reply for an unknown rid ${frame.rid} (timed out earlier?)`);
+  }
+
+  // ---- requests ---------------------------------------------------------------------------------------------
+
+  _newRid() {
+    this._ridCounter += 1;
+    return `${this._ridPrefix}-${this._ridCounter}`;
+  }
+
+  /** Writes a frame to the socket. Returns false when there is no open socket. */
+  _write(frame) {
+    if (!this._ws || this._ws.readyState !== 1) return false;
+    this._ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
+    return true;
+  }
+
+  /**
+   * Sends a request and resolves with its reply (`ack`, `history`, `media.assigned`), or rejects with a
+   * HomeroomError (the room's `error`, `timeout`, `offline`, `disconnected`).
+   * @param {string} type
+   * @param {Record<string, any>} [fields]
+   * @param {{timeoutMs?: number}} [options]
+   * @returns {Promise<any>}
+   */
+  request(type, fields = {}, { timeoutMs = this.options.requestTimeoutMs } = {}) {
+    if (!this.isOpen) {
+      return Promise.reject(
+        new HomeroomError('offline', `Cannot ${type} right now: not connected to the room (${this.status.status}).`),
+      );
+    }
+    const rid = this._newRid();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._pending.delete(rid);
+        reject(new HomeroomError('timeout', `The room did not answer ${type} within ${timeoutMs} ms.`, { rid, type }));
+      }, timeoutMs);
+      this._pending.set(rid, { type, resolve, reject, timer });
+      this._write({ ...fields, type, rid });
+    });
+  }
+
+  /** Sends a frame that needs no reply (no rid: the room sends no ack; errors still come back). */
+  notify(type, fields = {}) {
+    return this._write({ ...fields, type });
+  }
+
+  _failPending(code, message) {
+    for (const [rid, pending] of this._pending) {
+      clearTimeout(pending.timer);
+      pending.reject(new HomeroomError(code, `${pending.type}: ${message}`, { rid, type: pending.type }));
+    }
+    this._pending.clear();
+  }
+
+  // ---- chat with the offline queue --------------------------------------------------------------------------
+
+  /**
+   * Sends a chat message. Works offline: the message waits in `client.outbox` and is sent when the connection is
+   * back, with the same rid every time, so it is posted exactly once. Resolves with the ack `{seq, id}`; rejects
+   * when the room refuses it for good (the entry then stays in the outbox as "failed": `retryChat`/`discardChat`).
+   * @param {string} text
+   * @param {{replyTo?: string | null}} [options]
+   */
+  sendChat(text, { replyTo = null } = {}) {
+    const trimmed = String(text ?? '').trim();
+    if (!trimmed) return Promise.reject(new HomeroomError('bad_request', 'A chat message cannot be empty.'));
+    const max = this.state.config?.max_chat_chars ?? 4000;
+    if ([...trimmed].length > max) {
+      return Promise.reject(new HomeroomError('too_large', `A chat message can have at most ${max} characters.`));
+    }
+    const frame = { type: 'chat.send', text: trimmed, ...(replyTo ? { reply_to: replyTo } : {}) };
+    const rid = this._newRid();
+    return this._enqueue(rid, frame);
+  }
+
+  /** Sends a failed chat message again, with its original rid. */
+  retryChat(rid) {
+    const entry = this.outbox.get(rid);
+    if (!entry) return Promise.reject(new HomeroomError('not_found', `No queued message ${rid}.`));
+    return this._enqueue(rid, entry.frame);
+  }
+
+  /** Forgets a failed or queued chat message. */
+  discardChat(rid) {
+    this.outbox.remove(rid);
+    clearTimeout(this._outboxTimers.get(rid));
+    this._outboxTimers.delete(rid);
+    this._outboxWaiters.get(rid)?.reject(new HomeroomError('closed', 'discarded'));
+    this._outboxWaiters.delete(rid);
+    this.emit('outbox', this.outbox.list());
+  }
+
+  _enqueue(rid, frame) {
+    let entry;
+    try {
+      entry = this.outbox.add(rid, frame, Date.now());
+    } catch (error) {
+      return Promise.reject(new HomeroomError('too_large', error.message));
+    }
+    const done = new Promise((resolve, reject) => this._outboxWaiters.set(entry.rid, { resolve, reject }));
+    done.catch(() => {}); // callers that ignore the promise must not cause unhandled rejections
+    this.emit('outbox', this.outbox.list());
+    this._flushOutbox();
+    return done;
+  }
+
+  /** Writes every due chat message to the open socket. */
+  _flushOutbox() {
+    if (!this.isOpen) return;
+    const connection = this._connection;
+    for (const entry of this.outbox.due(connection)) {
+      if (!this._write({ ...entry.frame, rid: entry.rid })) break;
+      this.outbox.markSent(entry.rid, connection);
+      this._armOutboxTimer(entry.rid, connection);
+    }
+    this.emit('outbox', this.outbox.list());
+  }
+
+  _armOutboxTimer(rid, connection) {
+    clearTimeout(this._outboxTimers.get(rid));
+    const timeoutMs = this.options.requestTimeoutMs;
+    this._outboxTimers.set(
+      rid,
+      setTimeout(() => {
+        this._outboxTimers.delete(rid);
+        if (connection !== this._connection || !this.outbox.get(rid)) return;
+        // A healthy room acks in milliseconds: the connection is most likely dead without having closed.
+        // Reconnecting resends the message with the same rid, which the room de-duplicates.
+        this._abandonSocket('stalled', `No reply from the room for ${timeoutMs / 1000} s; reconnecting.`);
+      }, timeoutMs),
+    );
+  }
+
+  _onOutboxReply(frame) {
+    const rid = frame.rid;
+    clearTimeout(this._outboxTimers.get(rid));
+    this._outboxTimers.delete(rid);
+    const waiter = this._outboxWaiters.get(rid);
+    if (frame.type === 'ack') {
+      this.outbox.acknowledge(rid);
+      this._outboxWaiters.delete(rid);
+      waiter?.resolve(frame);
+    } else if (RETRYABLE_CODES.has(frame.code)) {
+      this._log('info', `chat message ${rid}: ${frame.code}; retrying`);
+      this.outbox.requeue(rid);
+      clearTimeout(this._timers.flush);
+      this._timers.flush = setTimeout(() => this._flushOutbox(), RATE_LIMIT_RETRY_MS);
+    } else {
+      this.outbox.fail(rid, { code: frame.code, message: frame.message });
+      this._outboxWaiters.delete(rid);
+      waiter?.reject(new HomeroomError(frame.code, frame.message, { rid }));
+    }
+    this.emit('outbox', this.outbox.list());
+  }
+
+  _dropOutbox(code, message) {
+    for (const entry of this.outbox.clear()) {
+      this._outboxWaiters.get(entry.rid)?.reject(new HomeroomError(code, message, { rid: entry.rid }));
+      this._outboxWaiters.delete(entry.rid);
+    }
+    this.emit('outbox', []);
+  }
+
+  // ---- room actions -----------------------------------------------------------------------------------------
+
+  /** @param {string} id @param {string} text */
+  editMessage(id, text) {
+    return this.request('chat.edit', { id, text: String(text).trim() });
+  }
+
+  /** @param {string} id */
+  deleteMessage(id) {
+    return this.request('chat.delete', { id });
+  }
+
+  /**
+   * Call on every keystroke: sends `typing {active: true}` at most every half `typing_ttl_ms`, and
+   * `typing {active: false}` after `idleMs` without a call (or call `stopTyping`).
+   */
+  typing(idleMs = 3000) {
+    if (!this.isOpen || !this.state.you?.perms.chat) return;
+    const now = Date.now();
+    const refreshEvery = (this.state.config?.typing_ttl_ms ?? 5000) / 2;
+    if (now - this._typingSentAt > refreshEvery) {
+      this._typingSentAt = now;
+      this.notify('typing', { active: true });
+    }
+    clearTimeout(this._timers.typingStop);
+    this._timers.typingStop = setTimeout(() => this.stopTyping(), idleMs);
+  }
+
+  stopTyping() {
+    clearTimeout(this._timers.typingStop);
+    if (!this._typingSentAt) return;
+    this._typingSentAt = 0;
+    this.notify('typing', { active: false });
+  }
+
+  /** @param {boolean} raised */
+  setHand(raised) {
+    return this.request('hand', { raised });
+  }
+
+  /** @param {string} emoji */
+  react(emoji) {
+    return this.request('reaction', { emoji });
+  }
+
+  /** @param {'active' | 'idle' | 'away'} status */
+  setPresence(status) {
+    return this.request('presence', { status });
+  }
+
+  /**
+   * Reports that I read up to `seq` (default: the latest message). Skips when it would not advance.
+   * @param {number} [seq]
+   */
+  async markRead(seq = this.state.latestMessageSeq()) {
+    if (!this.isOpen || !seq || seq <= Math.max(this.state.lastRead, this._lastReadSent)) return;
+    this._lastReadSent = seq;
+    await this.request('chat.read', { seq });
+    if (this.state.markRead(seq)) this.emit('change', { type: 'read' });
+  }
+
+  /** Loads the page of messages before the oldest one held. Resolves with whether more exist. */
+  async loadOlder(limit = 50) {
+    const before = this.state.messages[0]?.seq;
+    const reply = await this.request('history', before ? { before, limit } : { limit });
+    this.state.prependHistory(reply.messages, reply.has_more);
+    this.emit('change', { type: 'history' });
+    return reply.has_more;
+  }
+
+  // Moderation (needs perms.moderate; the room answers `forbidden` otherwise).
+
+  /** @param {string} id */
+  kick(id) {
+    return this.request('participant.kick', { id });
+  }
+
+  /** @param {string} id @param {'audio' | 'video' | 'screen'} kind @param {boolean} [muted] */
+  mute(id, kind, muted = true) {
+    return this.request('participant.mute', { id, kind, muted });
+  }
+
+  /**
+   * @param {string} id
+   * @param {{role?: 'teacher' | 'student' | 'admin', perms?: Partial<import('./room-state.js').Perms>}} change
+   */
+  updateParticipant(id, change) {
+    return this.request('participant.update', { id, ...change });
+  }
+
+  clearRoom() {
+    return this.request('room.clear');
+  }
+
+  // ---- tokens -----------------------------------------------------------------------------------------------
+
+  async _obtainToken(reason) {
+    if (!this.options.getToken) throw new HomeroomError('unauthorized', 'no getToken function to renew the token');
+    const result = await this.options.getToken({ reason });
+    const token = typeof result === 'string' ? result : result?.token;
+    if (!token) throw new HomeroomError('unauthorized', 'getToken returned no token');
+    this._token = token;
+    this._tokenExp = tokenExpiry(token);
+    return token;
+  }
+
+  /**
+   * Gets a fresh token from `getToken` and hands it to the room (`auth.refresh`), so the connection outlives
+   * the old token's `exp`. Called on its own before `exp` and on `auth.expiring`.
+   */
+  refreshToken(reason = 'manual') {
+    if (this._refreshing) return this._refreshing;
+    this._refreshing = (async () => {
+      try {
+        const token = await this._obtainToken(reason);
+        if (this.isOpen) {
+          const ack = await this.request('auth.refresh', { token });
+          this._log('info', `token refreshed (${reason}); expires at ${ack.exp}`);
+          this.emit('token', { exp: ack.exp, reason });
+        }
+        this._scheduleTokenRefresh();
+      } catch (error) {
+        this._log('warn', `token refresh failed (${reason}): ${error.message}`);
+        this.emit('server-error', { code: error.code ?? 'unauthorized', message: `Token refresh failed: ${error.message}` });
+        throw error;
+      } finally {
+        this._refreshing = null;
+      }
+    })();
+    return this._refreshing;
+  }
+
+  _scheduleTokenRefresh() {
+    clearTimeout(this._timers.refresh);
+    if (!this.options.getToken || !this._tokenExp) return;
+    const lifetimeLeft = this._tokenExp * 1000 - Date.now();
+    // Refresh `refreshLeadMs` before exp, but never in the first half of a short token's life.
+    const delay = Math.max(lifetimeLeft - this.options.refreshLeadMs, lifetimeLeft / 2, 1000);
+    // setTimeout overflows beyond ~24.8 days.
+    this._timers.refresh = setTimeout(() => this.refreshToken('expiring-soon').catch(() => {}), Math.min(delay, 2 ** 31 - 1));
+  }
+
+  // ---- liveness ---------------------------------------------------------------------------------------------
+
+  _startPing(roomInterval = 30_000) {
+    clearInterval(this._timers.ping);
+    const every = this.options.pingIntervalMs ?? Math.max(1000, roomInterval * 0.8);
+    const connection = this._connection;
+    this._timers.ping = setInterval(() => {
+      if (connection !== this._connection) return;
+      if (this._write('ping')) {
+        clearTimeout(this._timers.pong);
+        this._timers.pong = setTimeout(() => {
+          if (connection !== this._connection) return;
+          this._abandonSocket('stalled', `The room did not answer a ping within ${this.options.pongTimeoutMs / 1000} s; reconnecting.`);
+        }, this.options.pongTimeoutMs);
+      }
+    }, every);
+  }
+
+  _sawTraffic() {
+    clearTimeout(this._timers.pong);
+  }
+
+  // ---- browser integration ----------------------------------------------------------------------------------
+
+  _installBrowserHooks() {
+    const target = globalThis.window;
+    if (!target?.addEventListener || this._hooksInstalled) return;
+    this._hooksInstalled = true;
+    this._onOffline = () => {
+      if (!this.options.watchNetwork || this._closedByUser) return;
+      // Sockets of a vanished network often stay "open" for minutes; give up on it now.
+      if (this._ws) this._abandonSocket('offline', 'You are offline; reconnecting when the network is back.');
+    };
+    this._onOnline = () => {
+      if (!this.options.watchNetwork || this._closedByUser) return;
+      if (this.status.status === 'reconnecting') {
+        this._attempt = 0;
+        this._openSocket('reconnecting');
+      }
+    };
+    this._onVisibility = () => {
+      if (!this.options.reportPresence || !this.isOpen) return;
+      const status = globalThis.document?.visibilityState === 'hidden' ? 'away' : 'active';
+      this.setPresence(status).catch(() => {});
+    };
+    target.addEventListener('offline', this._onOffline);
+    target.addEventListener('online', this._onOnline);
+    globalThis.document?.addEventListener?.('visibilitychange', this._onVisibility);
+  }
+
+  _uninstallBrowserHooks() {
+    const target = globalThis.window;
+    if (!target?.removeEventListener || !this._hooksInstalled) return;
+    this._hooksInstalled = false;
+    target.removeEventListener('offline', this._onOffline);
+    target.removeEventListener('online', this._onOnline);
+    globalThis.document?.removeEventListener?.('visibilitychange', this._onVisibility);
+  }
+
+  _log(level, message, data) {
+    if (this.options.log) this.options.log(level, message, data);
+    else if (level === 'warn' || level === 'error') console[level](`[homeroom ${this.room}] ${message}`);
+  }
+}
+
+/**
+ * Asks a development edge for a token (`POST /v1/dev/token`; only when the edge runs with DEV_TOKENS="true").
+ * @param {string} baseUrl
+ * @param {{name: string, role?: 'teacher' | 'student', user?: string}} who
+ * @param {typeof fetch} [fetchImpl]
+ * @returns {Promise<{token: string, user: string, name: string, role: string, exp: number}>}
+ */
+export async function fetchDevToken(baseUrl, who, fetchImpl = globalThis.fetch) {
+  const url = `${(baseUrl ?? '').replace(/\/+$/, '')}/v1/dev/token`;
+  let response;
+  try {
+    response = await fetchImpl(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(who),
+    });
+  } catch (error) {
+    throw new HomeroomError('unavailable', `Cannot reach ${url}: ${error.message}. Is the edge running?`);
+  }
+  let body = {};
+  try {
+    body = await response.json();
+  } catch {
+    // not JSON
+  }
+  if (!response.ok) {
+    const hint =
+      response.status === 404
+        ? ' Development tokens are off: run the edge with DEV_TOKENS="true" in .dev.vars (local wrangler dev only).'
+        : '';
+    throw new HomeroomError(body.code ?? `http_${response.status}`, `${body.message ?? `HTTP ${response.status}`}.${hint}`);
+  }
+  return body;
+}
+
+/** A random [a-z0-9] string (rid prefixes, ids). */
+export function randomId(length = 12) {
+  const alphabet = 'abcdefghijklmnopqrstuvwxyz0123456789';
+  const bytes = new Uint8Array(length);
+  if (globalThis.crypto?.getRandomValues) globalThis.crypto.getRandomValues(bytes);
+  else for (let i = 0; i < length; i += 1) bytes[i] = Math.floor(Math.random() * 256);
+  return Array.from(bytes, (b) => alphabet[b % alphabet.length]).join('');
+}
