@@ -14,6 +14,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 WORKER_BUILD_VERSION="0.8.7"
+CARGO_FUZZ_VERSION="0.13.2"
 # wasm-bindgen-cli must equal the wasm-bindgen version in Cargo.lock.
 WASM_BINDGEN_VERSION="$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock)"
 CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
@@ -120,9 +121,21 @@ npm_install() {
   cp package-lock.json node_modules/.homeroom-lock
 }
 
+setup_nightly() {
+  # cargo-fuzz needs a nightly toolchain (sanitizer coverage); machines of this kind ship one.
+  if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    return 0
+  fi
+  log "rustup toolchain install nightly (for fuzzing; 300 s timeout)"
+  timeout 300 rustup toolchain install nightly --profile minimal >/dev/null 2>&1 \
+    || log "no nightly toolchain: scripts/fuzz.sh will not run"
+}
+
 setup_wasm_toolchain
 cargo_tool wasm-bindgen wasm-bindgen-cli "$WASM_BINDGEN_VERSION"
 cargo_tool worker-build worker-build "$WORKER_BUILD_VERSION" --locked
+cargo_tool cargo-fuzz cargo-fuzz "$CARGO_FUZZ_VERSION" --locked
+setup_nightly
 npm_install
 
 if [ "$want_browser" = 1 ]; then

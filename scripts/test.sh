@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test of Homeroom: formatting, lints (native and wasm32), the Worker build and its deploy bundle,
-# the native tests, and the end-to-end suites against real `wrangler dev`.
-# Installs what it needs first (scripts/bootstrap.sh), so it works on a fresh machine.
+# the native tests (room core, media node), the end-to-end and reliability suites against real `wrangler dev`
+# and real media nodes, the browser suite in Chromium, and short runs of the fuzzers and benchmarks (so they
+# keep working). Installs what it needs first (scripts/bootstrap.sh), so it works on a fresh machine.
 #
 #   scripts/test.sh            # everything
-#   scripts/test.sh --quick    # skip the end-to-end suites
+#   scripts/test.sh --quick    # lints and native tests only
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -19,7 +20,7 @@ done
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 total=$SECONDS
-step "bootstrap" bash scripts/bootstrap.sh
+step "bootstrap" bash scripts/bootstrap.sh --browser
 step "format" cargo fmt --all --check
 step "clippy (native, all targets)" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "clippy (wasm32: edge, shared)" \
@@ -28,8 +29,11 @@ step "build the Worker" bash scripts/build-edge.sh
 step "wrangler deploy --dry-run" \
   env WRANGLER_SEND_METRICS=false node_modules/.bin/wrangler deploy --dry-run --outdir target/deploy-dry-run
 step "native tests" cargo test --locked -p homeroom-shared -p homeroom-media-node
+step "browser client unit tests" node --test tests/browser/unit/
 if [ "$quick" = 0 ]; then
   rm -rf target/e2e
-  step "end-to-end tests (wrangler dev)" cargo test --locked -p homeroom-tests
+  step "end-to-end and reliability tests (wrangler dev, media nodes)" cargo test --locked -p homeroom-tests
+  step "browser suite (Chromium)" bash scripts/test-browser.sh
+  step "fuzzers (short runs)" bash scripts/fuzz.sh --smoke
 fi
 printf '\nAll tests passed in %ss.\n' "$((SECONDS - total))"

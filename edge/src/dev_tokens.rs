@@ -24,6 +24,9 @@ struct Ask {
     user: Option<String>,
     #[serde(default)]
     tenant: Option<String>,
+    /// Token lifetime in seconds (10 s to 8 h; default 8 h), e.g. to try `auth.expiring` and `auth.refresh`.
+    #[serde(default)]
+    ttl_secs: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -40,7 +43,9 @@ pub fn enabled(env: &Env) -> bool {
     config::var(env, "DEV_TOKENS").is_some_and(|v| v.trim() == "true")
 }
 
-/// Handles `POST /v1/dev/token {name, role?, user?, tenant?}` → `{token, user, name, role, exp}`.
+/// Handles `POST /v1/dev/token {name, role?, user?, tenant?, ttl_secs?}` → `{token, user, name, role, exp}`.
+/// Any role may be asked for, `admin` included (to try the admin API locally): this endpoint exists only in
+/// development.
 pub async fn issue(mut req: Request, env: &Env) -> Response {
     if !enabled(env) {
         return fail(ErrorCode::NotFound, "no route for /v1/dev/token; see docs/protocol.md");
@@ -74,7 +79,7 @@ pub async fn issue(mut req: Request, env: &Env) -> Response {
         tenant: ask.tenant,
         rooms: None,
         perms: None,
-        exp: now + DEV_TOKEN_TTL_SECS,
+        exp: now + ask.ttl_secs.unwrap_or(DEV_TOKEN_TTL_SECS).clamp(10, DEV_TOKEN_TTL_SECS),
         nbf: None,
         iat: Some(now),
     };

@@ -245,13 +245,33 @@ impl RoomObject {
         ws.deserialize_attachment::<ConnRecord>().ok().flatten().map(|r| r.conn)
     }
 
+    fn identity(req: &Request) -> Result<Identity, Response> {
+        match req.headers().get(IDENTITY_HEADER).ok().flatten() {
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| http::fail(ErrorCode::Internal, format!("bad identity header: {e}"))),
+            None => Err(http::fail(ErrorCode::Unauthorized, "no identity; connect through /v1/rooms/{room}/ws")),
+        }
+    }
+
+    /// `probe=1`: would this identity be admitted? 204, or the refusal the upgrade would get.
+    async fn probe(&self, req: &Request) -> Response {
+        let identity = match Self::identity(req) {
+            Ok(identity) => identity,
+            Err(response) => return response,
+        };
+        let address = req.headers().get(ADDRESS_HEADER).ok().flatten();
+        let verdict = self.with_room(address.as_deref(), |room, now| room.check_admission(&identity, now));
+        self.finish().await;
+        match verdict {
+            Ok(Ok(())) => Response::empty().map(|r| r.with_status(204)).unwrap_or_else(|_| http::json(200, &())),
+            Ok(Err(e)) | Err(e) => http::error(&e),
+        }
+    }
+
     async fn upgrade(&self, req: &Request) -> Response {
-        let identity: Identity = match req.headers().get(IDENTITY_HEADER).ok().flatten() {
-            Some(json) => match serde_json::from_str(&json) {
-                Ok(identity) => identity,
-                Err(e) => return http::fail(ErrorCode::Internal, format!("bad identity header: {e}")),
-            },
-            None => return http::fail(ErrorCode::Unauthorized, "no identity; connect through /v1/rooms/{room}/ws"),
+        let identity = match Self::identity(req) {
+            Ok(identity) => identity,
+            Err(response) => return response,
         };
         let address = req.headers().get(ADDRESS_HEADER).ok().flatten();
         let geo = req.headers().get(GEO_HEADER).ok().flatten().and_then(|v| {
@@ -414,6 +434,7 @@ impl DurableObject for RoomObject {
         let path = req.path();
         Ok(match path.as_str() {
             "/ws" => self.upgrade(&req).await,
+            "/probe" => self.probe(&req).await,
             p if p.starts_with("/admin/") || p == "/media/lost" => {
                 let p = p.to_owned();
                 self.admin(req, &p).await

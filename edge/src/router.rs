@@ -135,11 +135,18 @@ async fn connect(req: Request, env: &Env, url: &Url, room: &str) -> Response {
         return fail(ErrorCode::Forbidden, format!("this token does not allow room \"{room}\""));
     }
     let upgrade = req.headers().get("upgrade").ok().flatten().unwrap_or_default();
-    if !upgrade.eq_ignore_ascii_case("websocket") {
-        return fail(ErrorCode::BadRequest, "this endpoint needs a WebSocket upgrade (Upgrade: websocket)")
-            .with_status(426);
+    let probe = !upgrade.eq_ignore_ascii_case("websocket");
+    if probe && query_param(url, "probe").as_deref() != Some("1") {
+        return fail(
+            ErrorCode::BadRequest,
+            "this endpoint needs a WebSocket upgrade (Upgrade: websocket); add probe=1 to a plain GET to ask whether \
+             you would be admitted",
+        )
+        .with_status(426);
     }
-    let mut inner = String::from("https://room/ws");
+    // A probe (plain GET with probe=1) runs the room's admission checks without joining: browsers cannot read
+    // the HTTP status of a refused upgrade, so they ask this way to show the reason.
+    let mut inner = String::from(if probe { "https://room/probe" } else { "https://room/ws" });
     let since = query_param(url, "since");
     let epoch = query_param(url, "epoch");
     match (&since, &epoch) {
@@ -164,7 +171,9 @@ async fn connect(req: Request, env: &Env, url: &Url, room: &str) -> Response {
         Err(e) => return fail(ErrorCode::Internal, format!("could not encode identity: {e}")),
     };
     let headers = Headers::new();
-    let _ = headers.set("upgrade", "websocket");
+    if !probe {
+        let _ = headers.set("upgrade", "websocket");
+    }
     let _ = headers.set(IDENTITY_HEADER, &identity_json);
     let _ = headers.set(ADDRESS_HEADER, &address);
     if let Some((lat, lon)) = req.cf().and_then(|cf| cf.coordinates()) {

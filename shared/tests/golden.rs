@@ -76,10 +76,11 @@ fn welcome() {
         you: participant(),
         participants: vec![participant()],
         history: vec![message()],
+        history_more: true,
         config: config(),
     };
     let expected = format!(
-        r#"{{"type":"welcome","protocol":1,"room":"math","epoch":"lx1","seq":9,"resumed":false,"you":{PARTICIPANT},"participants":[{PARTICIPANT}],"history":[{MESSAGE}],"config":{{"capacity":100,"max_frame_bytes":16384,"max_chat_chars":4000,"max_rid_chars":64,"rate_burst":30,"rate_per_sec":10,"typing_ttl_ms":5000,"cursor_interval_ms":50,"idle_after_ms":300000,"history_limit":500,"persist_messages":true,"ping_interval_ms":30000}}}}"#
+        r#"{{"type":"welcome","protocol":1,"room":"math","epoch":"lx1","seq":9,"resumed":false,"you":{PARTICIPANT},"participants":[{PARTICIPANT}],"history":[{MESSAGE}],"history_more":true,"config":{{"capacity":100,"max_frame_bytes":16384,"max_chat_chars":4000,"max_rid_chars":64,"rate_burst":30,"rate_per_sec":10,"typing_ttl_ms":5000,"cursor_interval_ms":50,"idle_after_ms":300000,"history_limit":500,"persist_messages":true,"ping_interval_ms":30000}}}}"#
     );
     golden(ServerFrame::Welcome(Box::new(welcome)), &expected);
 }

@@ -172,9 +172,17 @@ fn history_pages_backwards_and_respects_persistence() {
     s.request(a, Some("bad"), Req::History { before: None, limit: Some(0) });
     assert_eq!(error_code(&s.take(a)), Some(ErrorCode::BadRequest));
 
-    // A late joiner's welcome carries recent history.
+    // A late joiner's welcome carries recent history, and says whether there is more.
     let b = s.join("b", Role::Student);
-    assert_eq!(welcome(&s.take(b)).history.len(), 25);
+    let fb = s.take(b);
+    assert_eq!(welcome(&fb).history.len(), 25);
+    assert!(!welcome(&fb).history_more);
+    let mut small = Sim::new(Limits { welcome_history: 10, ..Limits::default() });
+    let a = small.join("a", Role::Student);
+    send_many(&mut small, a, 11);
+    let c = small.join("c", Role::Student);
+    let fc = small.take(c);
+    assert_eq!((welcome(&fc).history.len(), welcome(&fc).history_more), (10, true));
 
     // With persistence off, nothing is kept.
     let mut s = Sim::new(Limits { persist_messages: false, ..Limits::default() });
@@ -711,7 +719,8 @@ mod media {
             })
             .collect();
         assert!(
-            matches!(&commands[0], ControlCommand::Perms { participant, perms, .. } if participant == "a" && !perms.audio)
+            matches!(&commands[0], ControlCommand::Perms { participant, perms, .. } if participant == "a" && perms.audio),
+            "perms carry permissions; the mute travels as its own command: {commands:?}"
         );
         assert!(matches!(&commands[1], ControlCommand::Mute { kind: MediaKind::Audio, muted: true, .. }));
         assert!(matches!(&commands[2], ControlCommand::Kick { participant, .. } if participant == "a"));

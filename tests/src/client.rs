@@ -366,15 +366,12 @@ impl Client {
     }
 }
 
-/// Repeats a refused upgrade as a plain HTTP request to read the error body.
+/// Asks again with a plain `GET …&probe=1` (the room runs the same admission checks) to read the JSON body of
+/// a refused upgrade.
 async fn refusal_body(target: &Connect) -> Option<String> {
-    let url = target.url().replacen("ws://", "http://", 1);
-    let mut request = reqwest::Client::new()
-        .get(url)
-        .header("upgrade", "websocket")
-        .header("connection", "Upgrade")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+    let mut url = target.url().replacen("ws://", "http://", 1);
+    url.push_str(if url.contains('?') { "&probe=1" } else { "?probe=1" });
+    let mut request = reqwest::Client::new().get(url);
     if target.bearer {
         request = request.bearer_auth(&target.token);
     }

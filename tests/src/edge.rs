@@ -162,6 +162,36 @@ impl Edge {
         Ok(start.elapsed())
     }
 
+    /// The workerd processes of this edge (the proxy and the one running the Worker and its objects): every
+    /// process of its process group whose command is workerd.
+    pub fn workerd_pids(&self) -> Vec<u32> {
+        let Some(group) = self.child.as_ref().map(Child::id) else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+        let mut pids = Vec::new();
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid pgrp ...: comm may contain spaces, so split after the closing parenthesis.
+            let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+            let pgrp = rest.split_whitespace().nth(2).and_then(|v| v.parse::<u32>().ok());
+            if pgrp == Some(group) && head.contains("(workerd") {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Resident memory of this edge's workerd processes, in KiB.
+    pub fn workerd_rss_kib(&self) -> u64 {
+        self.workerd_pids()
+            .into_iter()
+            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+            .filter_map(|status| {
+                status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse::<u64>().ok()
+            })
+            .sum()
+    }
+
     /// The last lines of the wrangler log.
     pub fn log_tail(&self) -> String {
         tail(&self.log)

@@ -229,6 +229,15 @@ async fn clear_and_kick_work_and_are_refused_to_students() {
         .await
         .unwrap_err();
     assert_eq!((err.status(), err.code().as_deref()), (Some(403), Some("forbidden")));
+    // Browsers cannot read a refused upgrade's status: a plain GET with probe=1 tells them why.
+    let probe = |user: &str, role: Role| {
+        format!("{}/v1/rooms/moderation/ws?probe=1&token={}", edge.http(), minter().token(user, role))
+    };
+    let refused = reqwest::get(probe("s", Role::Student)).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 403);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("removed"), "{body}");
+    assert_eq!(reqwest::get(probe("newcomer", Role::Student)).await.unwrap().status().as_u16(), 204);
 
     teacher.request(chat("soon gone")).await.unwrap();
     let old_epoch = teacher.welcome.epoch.clone();

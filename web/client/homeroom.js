@@ -204,7 +204,8 @@ export class HomeroomClient extends Emitter {
   /** @param {{since: number, epoch: string} | null} resume */
   _socketUrl(resume) {
     const base = this.baseUrl.replace(/^http/, 'ws');
-    const params = new URLSearchParams({ token: this._token ?? '' });
+    // batch=1: a busy room may send several frames as one JSON array (see docs/protocol.md, "Coalescing").
+    const params = new URLSearchParams({ token: this._token ?? '', batch: '1' });
     if (resume) {
       params.set('since', String(resume.since));
       params.set('epoch', resume.epoch);
@@ -325,8 +326,8 @@ export class HomeroomClient extends Emitter {
       return;
     }
     if (!opened) {
-      // Browsers hide the HTTP status of a refused upgrade (the close code is 1006). Ask again with a plain GET:
-      // the edge checks the room id and token before it looks for the upgrade, so 400/401/403 come back as such.
+      // Browsers hide the HTTP status of a refused upgrade (the close code is 1006). Ask again with a plain GET and
+      // probe=1: the edge and the room run the same checks without joining and answer with the refusal (or 204).
       const refusal = await this._diagnoseRefusal();
       if (this._closedByUser || this._ws) return;
       if (refusal?.status === 401) {
@@ -335,6 +336,11 @@ export class HomeroomClient extends Emitter {
       }
       if (refusal && (refusal.status === 400 || refusal.status === 403 || refusal.status === 404)) {
         this._closeForGood(refusal.code, `The room refused the connection: ${refusal.message}`, code);
+        return;
+      }
+      if (refusal && (refusal.status === 409 || refusal.status === 429)) {
+        // Room full, or too many tabs of this user: worth retrying later, and worth saying why.
+        this._scheduleReconnect({ reason: 'refused', code, message: `${refusal.message} Retrying.` });
         return;
       }
       const offline = globalThis.navigator?.onLine === false;
@@ -357,8 +363,9 @@ export class HomeroomClient extends Emitter {
   async _diagnoseRefusal() {
     if (!this._fetch) return null;
     try {
-      const url = this._socketUrl(null).replace(/^ws/, 'http');
+      const url = `${this._socketUrl(null).replace(/^ws/, 'http')}&probe=1`;
       const response = await this._fetch(url, { method: 'GET', cache: 'no-store' });
+      if (response.status === 204) return { status: 204, code: 'ok', message: 'admitted' };
       let body = {};
       try {
         body = await response.json();
@@ -414,13 +421,21 @@ export class HomeroomClient extends Emitter {
   _onText(text) {
     this._sawTraffic();
     if (text === 'pong') return;
-    let frame;
+    let parsed;
     try {
-      frame = JSON.parse(text);
+      parsed = JSON.parse(text);
     } catch {
       this._log('warn', `ignoring a frame that is not JSON: ${text.slice(0, 80)}`);
       return;
     }
+    // A batch (JSON array) carries several frames, in order.
+    for (const frame of Array.isArray(parsed) ? parsed : [parsed]) {
+      if (frame && typeof frame === 'object') this._onFrame(frame);
+    }
+  }
+
+  /** @param {any} frame */
+  _onFrame(frame) {
     this.emit('frame', frame);
     if (frame.type === 'welcome') {
       this._onWelcome(frame);

@@ -51,6 +51,9 @@ pub struct Welcome {
     pub participants: Vec<Participant>,
     /// Recent chat history, oldest first (empty when resumed).
     pub history: Vec<ChatMessage>,
+    /// Older messages exist (page them with `history {before}`).
+    #[serde(default)]
+    pub history_more: bool,
     pub config: ClientConfig,
 }
 

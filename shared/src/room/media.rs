@@ -112,7 +112,8 @@ impl<S: RoomStore> Room<S> {
     pub(super) fn control_perms(&mut self, user: &UserId) {
         let Ok(p) = self.participant(user) else { return };
         let room = self.meta.address.clone();
-        let perms = MediaPerms::from_room(p.perms, p.muted);
+        // Mutes travel as `mute` commands of their own, so the node can tell a mute from a missing permission.
+        let perms = MediaPerms::from_room(p.perms, crate::protocol::MediaFlags::default());
         self.control(ControlCommand::Perms { room, participant: user.to_string(), perms });
     }
 

@@ -408,13 +408,19 @@ impl<S: RoomStore> Room<S> {
         result
     }
 
-    fn connect_inner(
-        &mut self,
+    /// Would `identity` be admitted now? The checks of [`Room::connect`] without joining: for clients that
+    /// cannot read an upgrade's HTTP refusal (browsers) and ask again with a plain request.
+    pub fn check_admission(&mut self, identity: &Identity, now: Timestamp) -> Result<(), ApiError> {
+        self.run_timers(now);
+        self.admission(identity, now).map(|_| ())
+    }
+
+    /// The admission checks: ban, capacity (moderators exempt), connections per user.
+    fn admission(
+        &self,
         identity: &Identity,
-        resume: Option<Resume>,
-        client: ClientInfo,
         now: Timestamp,
-    ) -> Result<Admitted, ApiError> {
+    ) -> Result<(ModerationRecord, Grant, Role, Perms), ApiError> {
         let user = &identity.user;
         let moderation = self.store.moderation(user).map_err(internal)?.unwrap_or_default();
         if let Some(until) = moderation.banned_until.filter(|until| *until > now) {
@@ -428,18 +434,17 @@ impl<S: RoomStore> Room<S> {
         }
         let grant = Grant { role: identity.role, perms: identity.perms };
         let (role, perms) = effective(&grant, &moderation);
-        let existing = self.members.get(user);
-        if existing.is_none() {
-            let capacity = self.effective_settings().capacity as usize;
-            if self.members.len() >= capacity && !perms.moderate {
-                return Err(ApiError::new(
-                    ErrorCode::RoomFull,
-                    format!("the room is full ({capacity} participants); try again later"),
-                ));
+        match self.members.get(user) {
+            None => {
+                let capacity = self.effective_settings().capacity as usize;
+                if self.members.len() >= capacity && !perms.moderate {
+                    return Err(ApiError::new(
+                        ErrorCode::RoomFull,
+                        format!("the room is full ({capacity} participants); try again later"),
+                    ));
+                }
             }
-        }
-        if let Some(member) = existing {
-            if member.conns.len() >= self.limits.max_conns_per_user as usize {
+            Some(member) if member.conns.len() >= self.limits.max_conns_per_user as usize => {
                 return Err(ApiError::new(
                     ErrorCode::RateLimited,
                     format!(
@@ -448,7 +453,20 @@ impl<S: RoomStore> Room<S> {
                     ),
                 ));
             }
+            Some(_) => {}
         }
+        Ok((moderation, grant, role, perms))
+    }
+
+    fn connect_inner(
+        &mut self,
+        identity: &Identity,
+        resume: Option<Resume>,
+        client: ClientInfo,
+        now: Timestamp,
+    ) -> Result<Admitted, ApiError> {
+        let user = &identity.user;
+        let (moderation, grant, role, perms) = self.admission(identity, now)?;
 
         let conn = ConnId(self.meta.next_conn);
         self.meta.next_conn += 1;
@@ -538,10 +556,16 @@ impl<S: RoomStore> Room<S> {
             }
             _ => None,
         };
-        let history = if replay.is_some() || !self.effective_settings().persist_messages {
-            Vec::new()
+        let (history, history_more) = if replay.is_some() || !self.effective_settings().persist_messages {
+            (Vec::new(), false)
         } else {
-            self.store.messages_before(None, self.limits.welcome_history).map_err(internal)?
+            let limit = self.limits.welcome_history;
+            let mut page = self.store.messages_before(None, limit.saturating_add(1)).map_err(internal)?;
+            let more = page.len() > limit as usize;
+            if more {
+                page.remove(0);
+            }
+            (page, more)
         };
         let welcome = Welcome {
             protocol: PROTOCOL_VERSION,
@@ -552,6 +576,7 @@ impl<S: RoomStore> Room<S> {
             you: self.participant(user)?,
             participants: self.participants(),
             history,
+            history_more,
             config: self.client_config(),
         };
         // The welcome and the replay go out at once: nothing is queued for a new connection yet, and

@@ -240,3 +240,34 @@ test('requests resolve with their ack, reject with the room error, and time out'
   socket.drop(1006);
   await assert.rejects(client.setHand(false), { code: 'offline' });
 });
+
+test('asks for batches and applies a batched frame (a JSON array) in order', async () => {
+  const client = makeClient();
+  const connected = client.connect();
+  const socket = await socketNumber(1);
+  assert.equal(socket.url.searchParams.get('batch'), '1');
+  socket.accept();
+  socket.deliver(welcome({ seq: 2 }));
+  await connected;
+  socket.deliver(JSON.stringify([chatEvent('e1', 3, 'one'), chatEvent('e1', 4, 'two'), chatEvent('e1', 5, 'three')]));
+  assert.deepEqual(client.state.messages.map((m) => m.text), ['one', 'two', 'three']);
+});
+
+test('a refusal the room explains (probe=1) is shown: a full room retries with the reason', async () => {
+  const asked = [];
+  const fetch = async (url) => {
+    asked.push(String(url));
+    return new Response(JSON.stringify({ code: 'room_full', message: 'the room is full (2 participants); try again later' }), {
+      status: 409,
+    });
+  };
+  const client = makeClient({ fetch });
+  const statuses = [];
+  client.on('status', (s) => statuses.push(s));
+  client.connect().catch(() => {});
+  const socket = await socketNumber(1);
+  socket.drop(1006);
+  await until(() => statuses.some((s) => s.message?.includes('the room is full')), 2000, 'the reason is shown');
+  assert.ok(asked[0].includes('probe=1'), asked[0]);
+  assert.equal(client.status.status, 'reconnecting');
+});
