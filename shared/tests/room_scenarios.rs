@@ -555,6 +555,14 @@ fn a_flooding_client_is_rate_limited_then_cut_while_others_are_unaffected() {
     }
     assert!(limited >= 1);
     assert_eq!(s.closed.get(&flood).unwrap().0, close::POLICY);
+    // The flooder is kept out for the cool-down, then may come back.
+    let again = s.identity("flood", Role::Student);
+    let err = s.connect(&again, None).unwrap_err();
+    assert_eq!(err.code, ErrorCode::RateLimited);
+    assert!(err.message.contains("too many refused frames"), "{}", err.message);
+    s.advance(s.limits.abuse_cooldown_ms);
+    let back = s.connect(&again, None).unwrap();
+    s.drop_conn(back);
     send(&mut s, calm, "c", "fine");
     assert!(ack(&s.take(calm)).seq.is_some());
 

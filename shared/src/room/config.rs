@@ -48,6 +48,9 @@ pub struct Limits {
     /// with 4008; they are forgiven at `strike_refill_per_sec`. Var `ABUSE_STRIKES`.
     pub abuse_strikes: u32,
     pub strike_refill_per_sec: u32,
+    /// A user cut for abuse (4008/4009) may not reconnect for this long (0: no cool-down). Var
+    /// `ABUSE_COOLDOWN_SECS`.
+    pub abuse_cooldown_ms: u64,
     /// Connections one user may hold in one room. Var `MAX_CONNECTIONS_PER_USER`.
     pub max_conns_per_user: u32,
     /// Largest `history` page.
@@ -85,6 +88,7 @@ impl Default for Limits {
             rate_per_sec: 10,
             abuse_strikes: 20,
             strike_refill_per_sec: 2,
+            abuse_cooldown_ms: 30_000,
             max_conns_per_user: 8,
             history_page_max: 100,
             ping_interval_ms: 30_000,
@@ -161,6 +165,9 @@ impl Limits {
         }
         if let Some(n) = num("ABUSE_STRIKES", 1, 1_000_000)? {
             l.abuse_strikes = to_u32(n);
+        }
+        if let Some(n) = num("ABUSE_COOLDOWN_SECS", 0, 24 * 3600)? {
+            l.abuse_cooldown_ms = n * 1000;
         }
         if let Some(n) = num("MAX_CONNECTIONS_PER_USER", 1, 10_000)? {
             l.max_conns_per_user = to_u32(n);

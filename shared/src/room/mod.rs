@@ -432,6 +432,15 @@ impl<S: RoomStore> Room<S> {
                 ),
             ));
         }
+        if let Some(until) = moderation.cooldown_until.filter(|until| *until > now) {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "this user was cut for too many refused frames; reconnect in {} s, more slowly",
+                    until.since(now).div_ceil(1000)
+                ),
+            ));
+        }
         let grant = Grant { role: identity.role, perms: identity.perms };
         let (role, perms) = effective(&grant, &moderation);
         match self.members.get(user) {
@@ -631,9 +640,26 @@ impl<S: RoomStore> Room<S> {
         }
         self.flush_all();
         self.outbox.push_back(Output::Close { conn, code, reason: reason.to_owned() });
+        if leave == LeaveReason::Policy {
+            // An abuser that reconnects at once would only repeat: keep it out for a while.
+            if let Some(user) = self.conns.get(&conn).map(|c| c.record.user.clone()) {
+                if let Err(e) = self.cool_down(&user, now) {
+                    self.poisoned |= e.code == ErrorCode::Internal;
+                }
+            }
+        }
         if let Err(e) = self.drop_conn(conn, leave, now) {
             self.poisoned |= e.code == ErrorCode::Internal;
         }
+    }
+
+    fn cool_down(&mut self, user: &UserId, now: Timestamp) -> Result<(), ApiError> {
+        if self.limits.abuse_cooldown_ms == 0 {
+            return Ok(());
+        }
+        let mut moderation = self.store.moderation(user).map_err(internal)?.unwrap_or_default();
+        moderation.cooldown_until = Some(now.plus_ms(self.limits.abuse_cooldown_ms));
+        self.store.put_moderation(user, &moderation).map_err(internal)
     }
 
     fn remove_member(&mut self, user: &UserId, reason: LeaveReason, now: Timestamp) -> Result<(), ApiError> {

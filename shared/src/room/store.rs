@@ -68,6 +68,9 @@ pub struct ModerationRecord {
     pub muted: MediaFlags,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub banned_until: Option<Timestamp>,
+    /// Cut for abuse (4008/4009): reconnects are refused until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_until: Option<Timestamp>,
 }
 
 /// The room's durable state. Every method is one synchronous storage operation.
