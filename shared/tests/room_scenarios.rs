@@ -751,3 +751,20 @@ mod media {
         );
     }
 }
+
+#[test]
+fn per_connection_state_stays_under_two_kilobytes() {
+    // What a connection costs the room: its attachment (ConnRecord) and its share of the participant record,
+    // both as stored (JSON). Names at their maximum length make this the worst case.
+    let mut s = sim();
+    let mut identity = s.identity("u", Role::Teacher);
+    identity.name = "N".repeat(80);
+    identity.user = UserId::parse(&"u".repeat(128)).unwrap();
+    let c = s.connect(&identity, None).unwrap();
+    s.take(c);
+    let record = s.room().conn_records().into_iter().next().unwrap();
+    let attachment = serde_json::to_vec(&record).unwrap().len();
+    let participant = serde_json::to_vec(&s.room().participants()[0]).unwrap().len();
+    eprintln!("per connection: attachment {attachment} B, participant {participant} B");
+    assert!(attachment + participant < 2048, "{attachment} + {participant} bytes");
+}
