@@ -2,8 +2,9 @@
 //! channel from the HTTP API. It only moves things: datagrams in, commands in, time in, datagrams out.
 //!
 //! Each turn of the loop waits for one of (a) a command, (b) readable datagrams (then takes up to
-//! [`RECV_BATCH`] without waiting), (c) the core's next deadline; hands it to the core with `Instant::now()`;
-//! then sends whatever the core queued. The time a turn spends in the core is the `run_loop_seconds` histogram.
+//! [`RECV_BATCH`] without waiting), (c) the core's next deadline; hands it to the core with `Instant::now()`
+//! — the datagrams of one turn as one batch (`Sfu::handle_datagrams`), so a video frame's packets are written
+//! to each subscriber first and each subscriber is drained once; then sends whatever the core queued. The time a turn spends in the core is the `run_loop_seconds` histogram.
 
 use crate::core::{CloseReason, CreateError, NewSession, SessionCreated, SessionId, SessionOwner, Sfu};
 use crate::metrics::Metrics;
@@ -73,7 +74,7 @@ pub(crate) async fn run(
     status: Arc<Status>,
     metrics: Metrics,
 ) {
-    let mut buf = vec![0u8; RECV_BUFFER];
+    let mut batch = RecvBatch::new();
     let mut outbox: Vec<Transmit> = Vec::new();
     loop {
         let deadline = sfu.next_deadline().min(Instant::now() + MAX_SLEEP);
@@ -87,19 +88,14 @@ pub(crate) async fn run(
                 }
                 metrics.run_loop_seconds.observe(started.elapsed().as_secs_f64());
             }
-            received = socket.recv_from(&mut buf) => {
+            readable = socket.readable() => {
                 let started = Instant::now();
-                match received {
-                    Ok((n, source)) => {
-                        feed(&mut sfu, source, buf.get(..n));
-                        for _ in 1..RECV_BATCH {
-                            match socket.try_recv_from(&mut buf) {
-                                Ok((n, source)) => feed(&mut sfu, source, buf.get(..n)),
-                                Err(_) => break,
-                            }
-                        }
+                match readable {
+                    Ok(()) => {
+                        batch.fill(&socket);
+                        sfu.handle_datagrams(Instant::now(), batch.datagrams());
                     }
-                    Err(e) => tracing::debug!(error = %e, "UDP receive error (ignored)"),
+                    Err(e) => tracing::debug!(error = %e, "UDP socket error (ignored)"),
                 }
                 metrics.run_loop_seconds.observe(started.elapsed().as_secs_f64());
             }
@@ -120,9 +116,38 @@ pub(crate) async fn run(
     }
 }
 
-fn feed(sfu: &mut Sfu, source: SocketAddr, datagram: Option<&[u8]>) {
-    if let Some(datagram) = datagram {
-        sfu.handle_datagram(Instant::now(), source, datagram);
+/// Up to [`RECV_BATCH`] datagrams read in one turn, in fixed buffers reused from turn to turn.
+struct RecvBatch {
+    buffers: Vec<Vec<u8>>,
+    received: Vec<(SocketAddr, usize)>,
+}
+
+impl RecvBatch {
+    fn new() -> Self {
+        RecvBatch { buffers: vec![vec![0u8; RECV_BUFFER]; RECV_BATCH], received: Vec::with_capacity(RECV_BATCH) }
+    }
+
+    /// Reads what the socket has without waiting, up to [`RECV_BATCH`] datagrams.
+    fn fill(&mut self, socket: &UdpSocket) {
+        self.received.clear();
+        for buffer in &mut self.buffers {
+            match socket.try_recv_from(buffer) {
+                Ok((n, source)) => self.received.push((source, n)),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors (a peer's port closed) surface here on Linux; the next datagram may be fine.
+                    tracing::debug!(error = %e, "UDP receive error (ignored)");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        self.received
+            .iter()
+            .zip(&self.buffers)
+            .filter_map(|((source, n), buffer)| buffer.get(..*n).map(|datagram| (*source, datagram)))
     }
 }
 

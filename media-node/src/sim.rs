@@ -168,6 +168,40 @@ impl SimNetwork {
         self.deliver();
     }
 
+    /// Advances simulated time by `step` for peer `index` alone (not the node, not the other peers) and returns
+    /// what it sent to the node. With [`SimNetwork::feed_node`], this times the node's forwarding path on its
+    /// own (see `benches/forwarding.rs`); the network's other methods keep working afterwards.
+    pub fn step_peer(&mut self, index: usize, step: Duration) -> Vec<Vec<u8>> {
+        self.now += step;
+        let now = self.now;
+        let node_addr = self.node_addr;
+        let Some((_, peer)) = self.peers.get_mut(index) else {
+            return Vec::new();
+        };
+        peer.handle_timeout(now);
+        peer.take_transmits().into_iter().filter(|t| t.destination == node_addr).map(|t| t.contents.to_vec()).collect()
+    }
+
+    /// Hands `datagrams` from peer `index` to the node at the current simulated time: as one batch
+    /// ([`Sfu::handle_datagrams`]) or one by one ([`Sfu::handle_datagram`]); then lets the node handle its due
+    /// timers. Returns how many datagrams the node queued, and drops them (the peers do not receive them).
+    pub fn feed_node(&mut self, index: usize, datagrams: &[Vec<u8>], batch: bool) -> usize {
+        let Some(source) = self.peers.get(index).map(|(_, p)| p.local_addr()) else {
+            return 0;
+        };
+        let started = Instant::now();
+        if batch {
+            self.sfu.handle_datagrams(self.now, datagrams.iter().map(|d| (source, d.as_slice())));
+        } else {
+            for datagram in datagrams {
+                self.sfu.handle_datagram(self.now, source, datagram);
+            }
+        }
+        self.sfu.handle_timeout(self.now);
+        self.node_busy += started.elapsed();
+        self.sfu.take_transmits().len()
+    }
+
     /// Moves datagrams until none are in flight (zero latency, no loss).
     fn deliver(&mut self) {
         for _ in 0..10_000 {

@@ -68,6 +68,34 @@ def main() -> None:
             "node_expired": encode(hs256, {**node, "exp": now - 1}, node_secret),
         }
     )
+    # Media tokens (for a node named "attack-node"): valid only with NODE_SECRET, for that node, unexpired.
+    media = {
+        "sub": "mallory",
+        "room": "default/vault",
+        "node": "attack-node",
+        "perms": {"audio": True, "video": True, "screen": True, "subscribe": True},
+        "exp": now + 300,
+    }
+    tokens.update(
+        {
+            "media_valid": encode(hs256, media, node_secret),
+            "media_wrong_key": encode(hs256, media, secret),
+            "media_alg_none": encode({"alg": "none"}, media, node_secret, signature=""),
+            "media_expired": encode(hs256, {**media, "exp": now - 1}, node_secret),
+            "media_other_node": encode(hs256, {**media, "node": "some-other-node"}, node_secret),
+            "media_tampered_perms": ".".join(
+                [
+                    encode(hs256, {**media, "perms": {**media["perms"], "screen": False}}, node_secret).split(".")[0],
+                    b64url(json.dumps(media).encode()),
+                    encode(hs256, {**media, "perms": {**media["perms"], "screen": False}}, node_secret).split(".")[2],
+                ]
+            ),
+            # The edge's control token: only NODE_SECRET-signed with sub "edge" may moderate.
+            "control_valid": encode(hs256, {"sub": "edge", "exp": now + 60}, node_secret),
+            "control_wrong_key": encode(hs256, {"sub": "edge", "exp": now + 60}, secret),
+            "control_user_token": encode(hs256, admin, secret),
+        }
+    )
     print(json.dumps(tokens))
 
 

@@ -6,6 +6,7 @@ use homeroom_shared::media::NodeHeartbeat;
 use homeroom_shared::protocol::Role;
 use homeroom_tests::client::{Client, Connect};
 use homeroom_tests::edge::Edge;
+use homeroom_tests::media::MediaNode;
 use homeroom_tests::repo_root;
 use homeroom_tests::tokens::{dev_var, now_secs, Minter};
 use std::collections::BTreeMap;
@@ -27,8 +28,10 @@ async fn forged_tokens_are_refused_everywhere_and_valid_ones_accepted() {
     let edge = Edge::start().await.expect("edge starts");
     let http = reqwest::Client::new();
     let tokens = forged();
-    let user_attacks: Vec<&String> =
-        tokens.keys().filter(|k| !k.starts_with("valid_") && !k.starts_with("node_")).collect();
+    let user_attacks: Vec<&String> = tokens
+        .keys()
+        .filter(|k| !["valid_", "node_", "media_", "control_"].iter().any(|prefix| k.starts_with(prefix)))
+        .collect();
     assert!(user_attacks.len() >= 15);
 
     for name in &user_attacks {
@@ -101,6 +104,51 @@ async fn forged_tokens_are_refused_everywhere_and_valid_ones_accepted() {
     let admin =
         http.get(format!("{}/v1/rooms/vault", edge.http())).bearer_auth(&tokens["valid_admin"]).send().await.unwrap();
     assert_eq!(admin.status().as_u16(), 200);
+
+    // The media node: forged media tokens cannot open a session, forged control tokens cannot moderate.
+    let node = MediaNode::start("attack-node", "eu-west", &edge.http()).expect("media node starts");
+    node.wait_healthy(std::time::Duration::from_secs(10)).await.unwrap();
+    let offer = "v=0\r\n"; // not a usable offer: a valid token gets past authentication and then 400
+    for (name, expected) in [
+        ("media_wrong_key", 401),
+        ("media_alg_none", 401),
+        ("media_expired", 401),
+        ("media_tampered_perms", 401),
+        ("media_other_node", 403),
+        ("valid_admin", 401),
+        ("media_valid", 400),
+    ] {
+        let status = http
+            .post(format!("{}/v1/sessions", node.url))
+            .bearer_auth(&tokens[name])
+            .header("content-type", "application/sdp")
+            .body(offer)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(status, expected, "{name} at the media node's /v1/sessions");
+    }
+    let command = serde_json::json!({"type": "close_room", "room": "default/vault"});
+    for (name, ok) in
+        [("control_wrong_key", false), ("control_user_token", false), ("media_valid", false), ("control_valid", true)]
+    {
+        let status = http
+            .post(format!("{}/v1/control", node.url))
+            .bearer_auth(&tokens[name])
+            .json(&command)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if ok {
+            assert_eq!(status, 200, "{name} at /v1/control");
+        } else {
+            assert!(matches!(status, 401 | 403), "{name} at /v1/control: {status}");
+        }
+    }
 
     // Tenants and room scopes: an admin of another tenant sees its own (empty) room, not ours.
     let m = Minter::dev().unwrap();

@@ -12,7 +12,7 @@ use homeroom_shared::media::Quality;
 use homeroom_shared::protocol::MediaKind;
 use std::time::Instant;
 use str0m::media::{Mid, Pt, Rid};
-use str0m::rtp::Vp8Patch;
+use str0m::rtp::{Ssrc, Vp8Patch};
 
 /// Where the subscriber's m-line for this track is in the offer/answer cycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +62,8 @@ pub(crate) struct Subscription {
     pub(crate) forwarder: Forwarder,
     /// Publisher payload type → subscriber payload type (`None`: the subscriber did not negotiate the codec).
     pt_map: Vec<(Pt, Option<Pt>)>,
+    /// The SSRC of the subscriber-side send stream, once looked up (checked against the mid on every use).
+    pub(crate) ssrc_out: Option<Ssrc>,
 }
 
 impl Subscription {
@@ -75,6 +77,7 @@ impl Subscription {
             quality: None,
             forwarder: Forwarder::default(),
             pt_map: Vec::new(),
+            ssrc_out: None,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use str0m::media::Mid;
 
 /// One participant session (one `Rtc`, one WebRTC peer connection). Shown as 16 hex digits in URLs
@@ -56,6 +56,31 @@ impl fmt::Display for TrackKey {
     }
 }
 
+/// Hashing for maps keyed by [`SessionId`]: the ids are drawn at random by the node, so their own bits are a good
+/// hash (no attacker chooses them) and the per-packet lookups of the fan-out skip SipHash.
+pub(crate) type IdHasher = BuildHasherDefault<IdHash>;
+
+/// The [`Hasher`] of [`IdHasher`]: takes the last `u64` written (what `SessionId`'s derived `Hash` writes).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct IdHash(u64);
+
+impl Hasher for IdHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `SessionId`; anything else still hashes (FNV-1a), just not as fast.
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +92,14 @@ mod tests {
         assert_eq!(SessionId::parse("xyz"), None);
         assert_eq!(SessionId::parse("00000000000000zz"), None);
         assert_ne!(SessionId::random(1), SessionId::random(2));
+    }
+
+    #[test]
+    fn the_id_hasher_keeps_a_session_ids_bits() {
+        let id = SessionId::from_u64(0xdead_beef_0042);
+        assert_eq!(IdHasher::default().hash_one(id), 0xdead_beef_0042);
+        let mut map: std::collections::HashMap<SessionId, u8, IdHasher> = std::collections::HashMap::default();
+        map.insert(id, 1);
+        assert_eq!(map.get(&id), Some(&1));
     }
 }

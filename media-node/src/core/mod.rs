@@ -190,13 +190,31 @@ struct KeyframeWant {
 }
 
 /// Outputs of drains, shared by all sessions (a separate struct so it can be borrowed next to one session).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Io {
+    /// The time of the entry point being handled (drains feed due pacer timeouts with it).
+    now: Instant,
     outbox: Vec<Transmit>,
     events: VecDeque<(SessionId, Event)>,
     deadlines: deadlines::Deadlines,
     keyframe_wants: Vec<KeyframeWant>,
     closing: Vec<(SessionId, CloseReason)>,
+    /// Sessions written to (forwarded packets) but not drained yet; see [`Sfu::flush`].
+    dirty: Vec<SessionId>,
+}
+
+impl Io {
+    fn new(now: Instant) -> Self {
+        Io {
+            now,
+            outbox: Vec::new(),
+            events: VecDeque::new(),
+            deadlines: deadlines::Deadlines::default(),
+            keyframe_wants: Vec::new(),
+            closing: Vec::new(),
+            dirty: Vec::new(),
+        }
+    }
 }
 
 mod deadlines;
@@ -206,7 +224,7 @@ mod deadlines;
 pub struct Sfu {
     config: SfuConfig,
     metrics: Metrics,
-    sessions: HashMap<SessionId, Session>,
+    sessions: HashMap<SessionId, Session, ids::IdHasher>,
     rooms: HashMap<Arc<str>, Vec<SessionId>>,
     demux: Demux,
     io: Io,
@@ -224,10 +242,10 @@ impl Sfu {
         Sfu {
             config,
             metrics,
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             rooms: HashMap::new(),
             demux: Demux::default(),
-            io: Io::default(),
+            io: Io::new(now),
             to_negotiate: BTreeSet::new(),
             to_reconcile: BTreeSet::new(),
             next_housekeeping: now + HOUSEKEEPING_INTERVAL,
@@ -311,6 +329,7 @@ impl Sfu {
     /// Accepts a client's offer: a new `Rtc` (ICE-lite, RTP mode, the node's one host candidate), the answer,
     /// and subscriptions to what its room already publishes.
     pub fn create_session(&mut self, now: Instant, request: NewSession) -> Result<SessionCreated, CreateError> {
+        self.io.now = now;
         if self.draining {
             return Err(CreateError::Draining);
         }
@@ -368,7 +387,7 @@ impl Sfu {
                 self.on_media_changed(now, id, mid, direction);
             }
         }
-        self.settle(now);
+        self.finish(now);
         self.update_gauges();
         Ok(SessionCreated { id, answer_sdp: answer.to_sdp_string() })
     }
@@ -378,21 +397,42 @@ impl Sfu {
         if !self.sessions.contains_key(&id) {
             return false;
         }
+        self.io.now = now;
         self.close_now(id, reason);
-        self.settle(now);
+        self.finish(now);
         true
     }
 
     /// Closes every session (end of a drain).
     pub fn close_all(&mut self, now: Instant, reason: CloseReason) {
+        self.io.now = now;
         for id in self.session_ids() {
             self.close_now(id, reason);
         }
-        self.settle(now);
+        self.finish(now);
     }
 
     /// One datagram from `source` arrived on the shared socket.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) {
+        self.io.now = now;
+        self.receive(now, source, datagram);
+        self.finish(now);
+    }
+
+    /// Several datagrams that arrived together (one `recvmmsg`): each is handled as by
+    /// [`Sfu::handle_datagram`], but the packets they forward are written to each subscriber's send streams
+    /// first and every subscriber is drained once at the end, so a video frame costs one drain per subscriber
+    /// rather than one per packet.
+    pub fn handle_datagrams<'a>(&mut self, now: Instant, datagrams: impl IntoIterator<Item = (SocketAddr, &'a [u8])>) {
+        self.io.now = now;
+        for (source, datagram) in datagrams {
+            self.receive(now, source, datagram);
+        }
+        self.finish(now);
+    }
+
+    /// Routes one datagram to its session and settles what it caused, leaving forwarded packets undrained.
+    fn receive(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) {
         self.metrics.datagrams_in.inc();
         self.metrics.udp_bytes_in.inc_by(datagram.len() as u64);
         let Some(id) = self.demux.route(source, datagram) else {
@@ -406,6 +446,10 @@ impl Sfu {
         let Ok(contents) = DatagramRecv::try_from(datagram) else {
             return;
         };
+        if session.needs_drain {
+            // Packets written to it earlier in this batch go out before it takes new input.
+            drain(&mut self.io, session);
+        }
         session.last_rx = now;
         let input = Input::Receive(
             now,
@@ -420,6 +464,7 @@ impl Sfu {
 
     /// Time passed: advances the sessions that are due and runs housekeeping when it is due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.io.now = now;
         let mut due = Vec::new();
         self.io.deadlines.take_due(now, &mut due);
         for id in due {
@@ -434,11 +479,12 @@ impl Sfu {
             self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
             self.housekeeping(now);
         }
-        self.settle(now);
+        self.finish(now);
     }
 
     /// Applies an edge-signed moderation command. Returns how many sessions it touched.
     pub fn control(&mut self, now: Instant, command: &ControlCommand) -> u32 {
+        self.io.now = now;
         let touched = match command {
             ControlCommand::Mute { room, participant, kind, muted } => {
                 self.set_muted(now, room, participant, *kind, *muted)
@@ -459,7 +505,7 @@ impl Sfu {
             }
             ControlCommand::Perms { room, participant, perms } => self.set_perms(now, room, participant, *perms),
         };
-        self.settle(now);
+        self.finish(now);
         u32::try_from(touched).unwrap_or(u32::MAX)
     }
 
@@ -481,6 +527,31 @@ impl Sfu {
             .filter(|id| participant.is_none_or(|p| self.sessions.get(*id).is_some_and(|s| s.participant == p)))
             .copied()
             .collect()
+    }
+
+    /// Settles, then drains every session written to since the last flush, until nothing is left: the end of
+    /// every entry point.
+    fn finish(&mut self, now: Instant) {
+        for _ in 0..MAX_SETTLE_ROUNDS {
+            self.settle(now);
+            if !self.flush() {
+                return;
+            }
+        }
+        tracing::warn!("the core did not finish within {MAX_SETTLE_ROUNDS} rounds; continuing on the next input");
+    }
+
+    /// Drains the sessions forwarded packets were written to ([`Io::dirty`]). Returns whether that produced
+    /// events to settle.
+    fn flush(&mut self) -> bool {
+        for id in std::mem::take(&mut self.io.dirty) {
+            if let Some(session) = self.sessions.get_mut(&id) {
+                if session.needs_drain {
+                    drain(&mut self.io, session);
+                }
+            }
+        }
+        !self.io.events.is_empty() || !self.io.closing.is_empty()
     }
 
     /// Handles queued events, keyframe wants, reconciliations, renegotiations and closes until none are left.
@@ -664,6 +735,7 @@ impl Sfu {
         let Some(members) = self.rooms.get(&room) else {
             return;
         };
+        let (mut sent, mut switches, mut failed) = (0u64, 0u64, 0u64);
         for member in members {
             if *member == publisher {
                 continue;
@@ -674,18 +746,28 @@ impl Sfu {
             match subscriber.forward(source, &outgoing) {
                 Delivery::NotForThisSession => {}
                 Delivery::Sent { switched } => {
-                    self.metrics.packets_out.inc_by(kind, 1);
-                    self.metrics.bytes_out.inc_by(kind, packet.payload.len() as u64);
-                    if switched {
-                        self.metrics.layer_switches.inc();
-                    }
+                    sent += 1;
+                    switches += u64::from(switched);
                     subscriber.first_forward_at.get_or_insert(now);
-                    drain(&mut self.io, subscriber);
+                    // Drained once the whole input batch is handled (`Sfu::flush`).
+                    if !subscriber.needs_drain {
+                        subscriber.needs_drain = true;
+                        self.io.dirty.push(*member);
+                    }
                 }
-                Delivery::Failed => {
-                    self.metrics.forwarding_errors.inc();
-                }
+                Delivery::Failed => failed += 1,
             }
+        }
+        // Counted once per packet rather than once per subscriber: the counters are shared atomics.
+        if sent > 0 {
+            self.metrics.packets_out.inc_by(kind, sent);
+            self.metrics.bytes_out.inc_by(kind, sent * packet.payload.len() as u64);
+        }
+        if switches > 0 {
+            self.metrics.layer_switches.inc_by(switches);
+        }
+        if failed > 0 {
+            self.metrics.forwarding_errors.inc_by(failed);
         }
     }
 
@@ -1066,8 +1148,21 @@ fn offered_mids(sdp: &str) -> Vec<Mid> {
     sdp.lines().filter_map(|line| line.trim().strip_prefix("a=mid:")).map(|mid| Mid::from(mid.trim())).collect()
 }
 
-/// Drains one session's `Rtc` until `Output::Timeout` (step 2 of the run loop).
+/// How far ahead of the entry point's time a drain feeds a timeout itself rather than scheduling it. str0m's
+/// pacer (on when bandwidth estimation is) releases one packet per `Input::Timeout` and asks for the next one a
+/// microsecond later; handling those in the drain saves a turn of the run loop per paced packet. Deadlines
+/// further away (real pacing delays, RTCP, ICE) are scheduled as usual.
+const INLINE_TIMEOUT_WINDOW: Duration = Duration::from_micros(200);
+/// Most timeouts one drain feeds inline (a burst of paced packets), so one session cannot hog a turn.
+const MAX_INLINE_TIMEOUTS: usize = 64;
+
+/// Drains one session's `Rtc` until `Output::Timeout` (step 2 of the run loop). A timeout due within
+/// [`INLINE_TIMEOUT_WINDOW`] of `io.now` is fed at once and the drain goes on; the final one goes to the
+/// deadline set.
 fn drain(io: &mut Io, session: &mut Session) {
+    session.needs_drain = false;
+    let mut inline = 0;
+    let mut last_fed: Option<Instant> = None;
     loop {
         if !session.rtc.is_alive() {
             io.deadlines.remove(session.id);
@@ -1076,6 +1171,16 @@ fn drain(io: &mut Io, session: &mut Session) {
         }
         match session.rtc.poll_output() {
             Ok(Output::Timeout(at)) => {
+                // Only ever forward in time, so a timer str0m keeps re-arming cannot spin here.
+                let advances = last_fed.is_none_or(|fed| at > fed);
+                if inline < MAX_INLINE_TIMEOUTS && advances && at <= io.now + INLINE_TIMEOUT_WINDOW {
+                    inline += 1;
+                    let feed = at.max(io.now);
+                    last_fed = Some(feed);
+                    if session.rtc.handle_input(Input::Timeout(feed)).is_ok() {
+                        continue;
+                    }
+                }
                 io.deadlines.set(session.id, at);
                 return;
             }

@@ -109,6 +109,8 @@ pub(crate) struct Session {
     pub(crate) connected_at: Option<Instant>,
     pub(crate) first_forward_at: Option<Instant>,
     pub(crate) close_reason: Option<CloseReason>,
+    /// Forwarded packets were written to `rtc` and it has not been drained since (see `Sfu::flush`).
+    pub(crate) needs_drain: bool,
 }
 
 /// Who a session belongs to, for authorising `DELETE` and for control commands.
@@ -158,6 +160,7 @@ impl Session {
             connected_at: None,
             first_forward_at: None,
             close_reason: None,
+            needs_drain: false,
         }
     }
 
@@ -247,7 +250,17 @@ impl Session {
         };
         let kind = sub.kind;
         let mut direct = self.rtc.direct_api();
-        let Some(stream) = direct.stream_tx_by_mid(mid, None) else {
+        // The send stream by its cached SSRC (a hash lookup) rather than by mid (a scan of every send stream).
+        let cached = sub.ssrc_out.filter(|ssrc| direct.stream_tx(ssrc).is_some_and(|s| s.mid() == mid));
+        let stream = match cached {
+            Some(ssrc) => direct.stream_tx(&ssrc),
+            None => {
+                let stream = direct.stream_tx_by_mid(mid, None);
+                sub.ssrc_out = stream.as_ref().map(|s| s.ssrc());
+                stream
+            }
+        };
+        let Some(stream) = stream else {
             return Delivery::Failed;
         };
         let ext_vals = ExtensionValues {
