@@ -28,12 +28,16 @@ step "clippy (wasm32: edge, shared)" \
 step "build the Worker" bash scripts/build-edge.sh
 step "wrangler deploy --dry-run" \
   env WRANGLER_SEND_METRICS=false node_modules/.bin/wrangler deploy --dry-run --outdir target/deploy-dry-run
-step "native tests" cargo test --locked -p homeroom-shared -p homeroom-media-node
+step "native tests" cargo test --locked -p homeroom-shared -p homeroom-media-node -p homeroom-bench
 step "browser client unit tests" node --test tests/browser/unit/
 if [ "$quick" = 0 ]; then
   rm -rf target/e2e
   step "end-to-end and reliability tests (wrangler dev, media nodes)" cargo test --locked -p homeroom-tests
   step "browser suite (Chromium)" bash scripts/test-browser.sh
   step "fuzzers (short runs)" bash scripts/fuzz.sh --smoke
+  # Benchmarks are tools, not tests: here each runs once, tiny, so they keep working (docs/benchmarks.md).
+  step "criterion benches (one iteration each)" \
+    cargo bench --locked -p homeroom-shared -p homeroom-media-node --benches -- --test
+  step "signaling benchmark (smoke)" bash scripts/bench-signaling.sh --smoke
 fi
 printf '\nAll tests passed in %ss.\n' "$((SECONDS - total))"

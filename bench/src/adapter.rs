@@ -85,7 +85,8 @@ async fn next_text(ws: &mut Ws, adapter: Adapter) -> Result<String, JoinError> {
 /// socket.io: the join event's ack; ws: `joined`).
 pub async fn join(adapter: Adapter, base: &str, room: &str, token: Option<&str>) -> Result<Ws, JoinError> {
     let url = match adapter {
-        Adapter::Homeroom => format!("{base}/v1/rooms/{room}/ws?token={}", token.unwrap_or_default()),
+        // `batch=1`: busy rooms coalesce events into one frame per flush window (docs/protocol.md, "Batching").
+        Adapter::Homeroom => format!("{base}/v1/rooms/{room}/ws?batch=1&token={}", token.unwrap_or_default()),
         Adapter::Socketio => format!("{base}/socket.io/?EIO=4&transport=websocket"),
         Adapter::Ws => format!("{base}/"),
     };
@@ -101,7 +102,8 @@ pub async fn join(adapter: Adapter, base: &str, room: &str, token: Option<&str>)
     match adapter {
         Adapter::Homeroom => {
             let first = next_text(&mut ws, adapter).await?;
-            if !first.starts_with("{\"type\":\"welcome\"") {
+            // The welcome comes alone, or first in a batch when the room is coalescing.
+            if !(first.starts_with("{\"type\":\"welcome\"") || first.starts_with("[{\"type\":\"welcome\"")) {
                 return Err(JoinError::Unexpected(format!("{} (expected the welcome)", head(&first))));
             }
         }
@@ -185,20 +187,29 @@ pub enum Incoming {
     Other,
 }
 
-/// Classifies a received text frame.
+/// Classifies a received text frame (the first benchmark message in it, if any).
 pub fn classify(adapter: Adapter, text: &str) -> Incoming {
+    classify_all(adapter, text).first().copied().unwrap_or(Incoming::Other)
+}
+
+/// Every benchmark message in a received text frame, in order: one for a single frame, several for a
+/// Homeroom batch (a JSON array of frames); `[Ping]` for an Engine.IO ping; empty otherwise.
+pub fn classify_all(adapter: Adapter, text: &str) -> Vec<Incoming> {
     if adapter == Adapter::Socketio && text == "2" {
-        return Incoming::Ping;
+        return vec![Incoming::Ping];
     }
-    let Some(at) = text.find("bench:") else { return Incoming::Other };
-    let mut parts = text.get(at + 6..).unwrap_or_default().splitn(4, ':');
-    let step = parts.next().and_then(|s| s.parse().ok());
-    let seq = parts.next().and_then(|s| s.parse().ok());
-    let sched = parts.next().and_then(|s| s.parse().ok());
-    match (step, seq, sched) {
-        (Some(step), Some(seq), Some(sched_us)) => Incoming::Bench { step, seq, sched_us },
-        _ => Incoming::Other,
-    }
+    text.match_indices("bench:")
+        .filter_map(|(at, _)| {
+            let mut parts = text.get(at + 6..).unwrap_or_default().splitn(4, ':');
+            let step = parts.next().and_then(|s| s.parse().ok());
+            let seq = parts.next().and_then(|s| s.parse().ok());
+            let sched = parts.next().and_then(|s| s.parse().ok());
+            match (step, seq, sched) {
+                (Some(step), Some(seq), Some(sched_us)) => Some(Incoming::Bench { step, seq, sched_us }),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -225,6 +236,21 @@ mod tests {
         assert_eq!(v["type"], "chat.send");
         assert_eq!(v["rid"], "b1");
         assert_eq!(v["text"], "bench:1:2:3:");
+    }
+
+    #[test]
+    fn a_homeroom_batch_holds_several_messages() {
+        let one =
+            |seq| format!("{{\"type\":\"chat.message\",\"message\":{{\"text\":\"{}\"}}}}", payload(1, seq, 7, 40));
+        let batch = format!("[{},{},{}]", one(1), one(2), one(3));
+        let seqs: Vec<u64> = classify_all(Adapter::Homeroom, &batch)
+            .into_iter()
+            .filter_map(|m| match m {
+                Incoming::Bench { seq, .. } => Some(seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
     }
 
     #[test]

@@ -116,18 +116,28 @@ pub async fn member_loop(
     loop {
         tokio::select! {
             msg = ws.next() => match msg {
-                Some(Ok(Message::Text(text))) => match adapter::classify(adapter, text.as_str()) {
-                    Incoming::Bench { step, sched_us, .. } => rec.delivered(step, sched_us, text.len()),
-                    Incoming::Ping => {
-                        if let Err(e) = ws.send(Message::text("3")).await {
-                            rec.closed(format!("answering an Engine.IO ping: {e}"));
-                            return;
-                        }
-                    }
-                    Incoming::Other => {
+                Some(Ok(Message::Text(text))) => {
+                    let incoming = adapter::classify_all(adapter, text.as_str());
+                    if incoming.is_empty() {
                         rec.other_frames.fetch_add(1, Ordering::Relaxed);
                     }
-                },
+                    // A batch's bytes are shared among the messages it carries.
+                    let bytes = text.len() / incoming.len().max(1);
+                    for item in incoming {
+                        match item {
+                            Incoming::Bench { step, sched_us, .. } => rec.delivered(step, sched_us, bytes),
+                            Incoming::Ping => {
+                                if let Err(e) = ws.send(Message::text("3")).await {
+                                    rec.closed(format!("answering an Engine.IO ping: {e}"));
+                                    return;
+                                }
+                            }
+                            Incoming::Other => {
+                                rec.other_frames.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
                 Some(Ok(Message::Close(frame))) => {
                     rec.closed(format!("closed by the server: {}", frame.map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default()));
                     return;
