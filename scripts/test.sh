@@ -36,8 +36,6 @@ if [ "$quick" = 0 ]; then
   step "browser suite (Chromium)" bash scripts/test-browser.sh
   step "fuzzers (short runs)" bash scripts/fuzz.sh --smoke
   # Benchmarks are tools, not tests: here each runs once, tiny, so they keep working (docs/benchmarks.md).
-  step "criterion benches (one iteration each)" \
-    cargo bench --locked -p homeroom-shared -p homeroom-media-node --benches -- --test
-  step "signaling benchmark (smoke)" bash scripts/bench-signaling.sh --smoke
+  step "benchmarks (smoke)" bash scripts/bench.sh --smoke
 fi
 printf '\nAll tests passed in %ss.\n' "$((SECONDS - total))"
