@@ -22,6 +22,7 @@ pub mod media_control;
 pub mod registry_object;
 pub mod room_object;
 pub mod router;
+mod send;
 pub mod sql_store;
 
 use worker::{event, Context, Env, Request, Response, Result};

@@ -128,12 +128,7 @@ impl RoomObject {
         while let Some(output) = room.poll_output() {
             match output {
                 Output::Send { to, text } => {
-                    for conn in to {
-                        if let Some(ws) = sockets.get(&conn) {
-                            // A failed send means the socket is closing; its close event follows.
-                            let _ = ws.send_with_str(&*text);
-                        }
-                    }
+                    crate::send::send_to_all(&text, to.iter().filter_map(|conn| sockets.get(conn)));
                 }
                 Output::Close { conn, code, reason } => {
                     if let Some(ws) = sockets.remove(&conn) {
