@@ -4,7 +4,9 @@
 //! A frame's cost in the runtime is mostly per send, not per byte, so a room of a thousand members that
 //! relays every event as its own frame spends its time in the send path. The rule (Nagle-like, per room):
 //! - a room smaller than `min_conns`, or with no window open, sends at once — and opens a window of
-//!   `window_ms`;
+//!   `window_ms`, or longer in a big room: a flush costs one frame per connection, so the window is stretched
+//!   to keep a room within `frames_per_sec` frames per second (1,000 connections at 10,000 frames/s: 100 ms),
+//!   up to [`MAX_WINDOW_MS`];
 //! - inside an open window everything is queued (order kept per connection);
 //! - at the window's end the queue is flushed: each connection gets its queued texts as one frame (a JSON
 //!   array of frames, for clients that asked with `?batch=1`; one frame each otherwise). If anything was
@@ -18,18 +20,33 @@ use crate::time::Timestamp;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+/// The longest a window is stretched for a big room.
+pub(crate) const MAX_WINDOW_MS: u64 = 250;
+
 /// The queue and the window.
 #[derive(Debug, Default)]
 pub(crate) struct Coalescer {
     window_ms: u64,
     min_conns: usize,
+    /// Frames per second a room's flushes may cost (0: the window is always `window_ms`).
+    frames_per_sec: u64,
     window_until: Option<Timestamp>,
     pending: Vec<(Vec<ConnId>, Arc<str>)>,
 }
 
 impl Coalescer {
-    pub(crate) fn new(window_ms: u64, min_conns: usize) -> Self {
-        Coalescer { window_ms, min_conns, window_until: None, pending: Vec::new() }
+    pub(crate) fn new(window_ms: u64, min_conns: usize, frames_per_sec: u64) -> Self {
+        Coalescer { window_ms, min_conns, frames_per_sec, window_until: None, pending: Vec::new() }
+    }
+
+    /// The window for a room of `room_conns` connections: `window_ms`, stretched so that one frame per
+    /// connection per window stays within `frames_per_sec`, at most [`MAX_WINDOW_MS`].
+    pub(crate) fn window_len(&self, room_conns: usize) -> u64 {
+        if self.frames_per_sec == 0 {
+            return self.window_ms;
+        }
+        let stretched = (room_conns as u64).saturating_mul(1000).div_ceil(self.frames_per_sec);
+        self.window_ms.max(stretched.min(MAX_WINDOW_MS))
     }
 
     /// When the queue must be flushed, if anything is queued.
@@ -69,18 +86,24 @@ impl Coalescer {
             self.flush_all(outbox, |_| true);
         }
         outbox.push_back(Output::Send { to, text });
-        self.window_until = enabled.then(|| now.plus_ms(self.window_ms));
+        self.window_until = enabled.then(|| now.plus_ms(self.window_len(room_conns)));
     }
 
     /// Flushes the queue if its window is over; opens a new window if anything was flushed.
-    pub(crate) fn flush_due(&mut self, outbox: &mut VecDeque<Output>, batch: impl Fn(ConnId) -> bool, now: Timestamp) {
+    pub(crate) fn flush_due(
+        &mut self,
+        outbox: &mut VecDeque<Output>,
+        batch: impl Fn(ConnId) -> bool,
+        room_conns: usize,
+        now: Timestamp,
+    ) {
         let Some(until) = self.window_until else { return };
         if now < until {
             return;
         }
         let flushed = !self.pending.is_empty();
         self.flush_all(outbox, batch);
-        self.window_until = flushed.then(|| now.plus_ms(self.window_ms));
+        self.window_until = flushed.then(|| now.plus_ms(self.window_len(room_conns)));
     }
 
     /// Flushes everything queued now (before a close, or when the room shrinks).
@@ -154,7 +177,7 @@ mod tests {
 
     #[test]
     fn quiet_rooms_send_at_once_and_busy_rooms_batch_per_window() {
-        let mut c = Coalescer::new(20, 2);
+        let mut c = Coalescer::new(20, 2, 0);
         let mut out = VecDeque::new();
         let all = vec![ConnId(1), ConnId(2)];
         c.emit(&mut out, all.clone(), Arc::from("{\"a\":1}"), 2, Timestamp(0));
@@ -163,13 +186,13 @@ mod tests {
         c.emit(&mut out, vec![ConnId(2)], Arc::from("{\"c\":3}"), 2, Timestamp(6));
         assert_eq!(texts(&out).len(), 1, "queued inside the window");
         assert_eq!(c.next_flush(), Some(Timestamp(20)));
-        c.flush_due(&mut out, |conn| conn == ConnId(2), Timestamp(20));
+        c.flush_due(&mut out, |conn| conn == ConnId(2), 2, Timestamp(20));
         let sent = texts(&out);
         assert_eq!(sent[1], (vec![1], "{\"b\":2}".to_owned()), "connection 1 did not ask for batches");
         assert_eq!(sent[2], (vec![2], "[{\"b\":2},{\"c\":3}]".to_owned()));
         // Something was flushed: the window stays open; an empty window then closes.
         assert_eq!(c.window_until, Some(Timestamp(40)));
-        c.flush_due(&mut out, |_| true, Timestamp(40));
+        c.flush_due(&mut out, |_| true, 2, Timestamp(40));
         assert_eq!(c.window_until, None);
         c.emit(&mut out, all, Arc::from("{\"d\":4}"), 2, Timestamp(41));
         assert_eq!(texts(&out).len(), 4, "a quiet room answers immediately again");
@@ -177,12 +200,35 @@ mod tests {
 
     #[test]
     fn small_rooms_never_queue() {
-        let mut c = Coalescer::new(20, 50);
+        let mut c = Coalescer::new(20, 50, 0);
         let mut out = VecDeque::new();
         for i in 0..5 {
             c.emit(&mut out, vec![ConnId(1)], Arc::from(format!("{i}")), 3, Timestamp(i));
         }
         assert_eq!(texts(&out).len(), 5);
         assert_eq!(c.next_flush(), None);
+    }
+
+    #[test]
+    fn big_rooms_get_longer_windows_within_the_frame_budget() {
+        let c = Coalescer::new(20, 50, 10_000);
+        assert_eq!(c.window_len(50), 20, "small enough for the base window");
+        assert_eq!(c.window_len(200), 20);
+        assert_eq!(c.window_len(500), 50);
+        assert_eq!(c.window_len(1000), 100, "1,000 frames per flush, 10 flushes a second");
+        assert_eq!(c.window_len(100_000), MAX_WINDOW_MS);
+        assert_eq!(Coalescer::new(20, 50, 0).window_len(100_000), 20, "0: no stretching");
+
+        let mut c = Coalescer::new(20, 2, 10_000);
+        let mut out = VecDeque::new();
+        let all: Vec<ConnId> = (0..1000).map(ConnId).collect();
+        c.emit(&mut out, all.clone(), Arc::from("{\"a\":1}"), 1000, Timestamp(0));
+        assert_eq!(c.window_until, Some(Timestamp(100)));
+        c.emit(&mut out, all, Arc::from("{\"b\":2}"), 1000, Timestamp(30));
+        c.flush_due(&mut out, |_| true, 1000, Timestamp(50));
+        assert_eq!(texts(&out).len(), 1, "still inside the stretched window");
+        c.flush_due(&mut out, |_| true, 1000, Timestamp(100));
+        assert_eq!(texts(&out).len(), 2);
+        assert_eq!(c.window_until, Some(Timestamp(200)));
     }
 }

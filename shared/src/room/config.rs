@@ -63,6 +63,10 @@ pub struct Limits {
     pub coalesce_ms: u64,
     /// Rooms with fewer connections never coalesce. Var `COALESCE_MIN_CONNECTIONS`.
     pub coalesce_min_conns: u32,
+    /// Frames per second a busy room's flushes may cost: big rooms get windows longer than `coalesce_ms` so
+    /// that one frame per connection per window stays within it (0: never stretch). Var
+    /// `COALESCE_FRAMES_PER_SEC`.
+    pub coalesce_frames_per_sec: u32,
 }
 
 impl Default for Limits {
@@ -95,6 +99,7 @@ impl Default for Limits {
             media_token_ttl_ms: 5 * 60 * 1000,
             coalesce_ms: 20,
             coalesce_min_conns: 50,
+            coalesce_frames_per_sec: 10_000,
         }
     }
 }
@@ -180,6 +185,9 @@ impl Limits {
         }
         if let Some(n) = num("COALESCE_MIN_CONNECTIONS", 1, 1_000_000)? {
             l.coalesce_min_conns = to_u32(n);
+        }
+        if let Some(n) = num("COALESCE_FRAMES_PER_SEC", 0, 10_000_000)? {
+            l.coalesce_frames_per_sec = to_u32(n);
         }
         if let Some(value) = var("PERSIST_MESSAGES") {
             l.persist_messages = match value.trim() {

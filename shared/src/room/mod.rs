@@ -242,7 +242,8 @@ impl<S: RoomStore> Room<S> {
                 meta
             }
         };
-        let (limits_window, limits_min) = (limits.coalesce_ms, limits.coalesce_min_conns as usize);
+        let (limits_window, limits_min, limits_fps) =
+            (limits.coalesce_ms, limits.coalesce_min_conns as usize, u64::from(limits.coalesce_frames_per_sec));
         let (tenant, room_id) = match meta.address.split_once('/') {
             Some((t, r)) => (TenantId::parse(t).ok(), RoomId::parse(r).ok()),
             None => (None, None),
@@ -258,7 +259,7 @@ impl<S: RoomStore> Room<S> {
             conns: BTreeMap::new(),
             timers: Timers::default(),
             outbox: VecDeque::new(),
-            coalescer: coalesce::Coalescer::new(limits_window, limits_min),
+            coalescer: coalesce::Coalescer::new(limits_window, limits_min, limits_fps),
             clock: now,
             poisoned: false,
         };
@@ -823,7 +824,8 @@ impl<S: RoomStore> Room<S> {
     pub fn flush(&mut self, now: Timestamp) {
         self.clock = self.clock.max(now);
         let conns = &self.conns;
-        self.coalescer.flush_due(&mut self.outbox, |c| conns.get(&c).is_some_and(|c| c.record.batch), now);
+        let room_conns = conns.len();
+        self.coalescer.flush_due(&mut self.outbox, |c| conns.get(&c).is_some_and(|c| c.record.batch), room_conns, now);
     }
 
     /// Flushes everything queued (before closing a connection).
