@@ -155,7 +155,8 @@ impl SimNetwork {
             for (_, peer) in &mut self.peers {
                 next = next.min(peer.next_deadline());
             }
-            self.now = next.clamp(self.now + Duration::from_micros(100), end);
+            // At least 100 µs a step (so a busy timer cannot stall the loop), never past `end`.
+            self.now = next.max(self.now + Duration::from_micros(100)).min(end);
             let started = Instant::now();
             self.sfu.handle_timeout(self.now);
             self.node_busy += started.elapsed();
@@ -184,7 +185,8 @@ impl SimNetwork {
 
     /// Hands `datagrams` from peer `index` to the node at the current simulated time: as one batch
     /// ([`Sfu::handle_datagrams`]) or one by one ([`Sfu::handle_datagram`]); then lets the node handle its due
-    /// timers. Returns how many datagrams the node queued, and drops them (the peers do not receive them).
+    /// timers. Returns how many datagrams the node queued for the other peers, and drops those; what it
+    /// queued for peer `index` itself (STUN responses, RTCP) is delivered to it, so its ICE consent holds.
     pub fn feed_node(&mut self, index: usize, datagrams: &[Vec<u8>], batch: bool) -> usize {
         let Some(source) = self.peers.get(index).map(|(_, p)| p.local_addr()) else {
             return 0;
@@ -199,7 +201,19 @@ impl SimNetwork {
         }
         self.sfu.handle_timeout(self.now);
         self.node_busy += started.elapsed();
-        self.sfu.take_transmits().len()
+        let node_addr = self.node_addr;
+        let now = self.now;
+        let mut to_others = 0;
+        for transmit in self.sfu.take_transmits() {
+            if transmit.destination == source {
+                if let Some((_, peer)) = self.peers.get_mut(index) {
+                    peer.handle_datagram(now, node_addr, &transmit.contents);
+                }
+            } else {
+                to_others += 1;
+            }
+        }
+        to_others
     }
 
     /// Moves datagrams until none are in flight (zero latency, no loss).

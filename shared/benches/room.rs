@@ -13,8 +13,10 @@ use std::hint::black_box;
 
 const NOW: Timestamp = Timestamp(1_700_000_000_000);
 
+/// Coalescing is off: the clock stands still in these benchmarks, so a coalescing room would queue every
+/// frame for a flush that never comes, and the figures would time queueing instead of fan-out planning.
 fn limits() -> Limits {
-    Limits { capacity: 100_000, rate_burst: 1_000_000, rate_per_sec: 1_000_000, ..Limits::default() }
+    Limits { capacity: 100_000, rate_burst: 1_000_000, rate_per_sec: 1_000_000, coalesce_ms: 0, ..Limits::default() }
 }
 
 fn identity(i: usize) -> Identity {
@@ -72,7 +74,7 @@ fn join(c: &mut Criterion) {
 
 fn chat_fanout(c: &mut Criterion) {
     let mut group = c.benchmark_group("chat_fanout");
-    for members in [100, 1000, 5000] {
+    for members in [100, 1000] {
         group.throughput(Throughput::Elements(members as u64));
         group.bench_with_input(BenchmarkId::from_parameter(members), &members, |b, &members| {
             let (mut room, conns) = room_with(members);
