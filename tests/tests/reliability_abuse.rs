@@ -39,7 +39,9 @@ async fn abusers_are_cut_and_others_are_unaffected() {
     let mut a = Client::connect(&target("alice")).await.unwrap();
     let mut b = Client::connect(&target("bob")).await.unwrap();
     let rss_before = edge.workerd_rss_kib();
-    let baseline = round_trips(&mut a, &mut b, 40).await;
+    // 100 samples: the p99 is the second-worst round trip, so one scheduler hiccup on this 2-core box does not
+    // decide the test (with 40 it was the maximum).
+    let baseline = round_trips(&mut a, &mut b, 100).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let cut_policy = Arc::new(AtomicU64::new(0));
@@ -108,7 +110,7 @@ async fn abusers_are_cut_and_others_are_unaffected() {
     }
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let during = round_trips(&mut a, &mut b, 40).await;
+    let during = round_trips(&mut a, &mut b, 100).await;
     let rss_during = edge.workerd_rss_kib();
     stop.store(true, Ordering::Relaxed);
     for t in abusers {
