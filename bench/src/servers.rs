@@ -178,14 +178,7 @@ impl Server {
     /// Stops the server (kills its process group).
     pub fn stop(&mut self) {
         if let Some(Handle::Group(mut child)) = self.handle.take() {
-            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(10) {
-                if !matches!(child.try_wait(), Ok(None)) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            homeroom_tests::kill_process_group(&mut child);
         }
     }
 }

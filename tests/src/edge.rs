@@ -136,14 +136,7 @@ impl Edge {
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             // The watchdog leads its own process group: kill the whole group (wrangler and both workerds).
-            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(10) {
-                if !matches!(child.try_wait(), Ok(None)) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            crate::kill_process_group(&mut child);
         }
     }
 

@@ -16,8 +16,22 @@ pub mod media;
 pub mod tokens;
 
 use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 /// The repository root (the workspace).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+}
+
+/// Kills the process group `child` leads (SIGKILL, like a crash) and waits up to 10 s for `child` to exit.
+pub fn kill_process_group(child: &mut Child) {
+    let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if !matches!(child.try_wait(), Ok(None)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
