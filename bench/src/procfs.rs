@@ -1,13 +1,12 @@
 //! What the benchmarks read about server processes from `/proc`: CPU time (`utime + stime` of
 //! `/proc/<pid>/stat`, per process and per thread), resident memory (`VmRSS` of `/proc/<pid>/status`), open
-//! file descriptors (`/proc/<pid>/fd`), listening TCP ports (socket inodes of `/proc/<pid>/fd` matched against
-//! `/proc/net/tcp`) and the process tree (to find `wrangler dev`'s two workerd processes).
+//! file descriptors (`/proc/<pid>/fd`) and the process tree (to find `wrangler dev`'s two workerd processes).
 //!
 //! CPU time is in clock ticks (`getconf CLK_TCK`, 100 on Linux), so a delta over a window of `w` seconds has
 //! a resolution of 10 ms: windows are ≥ 1 s wherever CPU is reported.
 
 use anyhow::Context;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -129,39 +128,6 @@ pub fn processes() -> BTreeMap<u32, (String, u32)> {
         }
     }
     out
-}
-
-/// TCP ports `pid` listens on (IPv4 and IPv6).
-pub fn listening_ports(pid: u32) -> Vec<u16> {
-    let mut inodes = HashSet::new();
-    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
-        for entry in dir.flatten() {
-            if let Ok(link) = std::fs::read_link(entry.path()) {
-                let link = link.to_string_lossy().into_owned();
-                if let Some(inode) = link.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
-                    inodes.insert(inode.to_owned());
-                }
-            }
-        }
-    }
-    let mut ports = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else { continue };
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-            let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9)) else { continue };
-            if *state != "0A" || !inodes.contains(*inode) {
-                continue;
-            }
-            if let Some(port) = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) {
-                if !ports.contains(&port) {
-                    ports.push(port);
-                }
-            }
-        }
-    }
-    ports
 }
 
 /// Per core (`cpuN` lines of `/proc/stat`): (busy ticks, total ticks). Busy is everything but idle and iowait.

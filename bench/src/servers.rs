@@ -262,6 +262,8 @@ fn spawn_group(command: &str, cwd: &Path, log: &Path) -> anyhow::Result<Child> {
         .env("WRANGLER_SEND_METRICS", "false")
         .env("NO_COLOR", "1")
         .env("CI", "true")
+        // No devtools inspector proxy in wrangler dev: it costs a quarter of a core under connection churn.
+        .env(homeroom_tests::edge::NO_INSPECTOR_PROXY.0, homeroom_tests::edge::NO_INSPECTOR_PROXY.1)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -351,16 +353,9 @@ pub async fn find_edge_procs(port: u16) -> anyhow::Result<EdgeProcs> {
         .find(|(pid, (comm, ppid))| comm == "workerd" && *ppid == wrangler && **pid != proxy)
         .map(|(pid, _)| *pid)
         .with_context(|| format!("wrangler (pid {wrangler}) has no second workerd besides the proxy {proxy}"))?;
-    let client = reqwest::Client::new();
-    let ports = procfs::listening_ports(inner);
-    for p in &ports {
-        let Ok(r) = client.get(format!("http://127.0.0.1:{p}/healthz")).timeout(Duration::from_secs(2)).send().await
-        else {
-            continue;
-        };
-        if r.status().is_success() && r.text().await.unwrap_or_default().contains("\"service\"") {
-            return Ok(EdgeProcs { wrangler, proxy, inner, inner_port: *p });
-        }
+    let ports = homeroom_tests::edge::listening_ports(inner);
+    if let Some(inner_port) = homeroom_tests::edge::worker_port(&ports).await {
+        return Ok(EdgeProcs { wrangler, proxy, inner, inner_port });
     }
     anyhow::bail!("the inner workerd (pid {inner}) listens on {ports:?} but none answers GET /healthz with 200")
 }

@@ -51,8 +51,11 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
+/// The largest integer a JavaScript number holds exactly (2^53 − 1): SQL parameters cross into JS as numbers.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
 fn int(n: u64) -> SqlStorageValue {
-    SqlStorageValue::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+    SqlStorageValue::Integer(i64::try_from(n.min(MAX_SAFE_INTEGER)).unwrap_or_default())
 }
 
 fn text(s: &str) -> SqlStorageValue {
@@ -143,11 +146,13 @@ impl RoomStore for SqlStore {
     }
 
     fn messages_before(&self, before: Option<u64>, limit: u32) -> StoreResult<Vec<ChatMessage>> {
-        let before = before.unwrap_or(i64::MAX as u64);
-        let mut page: Vec<ChatMessage> = self.bodies(
-            "SELECT body FROM messages WHERE seq < ? ORDER BY seq DESC LIMIT ?",
-            vec![int(before), int(u64::from(limit))],
-        )?;
+        let mut page: Vec<ChatMessage> = match before {
+            Some(before) => self.bodies(
+                "SELECT body FROM messages WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+                vec![int(before), int(u64::from(limit))],
+            )?,
+            None => self.bodies("SELECT body FROM messages ORDER BY seq DESC LIMIT ?", vec![int(u64::from(limit))])?,
+        };
         page.reverse();
         Ok(page)
     }

@@ -366,12 +366,21 @@ impl Client {
     }
 }
 
+/// One HTTP client for every refusal probe of the process. Building a `reqwest::Client` loads and parses the
+/// platform's root certificates (tens of milliseconds in a debug build, on the caller's thread), so a client
+/// per probe stalled every task sharing the runtime — the abuse test's measuring clients among them. Idle
+/// connections are not pooled, so the client is not tied to any one test's runtime.
+fn probe_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap_or_default())
+}
+
 /// Asks again with a plain `GET …&probe=1` (the room runs the same admission checks) to read the JSON body of
 /// a refused upgrade.
 async fn refusal_body(target: &Connect) -> Option<String> {
     let mut url = target.url().replacen("ws://", "http://", 1);
     url.push_str(if url.contains('?') { "&probe=1" } else { "?probe=1" });
-    let mut request = reqwest::Client::new().get(url);
+    let mut request = probe_client().get(url);
     if target.bearer {
         request = request.bearer_auth(&target.token);
     }

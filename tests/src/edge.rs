@@ -5,6 +5,7 @@
 //! half a second, so no workerd outlives the suite.
 
 use crate::repo_root;
+use std::collections::HashSet;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,15 @@ use std::time::{Duration, Instant};
 
 static BUILD: Mutex<bool> = Mutex::new(false);
 static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Runs `wrangler dev` without its devtools inspector proxy. With the proxy, every subrequest of the Worker
+/// (each WebSocket upgrade the router hands to a room, each probe) turns into four inspector events that a
+/// Durable Object inside wrangler's proxy workerd forwards one by one over HTTP to the wrangler CLI, which
+/// formats each and appends it to a debug log file. Measured under `reliability_abuse`: the wrangler CLI took
+/// 25 % of a core, and a 500-join storm waited on it (p99 4.4 s with it, 0.75 s without; docs/benchmarks.md).
+/// Production has no such proxy. wrangler 4 skips it when this variable (set by VS Code's JavaScript debug
+/// terminal, which brings its own) is present (`inspectorEnabled` in wrangler's `cli.js`); Node ignores it.
+pub const NO_INSPECTOR_PROXY: (&str, &str) = ("VSCODE_INSPECTOR_OPTIONS", "{}");
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> anyhow::Result<u16> {
@@ -104,6 +114,7 @@ impl Edge {
             .env("WRANGLER_SEND_METRICS", "false")
             .env("NO_COLOR", "1")
             .env("CI", "true")
+            .env(NO_INSPECTOR_PROXY.0, NO_INSPECTOR_PROXY.1)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -174,6 +185,23 @@ impl Edge {
         pids
     }
 
+    /// `ws://127.0.0.1:PORT` of the inner workerd, where the Worker and its Durable Objects run, skipping
+    /// `wrangler dev`'s proxy (which production does not have). Found as the port, among those the edge's
+    /// other workerd listens on, that answers `GET /healthz` like the Worker does.
+    pub async fn inner_ws(&self) -> anyhow::Result<String> {
+        let pids = self.workerd_pids();
+        for pid in &pids {
+            let ports = listening_ports(*pid);
+            if ports.contains(&self.port) {
+                continue; // the proxy
+            }
+            if let Some(port) = worker_port(&ports).await {
+                return Ok(format!("ws://127.0.0.1:{port}"));
+            }
+        }
+        anyhow::bail!("none of this edge's workerd processes {pids:?} besides the proxy answers GET /healthz")
+    }
+
     /// Resident memory of this edge's workerd processes, in KiB.
     pub fn workerd_rss_kib(&self) -> u64 {
         self.workerd_pids()
@@ -201,4 +229,52 @@ fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// The first of `ports` on 127.0.0.1 where the Worker answers `GET /healthz` (workerd also listens on
+/// others: the inspector, the loopback).
+pub async fn worker_port(ports: &[u16]) -> Option<u16> {
+    let client = reqwest::Client::new();
+    for port in ports {
+        let url = format!("http://127.0.0.1:{port}/healthz");
+        let Ok(r) = client.get(&url).timeout(Duration::from_secs(2)).send().await else { continue };
+        if r.status().is_success() && r.text().await.unwrap_or_default().contains("\"service\"") {
+            return Some(*port);
+        }
+    }
+    None
+}
+
+/// TCP ports `pid` listens on (IPv4 and IPv6): the socket inodes among its open files, looked up in
+/// `/proc/net/tcp{,6}`.
+pub fn listening_ports(pid: u32) -> Vec<u16> {
+    let mut inodes = HashSet::new();
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for entry in dir.flatten() {
+            if let Ok(link) = std::fs::read_link(entry.path()) {
+                let link = link.to_string_lossy().into_owned();
+                if let Some(inode) = link.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
+                    inodes.insert(inode.to_owned());
+                }
+            }
+        }
+    }
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9)) else { continue };
+            if *state != "0A" || !inodes.contains(*inode) {
+                continue;
+            }
+            if let Some(port) = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) {
+                if !ports.contains(&port) {
+                    ports.push(port);
+                }
+            }
+        }
+    }
+    ports
 }
