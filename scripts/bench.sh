@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every benchmark of Homeroom, one after another; results and how to read them: docs/benchmarks.md.
 #
-#   scripts/bench.sh            # everything: criterion (room core, SFU forwarding, SRTP), then the signaling
-#                               # suite (Homeroom vs socket.io vs ws; about 1–1.5 hours on 2 cores)
+#   scripts/bench.sh            # everything: criterion (room core, SFU forwarding, SRTP), the SFU under load
+#                               # (lecture, classroom), then the signaling suite (Homeroom vs socket.io vs ws;
+#                               # about 1.5 hours on 2 cores)
 #   scripts/bench.sh --smoke    # each benchmark once, tiny (CI: keeps them working; figures mean nothing)
 #
 # Criterion reports land in target/criterion/, the signaling tables in target/bench/. Run on a quiet machine:
@@ -26,7 +27,9 @@ step "criterion: room core (join, chat fan-out, resume, parsing)" \
 step "criterion: SFU forwarding path and SRTP cost" \
   cargo bench --locked -p homeroom-media-node --bench forwarding --bench srtp -- "${criterion[@]}"
 if [ "$smoke" = 1 ]; then
+  step "SFU under load (smoke)" bash scripts/bench-sfu.sh --smoke
   step "signaling suite (smoke)" bash scripts/bench-signaling.sh --smoke
 else
+  step "SFU under load" bash scripts/bench-sfu.sh
   step "signaling suite" bash scripts/bench-signaling.sh
 fi

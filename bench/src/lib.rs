@@ -8,6 +8,8 @@
 //!   clock), loss, server CPU per process (`/proc/<pid>/stat`) and RSS (`/proc/<pid>/status`).
 //! - [`storm`]: a join storm (500 joins in 5 s), connect → welcome latency.
 //! - [`idle`]: memory and file descriptors per idle connection, and Homeroom's own per-connection state.
+//! - [`sfu`]: the media node under a lecture (1 → N) and classrooms (R × 6 all-to-all) of str0m peers:
+//!   forwarded packets/s, loss, latency, node CPU per forwarded packet (binary `homeroom-sfu-load`).
 //! - [`suite`]: all of them for Homeroom (through `wrangler dev`'s proxy and directly on the inner workerd),
 //!   socket.io and ws, plus several busy rooms at once; [`report`] prints the markdown tables.
 //!
@@ -25,6 +27,7 @@ pub mod idle;
 pub mod procfs;
 pub mod report;
 pub mod servers;
+pub mod sfu;
 pub mod storm;
 pub mod suite;
 

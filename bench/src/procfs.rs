@@ -144,6 +144,16 @@ pub fn core_ticks() -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// The whole machine's (steal ticks, total ticks) from the `cpu` line of `/proc/stat`. Steal is time the
+/// hypervisor gave this virtual machine's CPUs to someone else: benchmarks report it, because a window with
+/// much of it measures the neighbours.
+pub fn steal_ticks() -> (u64, u64) {
+    let Ok(text) = std::fs::read_to_string("/proc/stat") else { return (0, 0) };
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else { return (0, 0) };
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    (v.get(7).copied().unwrap_or(0), v.iter().take(8).sum())
+}
+
 /// Sets the CPU affinity of every thread of `pid` (`taskset -a -p -c CPUS PID`).
 pub fn pin(pid: u32, cpus: &str) -> anyhow::Result<()> {
     let out = Command::new("taskset")

@@ -2,7 +2,7 @@
 //! renegotiations and counts what it receives. [`super::TestPeer`] drives it over UDP; [`crate::sim`] drives it
 //! in memory on a simulated clock.
 
-use super::media::{tag_of, SyntheticStream};
+use super::media::{latency_of, tag_of, SyntheticStream};
 use crate::signal::{ClientSignal, NodeSignal, TrackInfo};
 use homeroom_shared::media::Quality;
 use homeroom_shared::protocol::MediaKind;
@@ -37,6 +37,25 @@ pub struct PeerOptions {
     pub quality: Option<Quality>,
     /// Send a keyframe this often besides the ones asked for (`None`: only on request, as browsers do).
     pub keyframe_every: Option<Duration>,
+    /// Keep the latency of every received packet sent by a peer of this process (the send stamp in its
+    /// payload against its arrival), for [`PeerCore::take_latencies`]. Load tools turn it on.
+    pub record_latency: bool,
+    /// The signalling the SFU speaks on the data channel.
+    pub dialect: Dialect,
+    /// How often [`super::TestPeer`]'s driver refreshes the [`PeerStats`] snapshot it shares (a clone of the
+    /// stats each time: load tools running hundreds of peers make it rare).
+    pub snapshot_every: Duration,
+}
+
+/// The signalling an SFU speaks with its peers over the data channel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dialect {
+    /// Homeroom's media node: JSON messages (`offer`/`answer` with track lists, `quality`, `error`).
+    #[default]
+    Homeroom,
+    /// str0m's `chat` example: bare str0m `SdpOffer`/`SdpAnswer` JSON, nothing else (the baseline SFU of the
+    /// benchmarks).
+    Str0mChat,
 }
 
 impl Default for PeerOptions {
@@ -49,6 +68,9 @@ impl Default for PeerOptions {
             video_kbps: 300,
             quality: None,
             keyframe_every: None,
+            record_latency: false,
+            snapshot_every: Duration::from_millis(5),
+            dialect: Dialect::Homeroom,
         }
     }
 }
@@ -101,6 +123,10 @@ pub struct PeerStats {
     pub closed: bool,
     /// Packets sent per stream tag.
     pub sent: BTreeMap<String, u64>,
+    /// Media frames sent (a video frame is several packets, an audio frame one).
+    pub frames_sent: u64,
+    /// Media frames received: audio packets and the last packet (marker bit) of each video frame.
+    pub frames_received: u64,
     /// Keyframe requests (PLI/FIR) the node sent to this peer.
     pub keyframe_requests: u64,
     /// Node offers answered.
@@ -123,6 +149,8 @@ impl PeerStats {
             channel_open: false,
             closed: false,
             sent: BTreeMap::new(),
+            frames_sent: 0,
+            frames_received: 0,
             keyframe_requests: 0,
             renegotiations: 0,
             ignored_offers: 0,
@@ -188,6 +216,9 @@ pub struct PeerCore {
     stats: PeerStats,
     /// The latest time fed in (str0m events carry none).
     last_now: Instant,
+    /// Latencies of received packets in microseconds, when the options ask for them.
+    latencies: Option<Vec<u32>>,
+    dialect: Dialect,
 }
 
 /// A peer's first offer, for `POST /v1/sessions`.
@@ -282,6 +313,8 @@ impl PeerCore {
             outbox: Vec::new(),
             stats: PeerStats::new(now),
             last_now: now,
+            latencies: options.record_latency.then(Vec::new),
+            dialect: options.dialect,
         };
         Ok((core, PeerOffer { sdp: offer.to_sdp_string(), screen_mids }))
     }
@@ -361,6 +394,12 @@ impl PeerCore {
         stream.request_keyframe(str0m::media::KeyframeRequestKind::Pli);
         self.drain();
         true
+    }
+
+    /// The latencies (µs) of the packets received since the last call; empty unless
+    /// [`PeerOptions::record_latency`].
+    pub fn take_latencies(&mut self) -> Vec<u32> {
+        self.latencies.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The datagrams to send.
@@ -454,6 +493,9 @@ impl PeerCore {
                 self.drain();
             }
             *self.stats.sent.entry(tag).or_default() += written;
+            if written > 0 {
+                self.stats.frames_sent += 1;
+            }
         }
     }
 
@@ -489,6 +531,7 @@ impl PeerCore {
                 self.stats.channel_open = true;
                 self.flush_signals();
             }
+            Event::ChannelData(data) if self.dialect == Dialect::Str0mChat => self.on_chat_signal(&data.data),
             Event::ChannelData(data) => match serde_json::from_slice::<NodeSignal>(&data.data) {
                 Ok(NodeSignal::Offer { sdp, tracks }) => self.on_node_offer(&sdp, tracks),
                 Ok(NodeSignal::Answer { sdp, tracks }) => self.on_node_answer(&sdp, tracks),
@@ -505,6 +548,26 @@ impl PeerCore {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// str0m's `chat` example renegotiates with bare `SdpOffer` JSON and expects a bare `SdpAnswer` back.
+    fn on_chat_signal(&mut self, data: &[u8]) {
+        let Ok(offer) = serde_json::from_slice::<SdpOffer>(data) else {
+            self.stats.errors.push(format!("unreadable chat message: {}", String::from_utf8_lossy(data)));
+            return;
+        };
+        match self.rtc.sdp_api().accept_offer(offer) {
+            Ok(answer) => {
+                self.stats.renegotiations += 1;
+                if let (Some(id), Ok(json)) = (self.channel, serde_json::to_string(&answer)) {
+                    if let Some(mut channel) = self.rtc.channel(id) {
+                        let _ = channel.write(false, json.as_bytes());
+                    }
+                }
+                self.drain();
+            }
+            Err(e) => self.stats.errors.push(format!("could not accept the chat SFU's offer: {e}")),
         }
     }
 
@@ -568,7 +631,19 @@ impl PeerCore {
         }
         entry.packets += 1;
         entry.bytes += packet.payload.len() as u64;
+        let audio = match entry.kind {
+            Some(kind) => kind == MediaKind::Audio,
+            None => self.rtc.media(mid).is_some_and(|m| m.kind() == str0m::media::MediaKind::Audio),
+        };
+        if audio || packet.header.marker {
+            self.stats.frames_received += 1;
+        }
         entry.first_packet_at.get_or_insert(packet.timestamp);
+        if let (Some(latencies), Some(latency)) =
+            (self.latencies.as_mut(), latency_of(&packet.payload, packet.timestamp))
+        {
+            latencies.push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
+        }
         if entry.kind != Some(MediaKind::Audio) && detect_vp8_keyframe(&packet.payload) {
             entry.keyframes += 1;
         }

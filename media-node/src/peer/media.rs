@@ -4,7 +4,11 @@
 //! descriptors with 15-bit picture ids, keyframes that start with a real VP8 keyframe header (so
 //! `detect_vp8_keyframe` and layer switching work), and the marker bit on a frame's last packet. The **last byte
 //! of every packet is a tag** naming the stream it was sent on (`a` audio, `v` camera, `s` screen, or the
-//! simulcast rid's first byte, e.g. `l`/`m`/`h`), so a receiver can tell which layer reached it.
+//! simulcast rid's first byte, e.g. `l`/`m`/`h`), so a receiver can tell which layer reached it. Before the tag
+//! come a **send stamp**: two magic bytes `HR` and the microseconds since this process's [`stamp_epoch`]
+//! (little-endian u64), so a receiver in the same process measures how long the packet took ([`latency_of`]).
+//! Every packet of a frame carries its frame's stamp; an SFU that re-packetizes frames (str0m's `chat`
+//! example) keeps it at the end of each frame's last packet.
 
 use homeroom_shared::protocol::MediaKind;
 use std::time::{Duration, Instant};
@@ -14,6 +18,38 @@ use str0m::media::{Mid, Pt, Rid};
 const MAX_PAYLOAD: usize = 1000;
 /// Bytes of the VP8 payload descriptor written here: X, S, PID=0 | I | 15-bit picture id.
 const VP8_DESCRIPTOR_LEN: usize = 4;
+/// Bytes at the end of every payload: the magic, the send stamp and the stream tag.
+const TRAILER_LEN: usize = 11;
+const STAMP_MAGIC: [u8; 2] = *b"HR";
+
+/// The instant send stamps count from: the first time anyone in this process asked.
+pub(crate) fn stamp_epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// The trailer of a payload sent at `now` on a stream tagged `tag`.
+fn trailer(now: Instant, tag: u8) -> [u8; TRAILER_LEN] {
+    let micros = u64::try_from(now.saturating_duration_since(stamp_epoch()).as_micros()).unwrap_or(u64::MAX);
+    let mut out = [tag; TRAILER_LEN];
+    out[..2].copy_from_slice(&STAMP_MAGIC);
+    out[2..10].copy_from_slice(&micros.to_le_bytes());
+    out
+}
+
+/// How long ago, at `received`, a synthetic payload was sent by a peer of this process: `None` for payloads
+/// without a plausible stamp (from another process, or not synthetic).
+pub(crate) fn latency_of(payload: &[u8], received: Instant) -> Option<Duration> {
+    let trailer = payload.len().checked_sub(TRAILER_LEN).and_then(|at| payload.get(at..at + TRAILER_LEN - 1))?;
+    let (magic, stamp) = trailer.split_at(2);
+    if magic != STAMP_MAGIC {
+        return None;
+    }
+    let micros = u64::from_le_bytes(stamp.try_into().ok()?);
+    let sent = stamp_epoch().checked_add(Duration::from_micros(micros))?;
+    let latency = received.checked_duration_since(sent)?;
+    (latency < Duration::from_secs(60)).then_some(latency)
+}
 
 /// One stream the peer sends: an audio track, a video track, or one simulcast layer.
 #[derive(Debug)]
@@ -116,17 +152,15 @@ impl SyntheticStream {
         let next = self.next_frame_at.map_or(now, |at| at + self.frame_interval);
         // Do not try to catch up more than a frame after a stall.
         self.next_frame_at = Some(if next + self.frame_interval < now { now + self.frame_interval } else { next });
-        let packets = if self.kind == MediaKind::Audio { self.audio_frame() } else { self.video_frame(now) };
+        let packets = if self.kind == MediaKind::Audio { self.audio_frame(now) } else { self.video_frame(now) };
         self.rtp_time = self.rtp_time.wrapping_add(self.ticks_per_frame);
         self.packets_sent += packets.len() as u64;
         packets
     }
 
-    fn audio_frame(&mut self) -> Vec<SyntheticPacket> {
-        let mut payload = vec![0x78; self.bytes_per_frame];
-        if let Some(last) = payload.last_mut() {
-            *last = self.tag;
-        }
+    fn audio_frame(&mut self, now: Instant) -> Vec<SyntheticPacket> {
+        let mut payload = vec![0x78; self.bytes_per_frame.saturating_sub(TRAILER_LEN)];
+        payload.extend_from_slice(&trailer(now, self.tag));
         let packet = SyntheticPacket { seq: self.seq, rtp_time: self.rtp_time, marker: false, payload };
         self.seq += 1;
         vec![packet]
@@ -152,13 +186,14 @@ impl SyntheticStream {
         }
         frame.resize(self.bytes_per_frame.max(frame.len()), self.picture_id as u8);
 
-        let chunk_len = MAX_PAYLOAD - VP8_DESCRIPTOR_LEN - 1;
+        let chunk_len = MAX_PAYLOAD - VP8_DESCRIPTOR_LEN - TRAILER_LEN;
+        let trailer = trailer(now, self.tag);
         let chunks: Vec<&[u8]> = frame.chunks(chunk_len).collect();
         let count = chunks.len();
         let mut packets = Vec::with_capacity(count);
         for (i, chunk) in chunks.into_iter().enumerate() {
             let start = if i == 0 { 0x10 } else { 0x00 };
-            let mut payload = Vec::with_capacity(chunk.len() + VP8_DESCRIPTOR_LEN + 1);
+            let mut payload = Vec::with_capacity(chunk.len() + VP8_DESCRIPTOR_LEN + TRAILER_LEN);
             payload.extend_from_slice(&[
                 0x80 | start,
                 0x80,
@@ -166,7 +201,7 @@ impl SyntheticStream {
                 self.picture_id as u8,
             ]);
             payload.extend_from_slice(chunk);
-            payload.push(self.tag);
+            payload.extend_from_slice(&trailer);
             packets.push(SyntheticPacket { seq: self.seq, rtp_time: self.rtp_time, marker: i + 1 == count, payload });
             self.seq += 1;
         }
@@ -208,6 +243,27 @@ mod tests {
         let mut stream = SyntheticStream::audio("0".into());
         let frame = stream.next_frame(Instant::now());
         assert_eq!(frame.len(), 1);
+        assert_eq!(frame[0].payload.len(), 80);
         assert_eq!(tag_of(&frame[0].payload).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn every_packet_carries_its_send_time() {
+        let sent = stamp_epoch() + Duration::from_millis(1500);
+        let mut video = SyntheticStream::video("1".into(), None, MediaKind::Video, 1200, 30, (640, 360), None);
+        let mut audio = SyntheticStream::audio("0".into());
+        let packets: Vec<SyntheticPacket> = video.next_frame(sent).into_iter().chain(audio.next_frame(sent)).collect();
+        assert!(packets.len() >= 2);
+        for packet in &packets {
+            assert!(packet.payload.len() <= MAX_PAYLOAD);
+            let latency = latency_of(&packet.payload, sent + Duration::from_micros(2_345));
+            assert_eq!(latency, Some(Duration::from_micros(2_345)));
+            assert_eq!(latency_of(&packet.payload, sent - Duration::from_millis(1)), None, "received before sent");
+        }
+        assert_eq!(latency_of(b"short", sent), None);
+        let mut unstamped = packets[0].payload.clone();
+        let magic_at = unstamped.len() - TRAILER_LEN;
+        unstamped[magic_at] = b'x';
+        assert_eq!(latency_of(&unstamped, sent + Duration::from_millis(1)), None, "no magic, no stamp");
     }
 }

@@ -15,24 +15,39 @@
 //! ```
 //!
 //! The peer is driven by a tokio task that owns its UDP socket (bound on `127.0.0.1:0` unless told otherwise);
-//! [`TestPeer::stats`] returns a snapshot at most a few milliseconds old. The sans-IO half, [`PeerCore`], can
+//! [`TestPeer::stats`] returns a snapshot at most [`PeerOptions::snapshot_every`] old, while
+//! [`TestPeer::packets_received`] and [`TestPeer::take_latencies`] are always current (load tools use those). The sans-IO half, [`PeerCore`], can
 //! also be driven in memory (see [`crate::sim`]).
 
 mod core;
 pub(crate) mod media;
 
-pub use self::core::{PeerCore, PeerCoreError, PeerOffer, PeerOptions, PeerStats, ReceivedTrack, SIMULCAST_LAYERS};
+pub use self::core::{
+    Dialect, PeerCore, PeerCoreError, PeerOffer, PeerOptions, PeerStats, ReceivedTrack, SIMULCAST_LAYERS,
+};
 use homeroom_shared::media::Quality;
 use homeroom_shared::protocol::ApiError;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// How often the driver publishes a fresh [`PeerStats`] snapshot.
-const STATS_EVERY: Duration = Duration::from_millis(5);
+/// What the driver keeps current for the peer's owner, cheaply, after every turn of its loop.
+#[derive(Debug, Default)]
+struct Live {
+    /// Packets received over all tracks.
+    packets: AtomicU64,
+    /// Packets sent over all streams.
+    sent: AtomicU64,
+    /// Media frames sent and received.
+    frames_sent: AtomicU64,
+    frames_received: AtomicU64,
+    /// Latencies (µs) not taken yet (only with [`PeerOptions::record_latency`]).
+    latencies: Mutex<Vec<u32>>,
+}
 
 /// Why a test peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +90,7 @@ pub struct TestPeer {
     local_addr: SocketAddr,
     commands: mpsc::UnboundedSender<Command>,
     stats: Arc<Mutex<PeerStats>>,
+    live: Arc<Live>,
     task: JoinHandle<()>,
 }
 
@@ -101,11 +117,22 @@ impl TestPeer {
         media_token: &str,
         options: PeerOptions,
     ) -> Result<TestPeer, PeerError> {
+        Self::connect_using(reqwest::Client::new(), bind_ip, node_url, media_token, options).await
+    }
+
+    /// Like [`TestPeer::connect_from`], with an HTTP client of the caller's (load tools share one: building a
+    /// client loads the platform's root certificates).
+    pub async fn connect_using(
+        http: reqwest::Client,
+        bind_ip: IpAddr,
+        node_url: &str,
+        media_token: &str,
+        options: PeerOptions,
+    ) -> Result<TestPeer, PeerError> {
         let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await.map_err(PeerError::Bind)?;
         let local_addr = socket.local_addr().map_err(PeerError::Bind)?;
         let (mut core, offer) = PeerCore::new(&options, local_addr, Instant::now())?;
 
-        let http = reqwest::Client::new();
         let base = node_url.trim_end_matches('/');
         let mut url = format!("{base}/v1/sessions");
         if !offer.screen_mids.is_empty() {
@@ -134,18 +161,88 @@ impl TestPeer {
         let location = location.ok_or_else(|| PeerError::BadReply("201 without a Location header".into()))?;
         core.accept_answer(&body)?;
 
+        let session_url = format!("{base}{location}");
+        Ok(Self::spawn(core, socket, session_url, media_token.to_owned(), http, local_addr, &options))
+    }
+
+    /// Packets received so far over all tracks (current, unlike [`TestPeer::stats`]).
+    pub fn packets_received(&self) -> u64 {
+        self.live.packets.load(Ordering::Relaxed)
+    }
+
+    /// Packets sent so far over all streams (current, unlike [`TestPeer::stats`]).
+    pub fn packets_sent(&self) -> u64 {
+        self.live.sent.load(Ordering::Relaxed)
+    }
+
+    /// Media frames sent so far (current).
+    pub fn frames_sent(&self) -> u64 {
+        self.live.frames_sent.load(Ordering::Relaxed)
+    }
+
+    /// Media frames received so far (current): audio packets and the last packet of each video frame.
+    pub fn frames_received(&self) -> u64 {
+        self.live.frames_received.load(Ordering::Relaxed)
+    }
+
+    /// The latencies (µs) of the packets received since the last call, from peers of this process; empty
+    /// unless [`PeerOptions::record_latency`].
+    pub fn take_latencies(&self) -> Vec<u32> {
+        match self.live.latencies.lock() {
+            Ok(mut latencies) => std::mem::take(&mut *latencies),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+
+    /// Joins str0m's `chat` example SFU at `url` (its HTTPS endpoint, self-signed: `http` must accept that):
+    /// the offer goes as str0m `SdpOffer` JSON in a POST, the answer comes back as `SdpAnswer` JSON, and later
+    /// renegotiation runs over the data channel ([`Dialect::Str0mChat`]). The baseline of the SFU benchmark.
+    pub async fn connect_str0m_chat(
+        http: reqwest::Client,
+        bind_ip: IpAddr,
+        url: &str,
+        options: PeerOptions,
+    ) -> Result<TestPeer, PeerError> {
+        let options = PeerOptions { dialect: Dialect::Str0mChat, ..options };
+        let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await.map_err(PeerError::Bind)?;
+        let local_addr = socket.local_addr().map_err(PeerError::Bind)?;
+        let (mut core, offer) = PeerCore::new(&options, local_addr, Instant::now())?;
+        let offer = str0m::change::SdpOffer::from_sdp_string(&offer.sdp)
+            .map_err(|e| PeerError::BadReply(format!("our own offer does not parse: {e}")))?;
+        let body = serde_json::to_string(&offer).map_err(|e| PeerError::BadReply(e.to_string()))?;
+        let response = http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| PeerError::Http(e.to_string()))?;
+        let status = response.status().as_u16();
+        let body = response.text().await.map_err(|e| PeerError::Http(e.to_string()))?;
+        if status != 200 {
+            return Err(PeerError::Refused { status, code: "?".into(), message: body });
+        }
+        let answer: str0m::change::SdpAnswer =
+            serde_json::from_str(&body).map_err(|e| PeerError::BadReply(format!("not an SdpAnswer: {e}")))?;
+        core.accept_answer(&answer.to_sdp_string())?;
+        Ok(Self::spawn(core, socket, url.to_owned(), String::new(), http, local_addr, &options))
+    }
+
+    fn spawn(
+        core: PeerCore,
+        socket: UdpSocket,
+        session_url: String,
+        token: String,
+        http: reqwest::Client,
+        local_addr: SocketAddr,
+        options: &PeerOptions,
+    ) -> TestPeer {
         let stats = Arc::new(Mutex::new(core.stats().clone()));
+        let live = Arc::new(Live::default());
         let (commands, receiver) = mpsc::unbounded_channel();
-        let task = tokio::spawn(drive(core, socket, receiver, Arc::clone(&stats)));
-        Ok(TestPeer {
-            session_url: format!("{base}{location}"),
-            token: media_token.to_owned(),
-            http,
-            local_addr,
-            commands,
-            stats,
-            task,
-        })
+        let shared = Shared { stats: Arc::clone(&stats), live: Arc::clone(&live), every: options.snapshot_every };
+        let task = tokio::spawn(drive(core, socket, receiver, shared));
+        TestPeer { session_url, token, http, local_addr, commands, stats, live, task }
     }
 
     /// The session's URL on the node (`{node}/v1/sessions/{id}`).
@@ -227,13 +324,15 @@ impl Drop for TestPeer {
     }
 }
 
+/// What the driver shares with its [`TestPeer`].
+struct Shared {
+    stats: Arc<Mutex<PeerStats>>,
+    live: Arc<Live>,
+    every: Duration,
+}
+
 /// The peer's run loop: socket, timers and commands around [`PeerCore`].
-async fn drive(
-    mut core: PeerCore,
-    socket: UdpSocket,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    shared: Arc<Mutex<PeerStats>>,
-) {
+async fn drive(mut core: PeerCore, socket: UdpSocket, mut commands: mpsc::UnboundedReceiver<Command>, shared: Shared) {
     let mut buf = vec![0u8; 2048];
     let mut last_snapshot = Instant::now();
     let mut stopping = false;
@@ -266,9 +365,19 @@ async fn drive(
         for transmit in core.take_transmits() {
             let _ = socket.send_to(&transmit.contents, transmit.destination).await;
         }
-        if stopping || last_snapshot.elapsed() >= STATS_EVERY {
+        shared.live.packets.store(core.stats().packets(), Ordering::Relaxed);
+        shared.live.sent.store(core.stats().sent.values().sum(), Ordering::Relaxed);
+        shared.live.frames_sent.store(core.stats().frames_sent, Ordering::Relaxed);
+        shared.live.frames_received.store(core.stats().frames_received, Ordering::Relaxed);
+        let latencies = core.take_latencies();
+        if !latencies.is_empty() {
+            if let Ok(mut kept) = shared.live.latencies.lock() {
+                kept.extend_from_slice(&latencies);
+            }
+        }
+        if stopping || last_snapshot.elapsed() >= shared.every {
             last_snapshot = Instant::now();
-            if let Ok(mut stats) = shared.lock() {
+            if let Ok(mut stats) = shared.stats.lock() {
                 *stats = core.stats().clone();
             }
         }
