@@ -304,7 +304,7 @@ fn subscriber_options() -> PeerOptions {
     PeerOptions { record_latency: true, snapshot_every: SNAPSHOT_EVERY, ..PeerOptions::subscriber() }
 }
 
-/// Connects `count` peers (`name(i)` in `room(i)`), [`CONNECT_BATCH`] at a time.
+/// Connects `count` peers, the i-th as `spec(i)` = (participant, room, options), [`CONNECT_BATCH`] at a time.
 async fn connect_many(
     http: &reqwest::Client,
     sfu: &SfuProcess,
@@ -326,6 +326,23 @@ async fn connect_many(
         next += batch;
     }
     Ok(peers)
+}
+
+/// Connects peers (`spec(i)` for the i-th) until there are `target`, waits until every peer receives, and
+/// lets the joins settle.
+async fn grow(
+    http: &reqwest::Client,
+    sfu: &SfuProcess,
+    peers: &mut Vec<TestPeer>,
+    target: usize,
+    spec: impl Fn(usize) -> (String, String, PeerOptions),
+) -> anyhow::Result<()> {
+    let first = peers.len();
+    peers.extend(connect_many(http, sfu, target.saturating_sub(first), first, spec).await?);
+    let refs: Vec<&TestPeer> = peers.iter().collect();
+    wait_receiving(&refs, 20, Duration::from_secs(60)).await?;
+    tokio::time::sleep(SETTLE).await;
+    Ok(())
 }
 
 /// Waits until every peer has received at least `min_packets`, for at most `limit`.
@@ -513,25 +530,12 @@ pub async fn lecture(config: &SfuConfig, kind: &SfuKind) -> anyhow::Result<RunRe
     let mut subscribers: Vec<TestPeer> = Vec::new();
     let mut run = RunResult { scenario: "lecture", sfu: kind.name(), steps: Vec::new(), stopped: None };
     for &n in &config.lecture_steps {
-        let more = n.saturating_sub(subscribers.len());
-        let first = subscribers.len();
-        match connect_many(&http, &node, more, first, |i| {
-            (format!("student-{i}"), "lecture".into(), subscriber_options())
-        })
-        .await
-        {
-            Ok(peers) => subscribers.extend(peers),
-            Err(e) => {
-                run.stopped = Some(format!("at {n} subscribers: {e:#}"));
-                break;
-            }
-        }
-        let refs: Vec<&TestPeer> = subscribers.iter().collect();
-        if let Err(e) = wait_receiving(&refs, 20, Duration::from_secs(60)).await {
+        let student = |i: usize| (format!("student-{i}"), "lecture".to_owned(), subscriber_options());
+        if let Err(e) = grow(&http, &node, &mut subscribers, n, student).await {
             run.stopped = Some(format!("at {n} subscribers: {e:#}"));
             break;
         }
-        tokio::time::sleep(SETTLE).await;
+        let refs: Vec<&TestPeer> = subscribers.iter().collect();
         // Index 0 is the publisher; every subscriber should receive all it sent.
         let mut all = vec![&publisher];
         all.extend(refs.iter().copied());
@@ -563,22 +567,12 @@ pub async fn classroom(config: &SfuConfig) -> anyhow::Result<RunResult> {
     let mut peers: Vec<TestPeer> = Vec::new();
     let mut run = RunResult { scenario: "classroom", sfu: kind.name(), steps: Vec::new(), stopped: None };
     for &rooms in &config.classroom_steps {
-        let more = (rooms * size).saturating_sub(peers.len());
-        let first = peers.len();
-        let spec = |i: usize| (format!("p{i}"), format!("class-{}", i / size), publisher_options(config));
-        match connect_many(&http, &node, more, first, spec).await {
-            Ok(new) => peers.extend(new),
-            Err(e) => {
-                run.stopped = Some(format!("at {rooms} rooms: {e:#}"));
-                break;
-            }
-        }
-        let refs: Vec<&TestPeer> = peers.iter().collect();
-        if let Err(e) = wait_receiving(&refs, 20, Duration::from_secs(60)).await {
+        let pupil = |i: usize| (format!("p{i}"), format!("class-{}", i / size), publisher_options(config));
+        if let Err(e) = grow(&http, &node, &mut peers, rooms * size, pupil).await {
             run.stopped = Some(format!("at {rooms} rooms: {e:#}"));
             break;
         }
-        tokio::time::sleep(SETTLE).await;
+        let refs: Vec<&TestPeer> = peers.iter().collect();
         let streams = rooms * size * (size - 1) * 2;
         // Peer i receives what its room-mates sent.
         let expected = |sent: &[u64]| {
