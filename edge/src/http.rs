@@ -26,9 +26,20 @@ fn text_response(status: u16, text: String) -> Response {
     }
 }
 
-/// An error response: the code's status and `{"code","message"}`.
+/// An error response: the code's status and `{"code","message"}`; a lasting refusal also gets `Retry-After`.
 pub fn error(err: &ApiError) -> Response {
-    text_response(err.code.http_status(), err.to_json())
+    refusal(err.code.http_status(), err.to_json(), err.retry_after)
+}
+
+/// A JSON error body with `status` and, when given, `Retry-After` in seconds.
+pub fn refusal(status: u16, body: String, retry_after_s: Option<u64>) -> Response {
+    let response = text_response(status, body);
+    if let Some(seconds) = retry_after_s {
+        let headers = response.headers().clone();
+        let _ = headers.set("retry-after", &seconds.to_string());
+        return response.with_headers(headers);
+    }
+    response
 }
 
 /// Shorthand for [`error`] from parts.

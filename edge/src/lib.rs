@@ -25,10 +25,11 @@ pub mod router;
 mod send;
 pub mod sql_store;
 
-use worker::{event, Context, Env, Request, Response, Result};
+use worker::worker_sys::web_sys;
+use worker::{event, Context, Env, Response, Result};
 
-/// The Worker's entry point.
+/// The Worker's entry point. It takes the runtime's request as is (see [`router::handle`]).
 #[event(fetch)]
-pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+pub async fn fetch(req: web_sys::Request, env: Env, _ctx: Context) -> Result<Response> {
     Ok(router::handle(req, env).await)
 }

@@ -286,10 +286,6 @@ impl RoomObject {
             }
             Some(Resume { epoch: epoch?, since: since? })
         });
-        let pair = match WebSocketPair::new() {
-            Ok(pair) => pair,
-            Err(e) => return http::fail(ErrorCode::Internal, format!("could not create a WebSocket: {e}")),
-        };
         let now = clock::now();
         if let Err(e) = self.ensure_loaded(address.as_deref(), now) {
             return http::error(&e);
@@ -306,6 +302,15 @@ impl RoomObject {
             Err(e) => {
                 self.finish().await;
                 return http::error(&e);
+            }
+        };
+        let pair = match WebSocketPair::new() {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Nothing was sent yet: the core forgets the connection as if it had closed at once.
+                let _ = self.with_room(None, |room, now| room.disconnect(admitted.conn, now));
+                self.finish().await;
+                return http::fail(ErrorCode::Internal, format!("could not create a WebSocket: {e}"));
             }
         };
         let conn_tag = format!("conn:{}", admitted.conn.0);

@@ -4,14 +4,21 @@
 //! WebSocket upgrade: a bad room id is 400, a missing or invalid token 401, a token that may not enter the
 //! room 403 — each with a JSON body `{"code","message"}`. The room object then only decides what needs its
 //! state (capacity, bans), and trusts the identity header this module sets (it cannot be reached otherwise).
+//! A room's lasting refusals (`Retry-After`: the per-user connection limit, a cooldown, a timed ban) are
+//! remembered per isolate and repeated to retries until they lapse, so a user hammering the endpoint does not
+//! wake the room for each attempt.
 
 use crate::http::{error, fail, json};
-use crate::{clock, config};
+use crate::{clock, config, http};
 use homeroom_shared::auth::{token_from, Identity};
 use homeroom_shared::protocol::{ApiError, ErrorCode, Role, PROTOCOL_VERSION};
+use homeroom_shared::refusals::RefusalMemo;
 use homeroom_shared::RoomId;
 use serde::Serialize;
-use worker::{Env, Headers, Method, Request, RequestInit, Response, Url};
+use std::cell::RefCell;
+use worker::worker_sys::ext::RequestExt;
+use worker::worker_sys::web_sys;
+use worker::{Cf, Env, Headers, Method, Request, RequestInit, Response, Url};
 
 /// Header carrying the verified identity (JSON) from the Worker to a room object.
 pub const IDENTITY_HEADER: &str = "x-homeroom-identity";
@@ -19,6 +26,8 @@ pub const IDENTITY_HEADER: &str = "x-homeroom-identity";
 pub const ADDRESS_HEADER: &str = "x-homeroom-address";
 /// Header carrying the client's coordinates (`lat,lon` from Cloudflare's request metadata) to a room object.
 pub const GEO_HEADER: &str = "x-homeroom-geo";
+/// Response header marking a refusal the Worker repeated from its memo, without asking the room.
+pub const REMEMBERED_HEADER: &str = "x-homeroom-remembered";
 /// Header carrying the display name of an admin actor to a room object.
 pub const ACTOR_HEADER: &str = "x-homeroom-actor";
 
@@ -31,14 +40,26 @@ struct Health {
 }
 
 /// Routes one request. Never fails: every problem becomes a JSON error response.
-pub async fn handle(req: Request, env: Env) -> Response {
-    let url = match req.url() {
+///
+/// The request arrives as the runtime's own object: workers-rs' `Request` reads the whole `request.cf`
+/// object when it is made (a tenth of the CPU of a refused upgrade, measured), and only an admitted
+/// upgrade needs `cf` (for the client's coordinates), so the upgrade path reads it then and every other
+/// route converts the request when it is routed.
+pub async fn handle(raw: web_sys::Request, env: Env) -> Response {
+    let url = match Url::parse(&raw.url()) {
         Ok(url) => url,
         Err(e) => return fail(ErrorCode::BadRequest, format!("unreadable request URL: {e}")),
     };
     let path = url.path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let method = req.method();
+    let method = Method::from(raw.method());
+    if let ["v1", "rooms", room, "ws"] = segments.as_slice() {
+        return match method {
+            Method::Get => connect(&raw, &env, &url, room).await,
+            _ => method_not_allowed("GET"),
+        };
+    }
+    let req = Request::from(raw);
     match segments.as_slice() {
         ["healthz"] => json(
             200,
@@ -49,10 +70,6 @@ pub async fn handle(req: Request, env: Env) -> Response {
                 version: env!("CARGO_PKG_VERSION"),
             },
         ),
-        ["v1", "rooms", room, "ws"] => match method {
-            Method::Get => connect(req, &env, &url, room).await,
-            _ => method_not_allowed("GET"),
-        },
         ["v1", "rooms", room] => match method {
             Method::Get => admin_room(req, &env, room, "/admin/info", Method::Get).await,
             _ => method_not_allowed("GET"),
@@ -102,9 +119,9 @@ fn query_param(url: &Url, name: &str) -> Option<String> {
 }
 
 /// Verifies the token of a request (query `token` or `Authorization: Bearer`).
-fn authenticate(req: &Request, env: &Env, url: Option<&Url>) -> Result<Identity, Response> {
+fn authenticate(headers: &Headers, env: &Env, url: Option<&Url>) -> Result<Identity, Response> {
     let query_token = url.and_then(|u| query_param(u, "token"));
-    let header = req.headers().get("authorization").ok().flatten();
+    let header = headers.get("authorization").ok().flatten();
     let token = token_from(query_token.as_deref(), header.as_deref())
         .ok_or_else(|| error(&homeroom_shared::auth::AuthError::Missing.to_api()))?;
     config::user_key(env).verify_user(&token, clock::now()).map_err(|e| error(&e.to_api()))
@@ -122,19 +139,20 @@ fn room_stub(env: &Env, address: &str) -> Result<worker::Stub, Response> {
 }
 
 /// `GET /v1/rooms/{room}/ws`: authenticate, then hand the upgrade to the room object.
-async fn connect(req: Request, env: &Env, url: &Url, room: &str) -> Response {
+async fn connect(req: &web_sys::Request, env: &Env, url: &Url, room: &str) -> Response {
+    let req_headers = Headers(req.headers());
     let room = match parse_room(room) {
         Ok(room) => room,
         Err(response) => return response,
     };
-    let identity = match authenticate(&req, env, Some(url)) {
+    let identity = match authenticate(&req_headers, env, Some(url)) {
         Ok(identity) => identity,
         Err(response) => return response,
     };
     if !identity.may_enter(&room) {
         return fail(ErrorCode::Forbidden, format!("this token does not allow room \"{room}\""));
     }
-    let upgrade = req.headers().get("upgrade").ok().flatten().unwrap_or_default();
+    let upgrade = req_headers.get("upgrade").ok().flatten().unwrap_or_default();
     let probe = !upgrade.eq_ignore_ascii_case("websocket");
     if probe && query_param(url, "probe").as_deref() != Some("1") {
         return fail(
@@ -166,6 +184,14 @@ async fn connect(req: Request, env: &Env, url: &Url, room: &str) -> Response {
         inner.push_str(if inner.contains('?') { "&batch=1" } else { "?batch=1" });
     }
     let address = address(&identity, &room);
+    let user = identity.user.as_str();
+    if let Some(refused) = REFUSALS.with(|memo| memo.borrow_mut().check(&address, user, clock::now())) {
+        let retry_after = refused.retry_after_s(clock::now());
+        let response = http::refusal(refused.status, refused.body, Some(retry_after));
+        let headers = response.headers().clone();
+        let _ = headers.set(REMEMBERED_HEADER, "1");
+        return response.with_headers(headers);
+    }
     let identity_json = match serde_json::to_string(&identity) {
         Ok(j) => j,
         Err(e) => return fail(ErrorCode::Internal, format!("could not encode identity: {e}")),
@@ -176,10 +202,36 @@ async fn connect(req: Request, env: &Env, url: &Url, room: &str) -> Response {
     }
     let _ = headers.set(IDENTITY_HEADER, &identity_json);
     let _ = headers.set(ADDRESS_HEADER, &address);
-    if let Some((lat, lon)) = req.cf().and_then(|cf| cf.coordinates()) {
+    if let Some((lat, lon)) = req.cf().map(Cf::from).and_then(|cf| cf.coordinates()) {
         let _ = headers.set(GEO_HEADER, &format!("{lat},{lon}"));
     }
-    forward(env, &address, &inner, Method::Get, headers, None).await
+    let response = forward(env, &address, &inner, Method::Get, headers, None).await;
+    remember_refusal(response, &address, user).await
+}
+
+thread_local! {
+    /// Lasting admission refusals of this isolate (see [`homeroom_shared::refusals`]).
+    static REFUSALS: RefCell<RefusalMemo> = RefCell::new(RefusalMemo::default());
+}
+
+/// Passes the room's answer on; a refusal with `Retry-After` is remembered so that retries before then are
+/// answered here without waking the room.
+async fn remember_refusal(mut response: Response, address: &str, user: &str) -> Response {
+    let status = response.status_code();
+    if !matches!(status, 403 | 429) {
+        return response;
+    }
+    let retry_after = response.headers().get("retry-after").ok().flatten().and_then(|v| v.trim().parse::<u64>().ok());
+    let Some(retry_after) = retry_after else { return response };
+    match response.text().await {
+        Ok(body) => {
+            REFUSALS.with(|memo| {
+                memo.borrow_mut().remember(address, user, status, body.clone(), retry_after, clock::now());
+            });
+            http::refusal(status, body, Some(retry_after))
+        }
+        Err(e) => fail(ErrorCode::Internal, format!("unreadable refusal from the room: {e}")),
+    }
 }
 
 /// Admin endpoints: `role: admin` tokens of the room's tenant.
@@ -188,7 +240,7 @@ async fn admin_room(mut req: Request, env: &Env, room: &str, inner_path: &str, m
         Ok(room) => room,
         Err(response) => return response,
     };
-    let identity = match authenticate(&req, env, None) {
+    let identity = match authenticate(req.headers(), env, None) {
         Ok(identity) => identity,
         Err(response) => return response,
     };
@@ -250,7 +302,7 @@ async fn forward(
 
 /// The authenticated identity of an admin request (used by the registry's `GET /v1/nodes`).
 pub fn authenticate_admin(req: &Request, env: &Env) -> Result<Identity, Response> {
-    let identity = authenticate(req, env, None)?;
+    let identity = authenticate(req.headers(), env, None)?;
     require_admin(&identity)?;
     Ok(identity)
 }

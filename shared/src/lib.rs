@@ -19,6 +19,7 @@ pub mod ids;
 pub mod media;
 pub mod placement;
 pub mod protocol;
+pub mod refusals;
 pub mod room;
 pub mod time;
 

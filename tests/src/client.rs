@@ -34,6 +34,14 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The JSON body of a refused upgrade.
+    pub fn body(&self) -> Option<&str> {
+        match self {
+            ClientError::Refused { body, .. } => Some(body),
+            _ => None,
+        }
+    }
+
     /// The HTTP status of a refused upgrade.
     pub fn status(&self) -> Option<u16> {
         match self {

@@ -64,15 +64,25 @@ impl fmt::Display for ErrorCode {
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// Seconds after which the same request may succeed (a refusal that lasts: a connection limit, a
+    /// cooldown, a timed ban). HTTP responses carry it as `Retry-After` too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     /// An error with `code` and `message`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into() }
+        ApiError { code, message: message.into(), retry_after: None }
     }
 
-    /// The JSON body of an HTTP error response: `{"code","message"}`.
+    /// The same error, saying when to try again.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// The JSON body of an HTTP error response: `{"code","message"}`, plus `retry_after` when set.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{\"code\":\"internal\",\"message\":\"\"}"))
     }

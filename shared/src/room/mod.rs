@@ -177,6 +177,10 @@ fn internal(e: StoreError) -> ApiError {
     ApiError::new(ErrorCode::Internal, e.to_string())
 }
 
+/// `retry_after` of the per-user connection limit: a closed connection frees a slot at once, so a client
+/// that closed one may come back after a second (the edge may answer from its refusal memo meanwhile).
+pub const CONNECTION_LIMIT_RETRY_S: u64 = 1;
+
 const BASE36: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 
 fn to_base36(mut n: u64) -> String {
@@ -425,22 +429,20 @@ impl<S: RoomStore> Room<S> {
         let user = &identity.user;
         let moderation = self.store.moderation(user).map_err(internal)?.unwrap_or_default();
         if let Some(until) = moderation.banned_until.filter(|until| *until > now) {
+            let wait = until.since(now).div_ceil(1000);
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
-                format!(
-                    "you were removed from this room by a moderator; you may rejoin in {} s",
-                    until.since(now).div_ceil(1000)
-                ),
-            ));
+                format!("you were removed from this room by a moderator; you may rejoin in {wait} s"),
+            )
+            .retry_after(wait));
         }
         if let Some(until) = moderation.cooldown_until.filter(|until| *until > now) {
+            let wait = until.since(now).div_ceil(1000);
             return Err(ApiError::new(
                 ErrorCode::RateLimited,
-                format!(
-                    "this user was cut for too many refused frames; reconnect in {} s, more slowly",
-                    until.since(now).div_ceil(1000)
-                ),
-            ));
+                format!("this user was cut for too many refused frames; reconnect in {wait} s, more slowly"),
+            )
+            .retry_after(wait));
         }
         let grant = Grant { role: identity.role, perms: identity.perms };
         let (role, perms) = effective(&grant, &moderation);
@@ -461,7 +463,8 @@ impl<S: RoomStore> Room<S> {
                         "you already have {} connections to this room (the limit); close one first",
                         member.conns.len()
                     ),
-                ));
+                )
+                .retry_after(CONNECTION_LIMIT_RETRY_S));
             }
             Some(_) => {}
         }
