@@ -16,15 +16,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
-smoke=0
-for arg in "$@"; do
-  [ "$arg" = "--smoke" ] && smoke=1
-done
-server_cpus="${BENCH_SERVER_CPUS:-0}"
-load_cpus="${BENCH_LOAD_CPUS:-1}"
-if [ "$smoke" = 1 ]; then default_timeout=300; else default_timeout=3600; fi
-limit="${BENCH_TIMEOUT:-$default_timeout}"
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+bench_options 3600 "$@"
 
 step "build the media node and homeroom-sfu-load" \
   cargo build --release --locked -q -p homeroom-media-node --bin homeroom-media-node -p homeroom-bench --bin homeroom-sfu-load

@@ -17,19 +17,11 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
-smoke=0
-for arg in "$@"; do
-  [ "$arg" = "--smoke" ] && smoke=1
-done
-server_cpus="${BENCH_SERVER_CPUS:-0}"
-load_cpus="${BENCH_LOAD_CPUS:-1}"
+# Each WebSocket is a file descriptor in the load tool and one or more in each server process: bench_options
+# raises the open-file limit.
+bench_options 10800 "$@"
 if [ "$(id -u)" = 0 ]; then default_nice=-10; else default_nice=0; fi
 nice_level="${BENCH_NICE:-$default_nice}"
-if [ "$smoke" = 1 ]; then default_timeout=300; else default_timeout=10800; fi
-limit="${BENCH_TIMEOUT:-$default_timeout}"
-
-# Each WebSocket is a file descriptor in the load tool and one or more in each server process.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ "$(ulimit -n)" -lt 12000 ] && [ "$smoke" = 0 ]; then
   echo "warning: open-file limit $(ulimit -n): 5,000-member rooms need more (raise the hard limit)" >&2
 fi

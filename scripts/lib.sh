@@ -25,3 +25,18 @@ step() {
   "$@"
   printf '<== %s (%ss)\n' "$name" "$((SECONDS - start))" >&2
 }
+
+# Reads what every benchmark script shares: `--smoke` among its arguments, BENCH_SERVER_CPUS (default 0),
+# BENCH_LOAD_CPUS (default 1) and BENCH_TIMEOUT (default 5 minutes with --smoke, else $1 seconds). Sets `smoke`,
+# `server_cpus`, `load_cpus` and `limit`, and raises the open-file limit to the hard limit.
+bench_options() {
+  local full_timeout="$1"; shift
+  smoke=0
+  for arg in "$@"; do
+    if [ "$arg" = "--smoke" ]; then smoke=1; fi
+  done
+  server_cpus="${BENCH_SERVER_CPUS:-0}"
+  load_cpus="${BENCH_LOAD_CPUS:-1}"
+  if [ "$smoke" = 1 ]; then limit="${BENCH_TIMEOUT:-300}"; else limit="${BENCH_TIMEOUT:-$full_timeout}"; fi
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+}
