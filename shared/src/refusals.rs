@@ -8,8 +8,11 @@
 //! attempts in that time are answered from the memo without a subrequest.
 //!
 //! Invariants:
-//! - an entry never outlives the `retry_after` the room gave, so the memo can only delay an admission by
-//!   what the room itself announced (a user who closes a connection waits at most that long);
+//! - an entry lives for the `retry_after` the room gave, but at most [`MAX_REMEMBER_S`]: the room may lift a
+//!   refusal early (clearing the room wipes bans and cooldowns; a closed tab frees a connection slot), so
+//!   the memo delays an admission by at most that much beyond the room's own answer, while still absorbing
+//!   all but one attempt in every few seconds of a flood;
+//! - a repeated refusal's `Retry-After` counts down to the time the room announced, not to the entry's end;
 //! - the memo is bounded: at `capacity` entries, expired ones go first, then the one that ends soonest;
 //! - it is a cache: losing it (a new isolate) only means the room answers again.
 
@@ -19,6 +22,9 @@ use std::collections::HashMap;
 /// Entries one isolate keeps at most.
 pub const DEFAULT_CAPACITY: usize = 4096;
 
+/// The longest a refusal is repeated without asking the room again, in seconds.
+pub const MAX_REMEMBER_S: u64 = 5;
+
 /// A remembered refusal: the response to repeat and until when.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
@@ -26,14 +32,16 @@ pub struct Refusal {
     pub status: u16,
     /// The room's JSON body, repeated verbatim.
     pub body: String,
-    /// When the refusal stops applying.
+    /// When the memo stops repeating it (and asks the room again).
     pub until: Timestamp,
+    /// When the room said the refusal ends.
+    pub retry_at: Timestamp,
 }
 
 impl Refusal {
-    /// Whole seconds left at `now`, at least 1 (for `Retry-After`).
+    /// Whole seconds until the room's announced end at `now`, at least 1 (for `Retry-After`).
     pub fn retry_after_s(&self, now: Timestamp) -> u64 {
-        self.until.since(now).div_ceil(1000).max(1)
+        self.retry_at.since(now).div_ceil(1000).max(1)
     }
 }
 
@@ -69,7 +77,8 @@ impl RefusalMemo {
         }
     }
 
-    /// Remembers a refusal of `retry_after_s` seconds (0 remembers nothing).
+    /// Remembers a refusal of `retry_after_s` seconds for that long, at most [`MAX_REMEMBER_S`] (0 remembers
+    /// nothing).
     pub fn remember(&mut self, room: &str, user: &str, status: u16, body: String, retry_after_s: u64, now: Timestamp) {
         if retry_after_s == 0 {
             return;
@@ -84,8 +93,9 @@ impl RefusalMemo {
                 }
             }
         }
-        let until = now.plus_ms(retry_after_s.saturating_mul(1000));
-        self.entries.insert(key, Refusal { status, body, until });
+        let until = now.plus_ms(retry_after_s.min(MAX_REMEMBER_S) * 1000);
+        let retry_at = now.plus_ms(retry_after_s.saturating_mul(1000));
+        self.entries.insert(key, Refusal { status, body, until, retry_at });
     }
 
     /// Forgets what is remembered for `user` in `room` (the room admitted them after all).
@@ -131,6 +141,16 @@ mod tests {
     }
 
     #[test]
+    fn a_long_refusal_is_repeated_for_a_few_seconds_then_asked_again() {
+        let mut memo = RefusalMemo::default();
+        // A ten-minute ban: repeated for MAX_REMEMBER_S, saying when the ban ends.
+        memo.remember("t/r", "ann", 403, "{}".into(), 600, Timestamp(0));
+        let hit = memo.check("t/r", "ann", Timestamp(1_000)).expect("remembered");
+        assert_eq!(hit.retry_after_s(Timestamp(1_000)), 599);
+        assert!(memo.check("t/r", "ann", Timestamp(MAX_REMEMBER_S * 1000)).is_none(), "the room is asked again");
+    }
+
+    #[test]
     fn zero_retry_after_is_not_remembered() {
         let mut memo = RefusalMemo::default();
         memo.remember("t/r", "ann", 429, "{}".into(), 0, Timestamp(0));
@@ -141,14 +161,14 @@ mod tests {
     fn a_full_memo_drops_expired_entries_then_the_one_ending_soonest() {
         let mut memo = RefusalMemo::new(3);
         memo.remember("r", "a", 429, "a".into(), 1, Timestamp(0)); // until 1,000
-        memo.remember("r", "b", 429, "b".into(), 10, Timestamp(0)); // until 10,000
-        memo.remember("r", "c", 429, "c".into(), 5, Timestamp(0)); // until 5,000
+        memo.remember("r", "b", 429, "b".into(), 4, Timestamp(0)); // until 4,000
+        memo.remember("r", "c", 429, "c".into(), 3, Timestamp(0)); // until 3,000
                                                                    // At 2,000 "a" has expired: it makes room.
-        memo.remember("r", "d", 429, "d".into(), 20, Timestamp(2_000));
+        memo.remember("r", "d", 429, "d".into(), 5, Timestamp(2_000));
         assert_eq!(memo.len(), 3);
         assert!(memo.check("r", "b", Timestamp(2_000)).is_some());
-        // Nothing expired: the soonest ("c", until 5,000) goes.
-        memo.remember("r", "e", 429, "e".into(), 20, Timestamp(2_000));
+        // Nothing expired: the soonest ("c", until 3,000) goes.
+        memo.remember("r", "e", 429, "e".into(), 5, Timestamp(2_000));
         assert_eq!(memo.len(), 3);
         assert!(memo.check("r", "c", Timestamp(2_000)).is_none());
         assert!(memo.check("r", "b", Timestamp(2_000)).is_some());
