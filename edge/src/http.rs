@@ -4,42 +4,46 @@ use homeroom_shared::protocol::{ApiError, ErrorCode};
 use serde::Serialize;
 use worker::{Headers, Response};
 
-fn with_json_headers(response: Response) -> Response {
+/// The JSON headers plus `extra`, set once on the response.
+fn with_json_headers(response: Response, extra: &[(&str, &str)]) -> Response {
     let headers = Headers::new();
     let _ = headers.set("content-type", "application/json; charset=utf-8");
     let _ = headers.set("cache-control", "no-store");
+    for (name, value) in extra {
+        let _ = headers.set(name, value);
+    }
     response.with_headers(headers)
 }
 
 /// A JSON body with `status`.
 pub fn json<T: Serialize>(status: u16, body: &T) -> Response {
     match serde_json::to_string(body) {
-        Ok(text) => text_response(status, text),
+        Ok(text) => text_response(status, text, &[]),
         Err(e) => error(&ApiError::new(ErrorCode::Internal, format!("could not encode the response: {e}"))),
     }
 }
 
-fn text_response(status: u16, text: String) -> Response {
+fn text_response(status: u16, text: String, extra_headers: &[(&str, &str)]) -> Response {
     match Response::ok(text) {
-        Ok(r) => with_json_headers(r.with_status(status)),
+        Ok(r) => with_json_headers(r.with_status(status), extra_headers),
         Err(_) => Response::empty().map(|r| r.with_status(500)).unwrap_or_else(|_| fallback()),
     }
 }
 
 /// An error response: the code's status and `{"code","message"}`; a lasting refusal also gets `Retry-After`.
 pub fn error(err: &ApiError) -> Response {
-    refusal(err.code.http_status(), err.to_json(), err.retry_after)
+    match err.retry_after {
+        Some(seconds) => refusal(err.code.http_status(), err.to_json(), seconds, &[]),
+        None => text_response(err.code.http_status(), err.to_json(), &[]),
+    }
 }
 
-/// A JSON error body with `status` and, when given, `Retry-After` in seconds.
-pub fn refusal(status: u16, body: String, retry_after_s: Option<u64>) -> Response {
-    let response = text_response(status, body);
-    if let Some(seconds) = retry_after_s {
-        let headers = response.headers().clone();
-        let _ = headers.set("retry-after", &seconds.to_string());
-        return response.with_headers(headers);
-    }
-    response
+/// A JSON error body with `status`, `Retry-After` in seconds and any `extra` headers.
+pub fn refusal(status: u16, body: String, retry_after_s: u64, extra: &[(&str, &str)]) -> Response {
+    let retry_after = retry_after_s.to_string();
+    let mut headers = vec![("retry-after", retry_after.as_str())];
+    headers.extend_from_slice(extra);
+    text_response(status, body, &headers)
 }
 
 /// Shorthand for [`error`] from parts.

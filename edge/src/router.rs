@@ -185,12 +185,10 @@ async fn connect(req: &web_sys::Request, env: &Env, url: &Url, room: &str) -> Re
     }
     let address = address(&identity, &room);
     let user = identity.user.as_str();
-    if let Some(refused) = REFUSALS.with(|memo| memo.borrow_mut().check(&address, user, clock::now())) {
-        let retry_after = refused.retry_after_s(clock::now());
-        let response = http::refusal(refused.status, refused.body, Some(retry_after));
-        let headers = response.headers().clone();
-        let _ = headers.set(REMEMBERED_HEADER, "1");
-        return response.with_headers(headers);
+    let now = clock::now();
+    if let Some(refused) = REFUSALS.with(|memo| memo.borrow_mut().check(&address, user, now)) {
+        let retry_after = refused.retry_after_s(now);
+        return http::refusal(refused.status, refused.body, retry_after, &[(REMEMBERED_HEADER, "1")]);
     }
     let identity_json = match serde_json::to_string(&identity) {
         Ok(j) => j,
@@ -228,7 +226,7 @@ async fn remember_refusal(mut response: Response, address: &str, user: &str) -> 
             REFUSALS.with(|memo| {
                 memo.borrow_mut().remember(address, user, status, body.clone(), retry_after, clock::now());
             });
-            http::refusal(status, body, Some(retry_after))
+            http::refusal(status, body, retry_after, &[])
         }
         Err(e) => fail(ErrorCode::Internal, format!("unreadable refusal from the room: {e}")),
     }
