@@ -28,9 +28,9 @@ async fn round_trips(a: &mut Client, b: &mut Client, n: usize) -> Vec<Duration> 
 }
 
 /// Upgrade attempts per second of the one-user connection flood. Unpaced, four loops reach ≈ 600/s, and at
-/// 1.5–3 ms of workerd CPU per refused HTTP request (the local stack's floor: a bare 404 costs ≈ 1.4–2 ms)
+/// ≈ 1.4–1.6 ms of workerd CPU per refused HTTP request (the local stack's floor: a bare 404 costs ≈ 1.2 ms)
 /// that saturates the one thread that also runs the room — a request flood is for the platform's rate
-/// limiting in front of the Worker (docs/reliability.md). 140/s is about a quarter of the thread.
+/// limiting in front of the Worker (docs/reliability.md). 140/s is about a fifth of the thread.
 const FLOOD_PER_SEC: u32 = 140;
 
 /// Outcomes of a connection flood's upgrade attempts.
