@@ -48,6 +48,15 @@ impl std::fmt::Debug for RoomObject {
     }
 }
 
+/// Who flushes what an event left queued ([`RoomObject::finish`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pump {
+    /// This handler waits for the windows and flushes them (nobody waits for its answer).
+    Inline,
+    /// This handler answers a request now; the alarm flushes.
+    Alarm,
+}
+
 #[derive(Deserialize)]
 struct KickBody {
     id: String,
@@ -152,9 +161,14 @@ impl RoomObject {
         deferred
     }
 
-    /// Applies every output, performs the media IO they ask for (feeding answers back to the core), and moves
-    /// the alarm. Every event handler ends with this.
-    async fn finish(&self) {
+    /// Applies every output, performs the media IO they ask for (feeding answers back to the core), moves the
+    /// alarm, and sees that what the room queued gets flushed. Every event handler ends with this.
+    ///
+    /// `Pump::Inline` (WebSocket events, the alarm: nobody waits for them) pumps the flush windows right here.
+    /// `Pump::Alarm` (HTTP requests: upgrades, probes, admin calls) never waits for a window, because its
+    /// response (an upgrade's `101`) would wait with it: if frames stay queued and nobody is pumping, the
+    /// alarm is set for the window's end and the alarm handler pumps.
+    async fn finish(&self, pump: Pump) {
         loop {
             let deferred = self.apply_outputs();
             if deferred.is_empty() {
@@ -164,19 +178,30 @@ impl RoomObject {
                 self.media_io(output).await;
             }
         }
-        self.sync_alarm().await;
-        self.pump_flushes().await;
+        match pump {
+            Pump::Inline => {
+                self.sync_alarm(None).await;
+                self.pump_flushes().await;
+            }
+            Pump::Alarm => {
+                let flush =
+                    if self.flushing.get() { None } else { self.room.borrow().as_ref().and_then(|r| r.next_flush()) };
+                self.sync_alarm(flush).await;
+            }
+        }
     }
 
-    /// Waits for each coalescing window to end and flushes it, while the room keeps queueing. One handler at
-    /// a time does this (the object cannot hibernate meanwhile, so nothing queued is lost); the others
-    /// return at once.
+    /// Waits for each coalescing window to end and flushes it, for as long as windows keep opening: a window
+    /// that flushed something opens the next one, and the pump waits for that one too, so a busy room has
+    /// one pump for the whole burst rather than one per window; a window that ends empty closes and the pump
+    /// stops. One handler at a time does this (the object cannot hibernate meanwhile, so nothing queued is
+    /// lost); the others return at once.
     async fn pump_flushes(&self) {
         if self.flushing.replace(true) {
             return;
         }
         loop {
-            let next = self.room.borrow().as_ref().and_then(|r| r.next_flush());
+            let next = self.room.borrow().as_ref().and_then(|r| r.window_end());
             let Some(at) = next else { break };
             let wait = at.since(clock::now());
             if wait > 0 {
@@ -222,9 +247,14 @@ impl RoomObject {
         }
     }
 
-    /// Moves the alarm to the core's next deadline (no borrow is held across the await).
-    async fn sync_alarm(&self) {
-        let next = self.room.borrow().as_ref().and_then(|r| r.next_deadline());
+    /// Moves the alarm to the core's next deadline, or to `flush` if that is sooner (no borrow is held across
+    /// the await).
+    async fn sync_alarm(&self, flush: Option<Timestamp>) {
+        let deadline = self.room.borrow().as_ref().and_then(|r| r.next_deadline());
+        let next = match (deadline, flush) {
+            (Some(d), Some(f)) => Some(d.min(f)),
+            (d, f) => d.or(f),
+        };
         let Some(next) = next else { return };
         if self.alarm_at.get() == Some(next) {
             return;
@@ -256,7 +286,7 @@ impl RoomObject {
         };
         let address = req.headers().get(ADDRESS_HEADER).ok().flatten();
         let verdict = self.with_room(address.as_deref(), |room, now| room.check_admission(&identity, now));
-        self.finish().await;
+        self.finish(Pump::Alarm).await;
         match verdict {
             Ok(Ok(())) => Response::empty().map(|r| r.with_status(204)).unwrap_or_else(|_| http::json(200, &())),
             Ok(Err(e)) | Err(e) => http::error(&e),
@@ -300,7 +330,7 @@ impl RoomObject {
         let admitted = match admitted {
             Ok(admitted) => admitted,
             Err(e) => {
-                self.finish().await;
+                self.finish(Pump::Alarm).await;
                 return http::error(&e);
             }
         };
@@ -309,7 +339,7 @@ impl RoomObject {
             Err(e) => {
                 // Nothing was sent yet: the core forgets the connection as if it had closed at once.
                 let _ = self.with_room(None, |room, now| room.disconnect(admitted.conn, now));
-                self.finish().await;
+                self.finish(Pump::Alarm).await;
                 return http::fail(ErrorCode::Internal, format!("could not create a WebSocket: {e}"));
             }
         };
@@ -319,7 +349,7 @@ impl RoomObject {
             worker::console_error!("could not store a connection attachment: {e}");
         }
         self.sockets.borrow_mut().insert(admitted.conn, pair.server);
-        self.finish().await;
+        self.finish(Pump::Alarm).await;
         Response::from_websocket(pair.client)
             .unwrap_or_else(|e| http::fail(ErrorCode::Internal, format!("upgrade failed: {e}")))
     }
@@ -409,7 +439,7 @@ impl RoomObject {
             },
             _ => Ok(http::fail(ErrorCode::NotFound, format!("no room route {path}"))),
         };
-        self.finish().await;
+        self.finish(Pump::Alarm).await;
         response.unwrap_or_else(|e| http::error(&e))
     }
 }
@@ -463,7 +493,7 @@ impl DurableObject for RoomObject {
                 .to_json(),
             );
         }
-        self.finish().await;
+        self.finish(Pump::Inline).await;
         Ok(())
     }
 
@@ -476,7 +506,7 @@ impl DurableObject for RoomObject {
         }
         // Complete the closing handshake (harmless if the runtime already did).
         let _ = ws.close(Some(close::NORMAL), Some("bye"));
-        self.finish().await;
+        self.finish(Pump::Inline).await;
         Ok(())
     }
 
@@ -488,7 +518,7 @@ impl DurableObject for RoomObject {
                 worker::console_error!("room unavailable for an error: {e}");
             }
         }
-        self.finish().await;
+        self.finish(Pump::Inline).await;
         Ok(())
     }
 
@@ -497,7 +527,7 @@ impl DurableObject for RoomObject {
         if let Err(e) = self.with_room(None, |room, now| room.tick(now)) {
             worker::console_error!("room unavailable for its alarm: {e}");
         }
-        self.finish().await;
+        self.finish(Pump::Inline).await;
         Response::empty()
     }
 }

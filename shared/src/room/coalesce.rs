@@ -58,6 +58,11 @@ impl Coalescer {
         }
     }
 
+    /// When the current window ends, queued frames or not (`None`: no window, the next event goes out at once).
+    pub(crate) fn window_end(&self) -> Option<Timestamp> {
+        self.window_until
+    }
+
     /// Whether a window is open at `now`.
     pub(crate) fn window_open(&self, now: Timestamp) -> bool {
         self.window_until.is_some_and(|until| now < until)

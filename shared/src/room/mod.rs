@@ -818,6 +818,13 @@ impl<S: RoomStore> Room<S> {
         self.coalescer.next_flush()
     }
 
+    /// When the current flush window ends, whether or not anything is queued yet; [`Room::flush`] at that time
+    /// either flushes (and a new window opens) or closes the window. A pump that waits for this, rather than
+    /// for [`Room::next_flush`], lives as long as the room is busy instead of stopping after every flush.
+    pub fn window_end(&self) -> Option<Timestamp> {
+        self.coalescer.window_end()
+    }
+
     /// Whether a flush window is open (frames would be queued now).
     pub fn is_coalescing(&self) -> bool {
         self.coalescer.window_open(self.clock)

@@ -159,11 +159,12 @@ impl Sim {
         self.attachments.remove(&conn);
     }
 
-    /// Moves the clock and fires the alarm if it is due (possibly several times).
+    /// Moves the clock and fires the alarm if it is due (possibly several times); like the object's flush pump,
+    /// it also wakes at the end of every open flush window, which flushes it or closes it.
     pub fn advance(&mut self, ms: u64) {
         let target = self.now.plus_ms(ms);
         loop {
-            let next = [self.room().next_deadline(), self.room().next_flush()].into_iter().flatten().min();
+            let next = [self.room().next_deadline(), self.room().window_end()].into_iter().flatten().min();
             let Some(deadline) = next.filter(|d| *d <= target) else { break };
             self.now = self.now.max(deadline);
             let now = self.now;
