@@ -6,7 +6,15 @@
 //!    attachments of the live WebSockets ([`Room::restore`]);
 //! 2. translate the event into one call on the core, passing `Date.now()`;
 //! 3. apply the core's outputs in order (send, close, rewrite an attachment);
-//! 4. set the alarm to the core's next deadline.
+//! 4. set the alarm to the core's next deadline;
+//! 5. see that what the core queued in a busy room's flush window goes out at the window's end: WebSocket
+//!    events and the alarm pump the windows inside their own event (nobody waits for their answer), HTTP
+//!    requests never do — an upgrade's `101` must not wait for a window — and leave the flush to whoever is
+//!    pumping, or to the alarm, set for the window's end. A room whose events are all upgrades (a class
+//!    arriving) is pumped by its alarm handler, which keeps pumping while windows keep opening.
+//!
+//! Nothing queued is lost to hibernation: the object hibernates only after seconds without events, and a
+//! window lasts at most 250 ms, with a pump or an alarm due at its end.
 //!
 //! The core is borrowed only inside synchronous sections, never across an `.await`. The `ping` → `pong`
 //! auto-response is answered by the runtime without waking the object.
