@@ -27,6 +27,7 @@ use crate::{clock, config, http};
 use homeroom_shared::auth::Identity;
 use homeroom_shared::placement::Geo;
 use homeroom_shared::protocol::{close, ApiError, ErrorCode};
+use homeroom_shared::pump::{Beat, PumpLease};
 use homeroom_shared::room::config::SettingsPatch;
 use homeroom_shared::room::{ClientInfo, ConnRecord, Output, Resume, Room, RoomKeys};
 use homeroom_shared::{ConnId, Timestamp, UserId};
@@ -46,8 +47,8 @@ pub struct RoomObject {
     room: RefCell<Option<Room<SqlStore>>>,
     sockets: RefCell<HashMap<ConnId, WebSocket>>,
     alarm_at: Cell<Option<Timestamp>>,
-    /// A handler is waiting for the current flush window (only one does at a time).
-    flushing: Cell<bool>,
+    /// Which handler pumps the flush windows ([`homeroom_shared::pump`]).
+    pump: RefCell<PumpLease>,
 }
 
 impl std::fmt::Debug for RoomObject {
@@ -192,8 +193,8 @@ impl RoomObject {
                 self.pump_flushes().await;
             }
             Pump::Alarm => {
-                let flush =
-                    if self.flushing.get() { None } else { self.room.borrow().as_ref().and_then(|r| r.next_flush()) };
+                let pumped = self.pump.borrow().is_held(clock::now());
+                let flush = if pumped { None } else { self.room.borrow().as_ref().and_then(|r| r.next_flush()) };
                 self.sync_alarm(flush).await;
             }
         }
@@ -202,12 +203,16 @@ impl RoomObject {
     /// Waits for each coalescing window to end and flushes it, for as long as windows keep opening: a window
     /// that flushed something opens the next one, and the pump waits for that one too, so a busy room has
     /// one pump for the whole burst rather than one per window; a window that ends empty closes and the pump
-    /// stops. One handler at a time does this (the object cannot hibernate meanwhile, so nothing queued is
-    /// lost); the others return at once.
+    /// stops. Each wake also runs the room's due deadlines (typing expiry and the like), which would otherwise
+    /// wait for an alarm that cannot be delivered while an alarm handler pumps.
+    ///
+    /// One handler at a time pumps ([`PumpLease`]); the others return at once. After
+    /// [`homeroom_shared::pump::HANDOFF_MS`] the pumper hands over: it arms the alarm for the next window's
+    /// end and returns, and the alarm's handler pumps on. A pumper the runtime dropped mid-wait is taken over
+    /// once its lease is stale. Nothing queued is lost: the object does not hibernate while a window is open
+    /// (a pump or the alarm is due at its end, within 250 ms).
     async fn pump_flushes(&self) {
-        if self.flushing.replace(true) {
-            return;
-        }
+        let Some(pumper) = self.pump.borrow_mut().start(clock::now()) else { return };
         loop {
             let next = self.room.borrow().as_ref().and_then(|r| r.window_end());
             let Some(at) = next else { break };
@@ -215,14 +220,29 @@ impl RoomObject {
             if wait > 0 {
                 worker::Delay::from(std::time::Duration::from_millis(wait)).await;
             }
-            if self.with_room(None, |room, now| room.flush(now)).is_err() {
+            let beat = self.pump.borrow_mut().beat(pumper, clock::now());
+            if beat == Beat::Superseded {
+                return;
+            }
+            if self.with_room(None, |room, now| room.tick(now)).is_err() {
                 break;
             }
             for output in self.apply_outputs() {
                 self.media_io(output).await;
             }
+            match beat {
+                // The deadlines run here may have moved the next one.
+                Beat::Pump => self.sync_alarm(None).await,
+                Beat::HandOff => {
+                    let next = self.room.borrow().as_ref().and_then(|r| r.window_end());
+                    self.pump.borrow_mut().end(pumper);
+                    self.sync_alarm(next).await;
+                    return;
+                }
+                Beat::Superseded => return,
+            }
         }
-        self.flushing.set(false);
+        self.pump.borrow_mut().end(pumper);
     }
 
     fn address(&self) -> Option<String> {
@@ -464,7 +484,7 @@ impl DurableObject for RoomObject {
             room: RefCell::new(None),
             sockets: RefCell::new(HashMap::new()),
             alarm_at: Cell::new(None),
-            flushing: Cell::new(false),
+            pump: RefCell::new(PumpLease::default()),
         }
     }
 

@@ -7,6 +7,7 @@
 //!   [`room::Output`]s out, durable state behind the synchronous [`room::store::RoomStore`] port.
 //! - [`media`]: the edge ↔ media node contract (heartbeats, control commands).
 //! - [`placement`]: the media-node registry (leases) and room placement (region, distance, load).
+//! - [`pump`]: the lease that decides which event handler of a room object pumps its flush windows.
 //! - [`ids`], [`time`]: validated identifiers and the millisecond clock the adapters pass in.
 //!
 //! Nothing here does IO, reads a clock or draws random numbers, so everything builds for native and
@@ -19,6 +20,7 @@ pub mod ids;
 pub mod media;
 pub mod placement;
 pub mod protocol;
+pub mod pump;
 pub mod refusals;
 pub mod room;
 pub mod time;

@@ -5,7 +5,8 @@
 //! The window is stretched to a full second (`COALESCE_MS`) and coalescing starts at two connections, so the
 //! margins below are hundreds of milliseconds wide: they check behaviour, not speed.
 
-use homeroom_shared::protocol::{Role, ServerFrame as F};
+use homeroom_shared::protocol::{ClientFrame, ClientRequest, Role, ServerFrame as F};
+use homeroom_shared::pump::HANDOFF_MS;
 use homeroom_tests::client::{Client, Connect};
 use homeroom_tests::edge::Edge;
 use homeroom_tests::tokens::Minter;
@@ -56,4 +57,59 @@ async fn upgrades_do_not_wait_for_the_window_and_the_alarm_flushes_what_they_que
         "carol's join reached alice {heard_after:?} after the window opened: it was not coalesced"
     );
     eprintln!("carol's welcome after {carol_waited:?}; her join reached alice {heard_after:?} after the window opened");
+}
+
+/// A room busy for longer than one pump may hold it ([`homeroom_shared::pump::HANDOFF_MS`]): every window
+/// stays open, the pump is handed over (to the alarm) and taken up again, and every message still arrives, in
+/// order, within about a window of its sending.
+#[tokio::test]
+async fn a_long_busy_stretch_hands_the_pump_over_without_losing_or_stalling_anything() {
+    let window = WINDOW_MS.to_string();
+    let vars = [("COALESCE_MS", window.as_str()), ("COALESCE_MIN_CONNECTIONS", "2"), ("COALESCE_FRAMES_PER_SEC", "0")];
+    let edge = Edge::start_with(&vars).await.expect("edge starts");
+    let minter = Minter::dev().expect(".dev.vars has JWT_SECRET");
+    let connect = |user: &str| Connect::new(&edge.ws(), "busy", &minter.token(user, Role::Student));
+    let mut alice = Client::connect(&connect("alice")).await.expect("alice joins");
+    let mut bob = Client::connect(&connect("bob")).await.expect("bob joins");
+
+    // One message every 300 ms for 8 s: every 1 s window has traffic, so one pump would hold it throughout.
+    let messages = 8_000 / 300;
+    let started = Instant::now();
+    let send = async {
+        let mut sent_at = Vec::new();
+        for i in 0..messages {
+            let request = ClientRequest::ChatSend { text: format!("m{i}"), reply_to: None };
+            let frame = ClientFrame::with_rid(bob.rid(), request);
+            bob.send(&frame).await.expect("bob sends");
+            sent_at.push(Instant::now());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        sent_at
+    };
+    let receive = async {
+        let mut arrived_at = Vec::new();
+        for i in 0..messages {
+            let frame = alice
+                .expect("the next message", Duration::from_millis(WINDOW_MS * 4), |f| {
+                    matches!(f, F::ChatMessage { .. })
+                })
+                .await
+                .expect("every message arrives");
+            let F::ChatMessage { message, .. } = frame else { unreachable!("expect matched a chat message") };
+            assert_eq!(message.text, format!("m{i}"), "messages arrive in order");
+            arrived_at.push(Instant::now());
+        }
+        arrived_at
+    };
+    let (sent_at, arrived_at) = tokio::join!(send, receive);
+    assert!(started.elapsed() > Duration::from_millis(HANDOFF_MS), "the busy stretch outlasts one pump");
+
+    // A message waits at most one window plus the flush; a stalled hand-off would show as a multi-second gap.
+    let worst = sent_at.iter().zip(&arrived_at).map(|(sent, arrived)| arrived.saturating_duration_since(*sent)).max();
+    let worst = worst.unwrap_or_default();
+    assert!(
+        worst < Duration::from_millis(WINDOW_MS * 5 / 2),
+        "a message took {worst:?} to arrive (window {WINDOW_MS} ms): the pump stalled around a hand-off"
+    );
+    eprintln!("{messages} messages over {:?}; worst send → receive {worst:?}", started.elapsed());
 }
