@@ -113,6 +113,21 @@ pub struct ServiceClaims {
     pub iat: Option<u64>,
 }
 
+/// [`ServiceClaims`] plus the media-token claims whose presence marks a token as not a service token.
+#[derive(Deserialize)]
+struct ServiceTokenShape {
+    sub: String,
+    exp: u64,
+    #[serde(default)]
+    iat: Option<u64>,
+    #[serde(default)]
+    room: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    node: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    perms: Option<serde::de::IgnoredAny>,
+}
+
 /// Why a token was refused. Every variant maps to HTTP 401 / close 4001 except where noted.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -213,8 +228,18 @@ impl TokenKey {
     }
 
     /// Verifies a service token (node heartbeat or edge control) at time `now`.
+    ///
+    /// Media tokens are signed with the same secret, so a media token is refused here by its shape: one that
+    /// carries a media token's `room`, `node` or `perms` is not a service token, whatever its `sub` (else a
+    /// participant whose user id is `edge`, or looks like a node id, could moderate a node or register one).
     pub fn verify_service(&self, token: &str, now: Timestamp) -> Result<ServiceClaims, AuthError> {
-        let claims: ServiceClaims = self.decode(token)?;
+        let shape: ServiceTokenShape = self.decode(token)?;
+        if shape.room.is_some() || shape.node.is_some() || shape.perms.is_some() {
+            return Err(AuthError::BadClaim(
+                "a media token is not a service token (service tokens carry no room, node or perms)".into(),
+            ));
+        }
+        let claims = ServiceClaims { sub: shape.sub, exp: shape.exp, iat: shape.iat };
         check_times(claims.exp, None, now)?;
         NodeId::parse(&claims.sub).map_err(|e| AuthError::BadClaim(format!("sub: {e}")))?;
         Ok(claims)
@@ -345,6 +370,34 @@ mod tests {
         assert!(matches!(key.verify_user(&key.sign(&bad_role).unwrap(), NOW), Err(AuthError::BadClaim(_))));
         let no_exp = serde_json::json!({"sub": "u1"});
         assert!(matches!(key.verify_user(&key.sign(&no_exp).unwrap(), NOW), Err(AuthError::BadClaim(_))));
+    }
+
+    #[test]
+    fn a_media_token_is_not_a_service_token_whatever_its_sub() {
+        let key = TokenKey::new(b"node-secret");
+        let exp = NOW.as_secs() + 60;
+        let service = ServiceClaims { sub: "edge".into(), exp, iat: None };
+        assert_eq!(key.verify_service(&key.sign(&service).unwrap(), NOW).unwrap(), service);
+        // A participant named "edge" (or "eu-node-1") holds a media token signed with the same secret.
+        let perms = MediaPerms { audio: true, video: true, screen: true, subscribe: true };
+        let media = MediaClaims {
+            sub: "edge".into(),
+            room: "default/math".into(),
+            node: "eu-node-1".into(),
+            perms,
+            name: None,
+            caps: None,
+            exp,
+        };
+        let token = key.sign(&media).unwrap();
+        assert!(key.verify_media(&token, NOW).is_ok(), "the token is a valid media token");
+        assert!(matches!(key.verify_service(&token, NOW), Err(AuthError::BadClaim(_))), "but not a service token");
+        for claim in ["room", "node", "perms"] {
+            let mut shaped = serde_json::json!({"sub": "eu-node-1", "exp": exp});
+            shaped[claim] = serde_json::json!("x");
+            let refused = key.verify_service(&key.sign(&shaped).unwrap(), NOW);
+            assert!(matches!(refused, Err(AuthError::BadClaim(_))), "a service token with {claim}");
+        }
     }
 
     #[test]

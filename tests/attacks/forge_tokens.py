@@ -94,6 +94,10 @@ def main() -> None:
             "control_valid": encode(hs256, {"sub": "edge", "exp": now + 60}, node_secret),
             "control_wrong_key": encode(hs256, {"sub": "edge", "exp": now + 60}, secret),
             "control_user_token": encode(hs256, admin, secret),
+            # Media tokens share NODE_SECRET: one held by a participant whose user id is "edge" (or a node's
+            # id) must be neither a control token nor a heartbeat token.
+            "media_sub_edge": encode(hs256, {**media, "sub": "edge"}, node_secret),
+            "media_sub_node": encode(hs256, {**media, "sub": "evil-node"}, node_secret),
         }
     )
     print(json.dumps(tokens))

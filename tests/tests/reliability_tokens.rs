@@ -57,7 +57,7 @@ async fn forged_tokens_are_refused_everywhere_and_valid_ones_accepted() {
     }
 
     // Node tokens: only NODE_SECRET-signed, unexpired, matching ones renew a lease.
-    for name in ["node_wrong_key", "node_alg_none", "node_expired"] {
+    for name in ["node_wrong_key", "node_alg_none", "node_expired", "media_sub_node"] {
         let hb = NodeHeartbeat {
             id: "evil-node".into(),
             region: "eu-west".into(),
@@ -131,9 +131,13 @@ async fn forged_tokens_are_refused_everywhere_and_valid_ones_accepted() {
         assert_eq!(status, expected, "{name} at the media node's /v1/sessions");
     }
     let command = serde_json::json!({"type": "close_room", "room": "default/vault"});
-    for (name, ok) in
-        [("control_wrong_key", false), ("control_user_token", false), ("media_valid", false), ("control_valid", true)]
-    {
+    for (name, ok) in [
+        ("control_wrong_key", false),
+        ("control_user_token", false),
+        ("media_valid", false),
+        ("media_sub_edge", false),
+        ("control_valid", true),
+    ] {
         let status = http
             .post(format!("{}/v1/control", node.url))
             .bearer_auth(&tokens[name])

@@ -68,13 +68,15 @@ impl Coalescer {
         self.window_until.is_some_and(|until| now < until)
     }
 
-    /// Sends or queues `text` for `to`. `room_conns` is the number of open connections.
+    /// Sends or queues `text` for `to`. `room_conns` is the number of open connections; `batch` says which
+    /// of them asked for batched frames (used when a late or shrunk window is flushed here first).
     pub(crate) fn emit(
         &mut self,
         outbox: &mut VecDeque<Output>,
         to: Vec<ConnId>,
         text: Arc<str>,
         room_conns: usize,
+        batch: impl Fn(ConnId) -> bool,
         now: Timestamp,
     ) {
         if to.is_empty() {
@@ -88,7 +90,7 @@ impl Coalescer {
         }
         if !self.pending.is_empty() {
             // A window ended without its flush (a late timer) or the room shrank: keep the order.
-            self.flush_all(outbox, |_| true);
+            self.flush_all(outbox, batch);
         }
         outbox.push_back(Output::Send { to, text });
         self.window_until = enabled.then(|| now.plus_ms(self.window_len(room_conns)));
@@ -185,10 +187,10 @@ mod tests {
         let mut c = Coalescer::new(20, 2, 0);
         let mut out = VecDeque::new();
         let all = vec![ConnId(1), ConnId(2)];
-        c.emit(&mut out, all.clone(), Arc::from("{\"a\":1}"), 2, Timestamp(0));
+        c.emit(&mut out, all.clone(), Arc::from("{\"a\":1}"), 2, |_| true, Timestamp(0));
         assert_eq!(texts(&out).len(), 1, "the first event goes out at once");
-        c.emit(&mut out, all.clone(), Arc::from("{\"b\":2}"), 2, Timestamp(5));
-        c.emit(&mut out, vec![ConnId(2)], Arc::from("{\"c\":3}"), 2, Timestamp(6));
+        c.emit(&mut out, all.clone(), Arc::from("{\"b\":2}"), 2, |_| true, Timestamp(5));
+        c.emit(&mut out, vec![ConnId(2)], Arc::from("{\"c\":3}"), 2, |_| true, Timestamp(6));
         assert_eq!(texts(&out).len(), 1, "queued inside the window");
         assert_eq!(c.next_flush(), Some(Timestamp(20)));
         c.flush_due(&mut out, |conn| conn == ConnId(2), 2, Timestamp(20));
@@ -199,8 +201,33 @@ mod tests {
         assert_eq!(c.window_until, Some(Timestamp(40)));
         c.flush_due(&mut out, |_| true, 2, Timestamp(40));
         assert_eq!(c.window_until, None);
-        c.emit(&mut out, all, Arc::from("{\"d\":4}"), 2, Timestamp(41));
+        c.emit(&mut out, all, Arc::from("{\"d\":4}"), 2, |_| true, Timestamp(41));
         assert_eq!(texts(&out).len(), 4, "a quiet room answers immediately again");
+    }
+
+    #[test]
+    fn a_window_flushed_by_the_next_event_keeps_each_connections_framing() {
+        // The room shrinks below `min_conns` with frames queued (a member left mid-window): the next event
+        // flushes them first, and a connection that never asked for batches still gets one frame per text.
+        let mut c = Coalescer::new(20, 3, 0);
+        let mut out = VecDeque::new();
+        let all = vec![ConnId(1), ConnId(2), ConnId(3)];
+        let batch = |conn: ConnId| conn == ConnId(2);
+        c.emit(&mut out, all.clone(), Arc::from("{\"a\":1}"), 3, batch, Timestamp(0));
+        c.emit(&mut out, all.clone(), Arc::from("{\"b\":2}"), 3, batch, Timestamp(5));
+        c.emit(&mut out, all, Arc::from("{\"c\":3}"), 3, batch, Timestamp(6));
+        assert_eq!(texts(&out).len(), 1, "two queued");
+        c.emit(&mut out, vec![ConnId(1), ConnId(2)], Arc::from("{\"d\":4}"), 2, batch, Timestamp(7));
+        let sent = texts(&out);
+        for (to, text) in &sent {
+            if to.contains(&1) || to.contains(&3) {
+                assert!(!text.starts_with('['), "a connection without ?batch=1 got an array: {text}");
+            }
+        }
+        let to_1: Vec<&str> = sent.iter().filter(|(to, _)| to.contains(&1)).map(|(_, t)| t.as_str()).collect();
+        assert_eq!(to_1, ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}", "{\"d\":4}"], "in order, one frame each");
+        let to_2: Vec<&str> = sent.iter().filter(|(to, _)| to.contains(&2)).map(|(_, t)| t.as_str()).collect();
+        assert_eq!(to_2, ["{\"a\":1}", "[{\"b\":2},{\"c\":3}]", "{\"d\":4}"]);
     }
 
     #[test]
@@ -208,7 +235,7 @@ mod tests {
         let mut c = Coalescer::new(20, 50, 0);
         let mut out = VecDeque::new();
         for i in 0..5 {
-            c.emit(&mut out, vec![ConnId(1)], Arc::from(format!("{i}")), 3, Timestamp(i));
+            c.emit(&mut out, vec![ConnId(1)], Arc::from(format!("{i}")), 3, |_| true, Timestamp(i));
         }
         assert_eq!(texts(&out).len(), 5);
         assert_eq!(c.next_flush(), None);
@@ -227,9 +254,9 @@ mod tests {
         let mut c = Coalescer::new(20, 2, 10_000);
         let mut out = VecDeque::new();
         let all: Vec<ConnId> = (0..1000).map(ConnId).collect();
-        c.emit(&mut out, all.clone(), Arc::from("{\"a\":1}"), 1000, Timestamp(0));
+        c.emit(&mut out, all.clone(), Arc::from("{\"a\":1}"), 1000, |_| true, Timestamp(0));
         assert_eq!(c.window_until, Some(Timestamp(100)));
-        c.emit(&mut out, all, Arc::from("{\"b\":2}"), 1000, Timestamp(30));
+        c.emit(&mut out, all, Arc::from("{\"b\":2}"), 1000, |_| true, Timestamp(30));
         c.flush_due(&mut out, |_| true, 1000, Timestamp(50));
         assert_eq!(texts(&out).len(), 1, "still inside the stretched window");
         c.flush_due(&mut out, |_| true, 1000, Timestamp(100));

@@ -808,8 +808,9 @@ impl<S: RoomStore> Room<S> {
 
     /// Sends (or, in a busy room, queues) `text` for `to`.
     fn emit(&mut self, to: Vec<ConnId>, text: Arc<str>) {
-        let conns = self.conns.len();
-        self.coalescer.emit(&mut self.outbox, to, text, conns, self.clock);
+        let conns = &self.conns;
+        let batch = |c: ConnId| conns.get(&c).is_some_and(|c| c.record.batch);
+        self.coalescer.emit(&mut self.outbox, to, text, conns.len(), batch, self.clock);
     }
 
     /// When queued frames must be flushed ([`Room::flush`]); sooner than [`Room::next_deadline`], so the
