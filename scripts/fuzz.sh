@@ -16,10 +16,18 @@ run_target() {
   local target="$1" runs="$2"
   mkdir -p "corpus/$target"
   # -rss_limit_mb: the SFU target builds str0m peers; 2 GiB is plenty and bounds a leak.
+  local log rc=0
+  log=$(mktemp)
   cargo +nightly fuzz run -O "$target" "corpus/$target" -- -runs="$runs" -rss_limit_mb=2048 -print_final_stats=1 \
-    2>&1 | grep -E "^(Done|stat::number_of_executed_units|==|SUMMARY|.*panicked)" || true
-  # libFuzzer exits non-zero on a crash; PIPESTATUS keeps it.
-  return "${PIPESTATUS[0]}"
+    >"$log" 2>&1 || rc=$?
+  grep -E "^(Done|stat::number_of_executed_units|==|SUMMARY|.*panicked)" "$log" || true
+  # libFuzzer exits non-zero on a crash (and cargo on a build error): show the end of the log and fail.
+  if [ "$rc" -ne 0 ]; then
+    echo "fuzz $target failed (exit $rc); the end of its output:" >&2
+    tail -n 60 "$log" >&2
+  fi
+  rm -f "$log"
+  return "$rc"
 }
 
 if [ "${1:-}" = "--smoke" ]; then

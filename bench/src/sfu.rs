@@ -285,6 +285,7 @@ fn token(participant: &str, room: &str) -> anyhow::Result<String> {
         name: None,
         caps: None,
         exp,
+        iat: Some(exp - 6 * 3600),
     };
     TokenKey::new(SECRET.as_bytes()).sign(&claims).map_err(|e| anyhow::anyhow!("signing a media token: {e}"))
 }

@@ -63,6 +63,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     offer_sdp: String::from_utf8_lossy(&sdp).into_owned(),
                     screen_mids: if screen { offer.screen_mids } else { Vec::new() },
                     quality: Quality::High,
+                    issued_at: Some(u64::from(room)),
                 };
                 if let Ok(created) = sfu.create_session(now, request) {
                     sessions.push(created.id);
@@ -78,6 +79,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     offer_sdp: sdp,
                     screen_mids: Vec::new(),
                     quality: Quality::Low,
+                    issued_at: None,
                 };
                 if let Ok(created) = sfu.create_session(now, request) {
                     sessions.push(created.id);
@@ -100,7 +102,7 @@ fuzz_target!(|ops: Vec<Op>| {
                         perms: MediaPerms { audio: flag, video: !flag, screen: flag, subscribe: true },
                     },
                 };
-                sfu.control(now, &command);
+                sfu.control(now, u64::from(flag), &command);
             }
             Op::Close { which } => {
                 if !sessions.is_empty() {

@@ -170,7 +170,7 @@ fn handle_command(sfu: &mut Sfu, command: Command, status: &Status) -> bool {
             let _ = reply.send(result);
         }
         Command::Control { command, reply } => {
-            let _ = reply.send(sfu.control(now, &command));
+            let _ = reply.send(sfu.control(now, crate::clock::now().as_secs(), &command));
         }
         Command::SetDraining(draining) => {
             sfu.set_draining(draining);

@@ -26,6 +26,8 @@ pub struct SimIdentity {
     pub room: String,
     pub perms: MediaPerms,
     pub caps: MediaCaps,
+    /// The media token's `iat` (seconds); `None`: older than every moderation decision.
+    pub issued_at: Option<u64>,
 }
 
 impl SimIdentity {
@@ -36,6 +38,7 @@ impl SimIdentity {
             room: room.to_owned(),
             perms: MediaPerms { audio: true, video: true, screen: true, subscribe: true },
             caps: MediaCaps::default(),
+            issued_at: None,
         }
     }
 }
@@ -109,6 +112,7 @@ impl SimNetwork {
                 offer_sdp: offer.sdp,
                 screen_mids: offer.screen_mids,
                 quality: Quality::High,
+                issued_at: identity.issued_at,
             },
         )?;
         peer.accept_answer(&created.answer_sdp)?;

@@ -45,7 +45,7 @@ fn mute_drops_one_kind_until_unmuted() {
         muted,
     };
     let now = net.now();
-    assert_eq!(net.sfu.control(now, &mute(true)), 1);
+    assert_eq!(net.sfu.control(now, 1_000, &mute(true)), 1);
     net.run_for(Duration::from_millis(200));
     let (audio_muted, video_muted) = counts(&net, bob, "alice");
     net.run_for(Duration::from_secs(1));
@@ -53,7 +53,7 @@ fn mute_drops_one_kind_until_unmuted() {
     assert_eq!(audio_later, audio_muted, "muted audio is dropped");
     assert!(video_later > video_muted + 30, "video still flows");
     let now = net.now();
-    net.sfu.control(now, &mute(false));
+    net.sfu.control(now, 1_000, &mute(false));
     net.run_for(Duration::from_secs(1));
     assert!(counts(&net, bob, "alice").0 > audio_later + 30, "unmuted audio flows again");
 }
@@ -65,13 +65,59 @@ fn kick_closes_the_session_and_its_tracks_leave_the_room() {
     let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
     net.run_for(Duration::from_secs(2));
     let now = net.now();
-    let kicked = net.sfu.control(now, &ControlCommand::Kick { room: "t/math".into(), participant: "alice".into() });
+    let kicked =
+        net.sfu.control(now, 1_000, &ControlCommand::Kick { room: "t/math".into(), participant: "alice".into() });
     assert_eq!(kicked, 1);
     net.run_for(Duration::from_secs(1));
     assert!(net.peer(alice).unwrap().stats().closed, "the kicked peer learns at once (DTLS close)");
     assert_eq!(net.sfu.session_count(), 1);
     let bob_session = net.session_of(bob).unwrap();
     assert_eq!(net.sfu.session_info(bob_session).unwrap().receiving, 0, "bob's copies were stopped");
+}
+
+#[test]
+fn a_kick_or_a_mute_is_not_undone_by_reconnecting_with_an_older_token() {
+    let mut net = SimNetwork::new();
+    let issued =
+        |participant: &str, iat: Option<u64>| SimIdentity { issued_at: iat, ..SimIdentity::new(participant, "t/math") };
+    net.join(&issued("carol", Some(900)), &PeerOptions::publisher()).unwrap();
+    net.join(&issued("dave", Some(900)), &PeerOptions::publisher()).unwrap();
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
+    net.run_for(Duration::from_secs(2));
+
+    // At wall-clock second 1,000 a moderator kicks dave and mutes carol's audio.
+    let now = net.now();
+    let kick = ControlCommand::Kick { room: "t/math".into(), participant: "dave".into() };
+    assert_eq!(net.sfu.control(now, 1_000, &kick), 1);
+    let mute = ControlCommand::Mute {
+        room: "t/math".into(),
+        participant: "carol".into(),
+        kind: MediaKind::Audio,
+        muted: true,
+    };
+    assert_eq!(net.sfu.control(now, 1_000, &mute), 1);
+
+    for iat in [Some(900), Some(1_000), None] {
+        let refused = net.join(&issued("dave", iat), &PeerOptions::publisher());
+        let message = refused.expect_err("a token from before the kick opens no session").to_string();
+        assert!(message.contains("moderator removed"), "{message}");
+    }
+
+    // Carol comes back with her old token as well: the session opens, but her audio stays muted.
+    net.join(&issued("carol", Some(900)), &PeerOptions::publisher()).unwrap();
+    net.run_for(Duration::from_secs(2));
+    let (audio_before, video_before) = counts(&net, bob, "carol");
+    net.run_for(Duration::from_secs(1));
+    let (audio_after, video_after) = counts(&net, bob, "carol");
+    assert_eq!(audio_after, audio_before, "the remembered mute applies to the new session");
+    assert!(video_after > video_before + 30, "her video flows");
+
+    // Tokens the edge issues after the decisions say what the room decided; the node takes them as they are.
+    net.join(&issued("dave", Some(1_001)), &PeerOptions::publisher()).expect("a newer token is admitted");
+    net.join(&issued("carol", Some(1_001)), &PeerOptions::publisher()).unwrap();
+    net.run_for(Duration::from_secs(2));
+    let (audio_later, _) = counts(&net, bob, "carol");
+    assert!(audio_later > audio_after + 30, "the newer session's audio flows");
 }
 
 #[test]

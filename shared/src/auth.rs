@@ -80,6 +80,10 @@ pub struct MediaClaims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caps: Option<crate::media::MediaCaps>,
     pub exp: u64,
+    /// When the edge issued it (seconds since the epoch): the node applies moderators' later decisions to
+    /// sessions opened with it. Absent: older than every decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
 }
 
 /// What a media token allows on the node.
@@ -147,12 +151,19 @@ pub enum AuthError {
     NotYetValid { nbf: u64, now: u64 },
     #[error("token claim is invalid: {0}")]
     BadClaim(String),
+    /// A valid media token presented where a service token is needed: 403.
+    #[error("a media token is not a service token (service tokens carry no room, node or perms)")]
+    MediaTokenAsService,
 }
 
 impl AuthError {
     /// The client-facing error: always `unauthorized` (a configuration problem is `internal`).
     pub fn to_api(&self) -> ApiError {
-        let code = if matches!(self, AuthError::NoSecret) { ErrorCode::Internal } else { ErrorCode::Unauthorized };
+        let code = match self {
+            AuthError::NoSecret => ErrorCode::Internal,
+            AuthError::MediaTokenAsService => ErrorCode::Forbidden,
+            _ => ErrorCode::Unauthorized,
+        };
         ApiError::new(code, self.to_string())
     }
 }
@@ -235,9 +246,7 @@ impl TokenKey {
     pub fn verify_service(&self, token: &str, now: Timestamp) -> Result<ServiceClaims, AuthError> {
         let shape: ServiceTokenShape = self.decode(token)?;
         if shape.room.is_some() || shape.node.is_some() || shape.perms.is_some() {
-            return Err(AuthError::BadClaim(
-                "a media token is not a service token (service tokens carry no room, node or perms)".into(),
-            ));
+            return Err(AuthError::MediaTokenAsService);
         }
         let claims = ServiceClaims { sub: shape.sub, exp: shape.exp, iat: shape.iat };
         check_times(claims.exp, None, now)?;
@@ -388,15 +397,16 @@ mod tests {
             name: None,
             caps: None,
             exp,
+            iat: None,
         };
         let token = key.sign(&media).unwrap();
         assert!(key.verify_media(&token, NOW).is_ok(), "the token is a valid media token");
-        assert!(matches!(key.verify_service(&token, NOW), Err(AuthError::BadClaim(_))), "but not a service token");
+        assert_eq!(key.verify_service(&token, NOW), Err(AuthError::MediaTokenAsService), "but not a service token");
         for claim in ["room", "node", "perms"] {
             let mut shaped = serde_json::json!({"sub": "eu-node-1", "exp": exp});
             shaped[claim] = serde_json::json!("x");
             let refused = key.verify_service(&key.sign(&shaped).unwrap(), NOW);
-            assert!(matches!(refused, Err(AuthError::BadClaim(_))), "a service token with {claim}");
+            assert_eq!(refused, Err(AuthError::MediaTokenAsService), "a service token with {claim}");
         }
     }
 

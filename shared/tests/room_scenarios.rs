@@ -480,6 +480,32 @@ fn mute_is_recorded_and_blocks_publishing_that_kind() {
 }
 
 #[test]
+fn a_moderator_cannot_lift_a_restriction_on_itself() {
+    let mut s = sim();
+    let t = s.join("t", Role::Teacher);
+    let adm = s.join("adm", Role::Admin);
+    let restrict = PermsPatch { chat: Some(false), screen_share: Some(false), ..PermsPatch::default() };
+    s.request(adm, Some("r"), Req::ParticipantUpdate { id: uid("t"), role: None, perms: Some(restrict) });
+    s.request(adm, Some("m"), Req::ParticipantMute { id: uid("t"), kind: MediaKind::Audio, muted: true });
+    assert!(error_code(&s.take(adm)).is_none());
+    s.take(t);
+
+    let regrant = PermsPatch { chat: Some(true), ..PermsPatch::default() };
+    s.request(t, Some("g"), Req::ParticipantUpdate { id: uid("t"), role: None, perms: Some(regrant) });
+    assert_eq!(error_code(&s.take(t)), Some(ErrorCode::Forbidden), "no self-granted permission");
+    s.request(t, Some("u"), Req::ParticipantMute { id: uid("t"), kind: MediaKind::Audio, muted: false });
+    assert_eq!(error_code(&s.take(t)), Some(ErrorCode::Forbidden), "no self-unmute of a moderator's mute");
+    send(&mut s, t, "c", "still muted?");
+    assert_eq!(error_code(&s.take(t)), Some(ErrorCode::Forbidden), "chat stays revoked");
+
+    // Tightening one's own restrictions is fine, and another moderator can lift them.
+    s.request(t, Some("v"), Req::ParticipantMute { id: uid("t"), kind: MediaKind::Video, muted: true });
+    assert!(error_code(&s.take(t)).is_none());
+    s.request(adm, Some("l"), Req::ParticipantMute { id: uid("t"), kind: MediaKind::Audio, muted: false });
+    assert!(error_code(&s.take(adm)).is_none());
+}
+
+#[test]
 fn tokens_are_warned_before_expiry_closed_at_expiry_and_can_be_refreshed() {
     let mut s = sim();
     let mut identity = s.identity("a", Role::Student);
@@ -588,6 +614,22 @@ fn capacity_refuses_with_room_full_except_for_moderators() {
     s.join("t", Role::Teacher);
     s.admin(|room, _| room.update_settings(&SettingsPatch { capacity: Some(Some(10)), ..Default::default() })).unwrap();
     assert!(s.connect(&c, None).is_ok());
+}
+
+#[test]
+fn stored_replies_stay_bounded_when_requests_log_nothing() {
+    // A lowered hand that was never raised changes nothing and moves no `seq`, but its reply is stored for
+    // idempotency: the table must still be trimmed.
+    let limits = Limits { reply_limit: 100, ..Limits::default() };
+    let mut s = Sim::new(limits);
+    let c = s.join("u1", Role::Student);
+    for i in 0..1_000 {
+        s.advance(100);
+        s.request(c, Some(&format!("h{i}")), Req::Hand { raised: false });
+    }
+    let stored = s.room().store().reply_count();
+    assert!(stored <= 100 + 64, "{stored} replies stored with a limit of 100");
+    assert!(s.is_open(c));
 }
 
 #[test]

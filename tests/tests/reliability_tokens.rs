@@ -57,7 +57,9 @@ async fn forged_tokens_are_refused_everywhere_and_valid_ones_accepted() {
     }
 
     // Node tokens: only NODE_SECRET-signed, unexpired, matching ones renew a lease.
-    for name in ["node_wrong_key", "node_alg_none", "node_expired", "media_sub_node"] {
+    for (name, expected) in
+        [("node_wrong_key", 401), ("node_alg_none", 401), ("node_expired", 401), ("media_sub_node", 403)]
+    {
         let hb = NodeHeartbeat {
             id: "evil-node".into(),
             region: "eu-west".into(),
@@ -73,7 +75,7 @@ async fn forged_tokens_are_refused_everywhere_and_valid_ones_accepted() {
             .send()
             .await
             .unwrap();
-        assert_eq!(beat.status().as_u16(), 401, "{name}");
+        assert_eq!(beat.status().as_u16(), expected, "{name}");
     }
     let valid_hb = NodeHeartbeat {
         id: "evil-node".into(),

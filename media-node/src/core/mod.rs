@@ -36,6 +36,7 @@ pub mod demux;
 pub mod forward;
 pub mod ids;
 pub mod layers;
+pub mod moderation;
 pub(crate) mod rewrite;
 pub mod session;
 pub(crate) mod throttle;
@@ -47,7 +48,7 @@ use demux::Demux;
 use forward::{OutState, PacketView, Publisher, Subscription};
 use homeroom_shared::auth::MediaPerms;
 use homeroom_shared::media::{ControlCommand, MediaCaps, Quality};
-use homeroom_shared::protocol::{ErrorCode, MediaKind};
+use homeroom_shared::protocol::{ErrorCode, MediaFlags, MediaKind};
 pub use ids::{SessionId, TrackKey};
 pub use session::{CloseReason, SessionOwner};
 use session::{Delivery, Outgoing, Session};
@@ -125,6 +126,9 @@ pub struct NewSession {
     pub screen_mids: Vec<String>,
     /// Initial quality preference for received simulcast tracks.
     pub quality: Quality,
+    /// When the media token was issued (`iat`, seconds since the epoch): decisions of moderators made at
+    /// or after it apply to the session ([`moderation`]).
+    pub issued_at: Option<u64>,
 }
 
 /// A session the core accepted.
@@ -150,6 +154,8 @@ pub enum CreateError {
     TooManySessions { limit: usize },
     #[error("the node's UDP address cannot be announced as an ICE candidate: {0}")]
     BadCandidate(String),
+    #[error("a moderator removed this participant from the room after its media token was issued")]
+    Kicked,
 }
 
 impl CreateError {
@@ -160,6 +166,7 @@ impl CreateError {
             CreateError::BadOffer(_) | CreateError::OfferRefused(_) => ErrorCode::BadRequest,
             CreateError::TooManySessions { .. } => ErrorCode::RateLimited,
             CreateError::BadCandidate(_) => ErrorCode::Internal,
+            CreateError::Kicked => ErrorCode::Forbidden,
         }
     }
 }
@@ -234,6 +241,7 @@ pub struct Sfu {
     next_remb: Instant,
     draining: bool,
     id_counter: u64,
+    moderation: moderation::ModerationMemo,
 }
 
 impl Sfu {
@@ -252,6 +260,7 @@ impl Sfu {
             next_remb: now + REMB_INTERVAL,
             draining: false,
             id_counter: 0,
+            moderation: moderation::ModerationMemo::default(),
         }
     }
 
@@ -339,6 +348,11 @@ impl Sfu {
         if self.sessions_of(&request.room, Some(&request.participant)).len() >= MAX_SESSIONS_PER_PARTICIPANT {
             return Err(CreateError::TooManySessions { limit: MAX_SESSIONS_PER_PARTICIPANT });
         }
+        let (perms, muted) = match self.moderation.admission(&request.room, &request.participant, request.issued_at) {
+            moderation::Admission::AsIssued => (request.perms, MediaFlags::default()),
+            moderation::Admission::Kicked => return Err(CreateError::Kicked),
+            moderation::Admission::Restricted { muted, perms } => (perms.unwrap_or(request.perms), muted),
+        };
         let offer = SdpOffer::from_sdp_string(&request.offer_sdp).map_err(|e| CreateError::BadOffer(e.to_string()))?;
         let mut rtc = self.build_rtc(now);
         let candidate =
@@ -361,7 +375,7 @@ impl Sfu {
             request.participant,
             request.name,
             Arc::clone(&room),
-            request.perms,
+            perms,
             request.caps,
             rtc,
             ufrag,
@@ -369,6 +383,7 @@ impl Sfu {
             request.quality,
             now,
         );
+        session.muted = muted;
         self.demux.register(id, &session.ufrag);
         drain(&mut self.io, &mut session);
         tracing::info!(
@@ -482,14 +497,18 @@ impl Sfu {
         self.finish(now);
     }
 
-    /// Applies an edge-signed moderation command. Returns how many sessions it touched.
-    pub fn control(&mut self, now: Instant, command: &ControlCommand) -> u32 {
+    /// Applies an edge-signed moderation command, made at wall-clock second `unix_secs`, to the sessions
+    /// and remembers it for sessions opened later with older tokens ([`moderation`]). Returns how many
+    /// sessions it touched.
+    pub fn control(&mut self, now: Instant, unix_secs: u64, command: &ControlCommand) -> u32 {
         self.io.now = now;
         let touched = match command {
             ControlCommand::Mute { room, participant, kind, muted } => {
+                self.moderation.muted(room, participant, *kind, *muted, now, unix_secs);
                 self.set_muted(now, room, participant, *kind, *muted)
             }
             ControlCommand::Kick { room, participant } => {
+                self.moderation.kicked(room, participant, now, unix_secs);
                 let ids = self.sessions_of(room, Some(participant));
                 for id in &ids {
                     self.close_now(*id, CloseReason::Kicked);
@@ -497,13 +516,17 @@ impl Sfu {
                 ids.len()
             }
             ControlCommand::CloseRoom { room } => {
+                self.moderation.room_closed(room);
                 let ids = self.sessions_of(room, None);
                 for id in &ids {
                     self.close_now(*id, CloseReason::RoomClosed);
                 }
                 ids.len()
             }
-            ControlCommand::Perms { room, participant, perms } => self.set_perms(now, room, participant, *perms),
+            ControlCommand::Perms { room, participant, perms } => {
+                self.moderation.perms(room, participant, *perms, now, unix_secs);
+                self.set_perms(now, room, participant, *perms)
+            }
         };
         self.finish(now);
         u32::try_from(touched).unwrap_or(u32::MAX)
@@ -1052,6 +1075,7 @@ impl Sfu {
 
     /// Idle reaping, unanswered offers, caps, layer choice, REMB reminders and gauges.
     fn housekeeping(&mut self, now: Instant) {
+        self.moderation.prune(now);
         for session in self.sessions.values_mut() {
             if now.saturating_duration_since(session.last_rx) > self.config.idle_timeout {
                 self.io.closing.push((session.id, CloseReason::Idle));

@@ -82,6 +82,7 @@ pub(crate) async fn create(
         offer_sdp,
         screen_mids,
         quality,
+        issued_at: claims.iat,
     };
     let created = ask(&state, |reply| Command::Create { request, reply })
         .await?

@@ -36,6 +36,7 @@ pub fn claims(participant: &str, room: &str) -> MediaClaims {
         name: Some(participant.to_uppercase()),
         caps: None,
         exp: now_secs() + 300,
+        iat: Some(now_secs()),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Moderation and the admin API: shared by moderators' frames and the admin HTTP endpoints.
 //!
 //! Authority: a moderator acts only on participants whose role is at most its own, and grants at most its
-//! own role. The admin API acts with `admin` authority.
+//! own role; on itself it may tighten restrictions but not lift them (no self-unmute, no self-granted
+//! permission). The admin API acts with `admin` authority.
 
 use super::config::{RoomSettings, SettingsPatch};
 use super::store::{Grant, ModerationRecord};
@@ -58,6 +59,18 @@ impl<S: RoomStore> Room<S> {
         Ok(target)
     }
 
+    /// A moderator acting on itself may tighten its own restrictions but not lift them: otherwise a teacher
+    /// muted or restricted by an admin (or a moderator by a peer) could undo the decision at once.
+    fn refuse_self_lift(actor: &Actor, target: &UserId, lifts: bool, what: &str) -> Result<(), ApiError> {
+        match actor {
+            Actor::Member { id, .. } if id == target && lifts => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("you cannot {what} yourself; another moderator (or an admin) can"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn moderation_of(&self, user: &UserId) -> Result<ModerationRecord, ApiError> {
         Ok(self.store.moderation(user).map_err(internal)?.unwrap_or_default())
     }
@@ -96,6 +109,8 @@ impl<S: RoomStore> Room<S> {
                 format!("a {} cannot grant the {} role", actor.role().as_str(), role.as_str()),
             ));
         }
+        let grants = perms.is_some_and(|p| [p.chat, p.stream, p.screen_share, p.moderate].contains(&Some(true)));
+        Self::refuse_self_lift(actor, target, grants, "grant permissions to")?;
         let mut moderation = self.moderation_of(target)?;
         if let Some(role) = role {
             moderation.role = Some(role);
@@ -117,6 +132,7 @@ impl<S: RoomStore> Room<S> {
         now: Timestamp,
     ) -> Result<u64, ApiError> {
         self.authorize(actor, target)?;
+        Self::refuse_self_lift(actor, target, !muted, "unmute")?;
         let mut moderation = self.moderation_of(target)?;
         moderation.muted.set(kind, muted);
         self.store.put_moderation(target, &moderation).map_err(internal)?;

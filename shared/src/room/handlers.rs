@@ -126,6 +126,10 @@ impl<S: RoomStore> Room<S> {
                 if tracked {
                     // A reply that cannot be stored only weakens idempotency; rebuild the room from storage.
                     self.poisoned |= self.store.put_reply(&user, &rid, &text).is_err();
+                    self.replies_stored += 1;
+                    if self.replies_stored.is_multiple_of(64) {
+                        self.poisoned |= self.store.trim_replies(self.limits.reply_limit).is_err();
+                    }
                 }
                 if self.conns.contains_key(&conn) {
                     self.emit(vec![conn], Arc::from(text));

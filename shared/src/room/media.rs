@@ -69,6 +69,7 @@ impl<S: RoomStore> Room<S> {
             name: Some(p.name),
             caps: (!caps.is_unlimited()).then_some(caps),
             exp: expires_at,
+            iat: Some(now.as_secs()),
         };
         let token = self.keys.media.sign(&claims).map_err(|e| e.to_api())?;
         Ok(ServerFrame::MediaAssigned { rid, node, token, expires_at })

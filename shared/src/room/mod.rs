@@ -171,6 +171,9 @@ pub struct Room<S: RoomStore> {
     /// The time of the event being handled (entry points set it).
     clock: Timestamp,
     poisoned: bool,
+    /// Replies stored since the room was loaded; every 64th trims the table (requests that log nothing,
+    /// such as a `hand` that changes nothing, store replies without moving `seq`).
+    replies_stored: u64,
 }
 
 fn internal(e: StoreError) -> ApiError {
@@ -266,6 +269,7 @@ impl<S: RoomStore> Room<S> {
             coalescer: coalesce::Coalescer::new(limits_window, limits_min, limits_fps),
             clock: now,
             poisoned: false,
+            replies_stored: 0,
         };
         for record in room.store.participants()? {
             room.members.insert(

@@ -128,6 +128,13 @@ pub struct MemoryStore {
     pub writes: u64,
 }
 
+impl MemoryStore {
+    /// How many request replies are stored (tests check that the table stays bounded).
+    pub fn reply_count(&self) -> usize {
+        self.replies.len()
+    }
+}
+
 impl RoomStore for MemoryStore {
     fn load_meta(&self) -> StoreResult<Option<Meta>> {
         Ok(self.meta.clone())
