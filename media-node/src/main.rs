@@ -85,9 +85,7 @@ async fn main() -> anyhow::Result<()> {
     let config = args.config()?;
     let node = homeroom_media_node::start(config).await?;
     println!("{}", listening_line(node.http_addr(), node.udp_addr()));
-    shutdown_signal().await;
-    tracing::info!("shutdown requested; draining");
-    node.shutdown().await?;
+    node.run_until(shutdown_signal()).await?;
     Ok(())
 }
 

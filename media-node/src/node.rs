@@ -6,6 +6,12 @@
 //! ends, or after `drain_timeout`, the remaining sessions are closed (DTLS close_notify), the phase goes
 //! [`Phase::Stopped`] (a last heartbeat with `load: 0`), the HTTP server finishes in-flight requests and stops,
 //! and the media loop ends.
+//!
+//! A media loop that ends on its own (a panic in the core, or in str0m under it) takes every session with
+//! it. The supervisor notices at once: it logs the cause, marks the node draining and stops it (a last
+//! heartbeat with `draining: true`, so the edge places no more rooms here and re-places the node's rooms when
+//! the lease lapses), and [`NodeHandle::run_until`] returns [`NodeError::MediaLoop`], so the binary exits
+//! non-zero for its service manager to restart it.
 
 use crate::config::{Config, ConfigError};
 use crate::core::{Sfu, SfuConfig};
@@ -46,6 +52,8 @@ pub enum NodeError {
     Serve(std::io::Error),
     #[error("a node task panicked or was cancelled: {0}")]
     Task(String),
+    #[error("the media loop stopped unexpectedly ({0}); every session on the node is gone")]
+    MediaLoop(String),
 }
 
 /// A running node. Dropping the handle does not stop the node; call [`NodeHandle::shutdown`].
@@ -111,6 +119,16 @@ impl NodeHandle {
     /// Waits until the node has stopped (after someone called [`NodeHandle::begin_drain`]).
     pub async fn wait(self) -> Result<(), NodeError> {
         self.supervisor.await.map_err(|e| NodeError::Task(e.to_string()))?
+    }
+
+    /// Runs until `shutdown` completes, then drains; or until the node stops by itself (its media loop
+    /// died), with that error.
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+        tokio::select! {
+            stopped = &mut self.supervisor => return stopped.map_err(|e| NodeError::Task(e.to_string()))?,
+            () = shutdown => tracing::info!("shutdown requested; draining"),
+        }
+        self.shutdown().await
     }
 }
 
@@ -192,9 +210,7 @@ pub async fn start(config: Config) -> Result<NodeHandle, NodeError> {
 
 /// Runs a node until `shutdown` completes, then drains it. For binaries: pass a signal future.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
-    let node = start(config).await?;
-    shutdown.await;
-    node.shutdown().await
+    start(config).await?.run_until(shutdown).await
 }
 
 struct Supervised {
@@ -209,8 +225,17 @@ struct Supervised {
 }
 
 async fn supervise(mut s: Supervised) -> Result<(), NodeError> {
-    if s.phase_rx.wait_for(|p| *p != Phase::Running).await.is_err() {
-        return Ok(());
+    let died = tokio::select! {
+        changed = s.phase_rx.wait_for(|p| *p != Phase::Running) => {
+            if changed.is_err() {
+                return Ok(());
+            }
+            None
+        }
+        ended = &mut s.media_loop => Some(ended),
+    };
+    if let Some(ended) = died {
+        return media_loop_died(s, ended).await;
     }
     let _ = s.commands.send(Command::SetDraining(true)).await;
     s.status.draining.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -238,6 +263,34 @@ async fn supervise(mut s: Supervised) -> Result<(), NodeError> {
     served.map_err(NodeError::Serve)
 }
 
+/// The media loop ended while the node was running: stop the node, telling the edge on the way out.
+async fn media_loop_died(s: Supervised, ended: Result<(), tokio::task::JoinError>) -> Result<(), NodeError> {
+    let cause = match ended {
+        Ok(()) => "it returned".to_owned(),
+        Err(e) if e.is_panic() => format!("it panicked: {}", panic_message(e.into_panic())),
+        Err(e) => e.to_string(),
+    };
+    tracing::error!(
+        %cause, sessions = s.status.sessions(),
+        "the media loop stopped unexpectedly; stopping the node (a last heartbeat says draining) — restart it"
+    );
+    s.status.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = s.phase.send(Phase::Stopped);
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.server).await;
+    if let Some(heartbeat) = s.heartbeat {
+        let _ = tokio::time::timeout(Duration::from_secs(6), heartbeat).await;
+    }
+    Err(NodeError::MediaLoop(cause))
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned())
+}
+
 /// The media socket, with larger buffers than the OS default (bursts of video would otherwise be dropped).
 fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -251,4 +304,37 @@ fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<UdpSocket>
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     UdpSocket::from_std(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_media_loop_that_dies_stops_the_node_as_draining_with_its_cause() {
+        let (phase, phase_rx) = watch::channel(Phase::Running);
+        let (commands, _queue) = mpsc::channel(1);
+        let status = Arc::new(Status::default());
+        let mut stopped = phase_rx.clone();
+        let server = tokio::spawn(async move {
+            let _ = stopped.wait_for(|p| *p == Phase::Stopped).await;
+            Ok(())
+        });
+        let media_loop = tokio::spawn(async { panic!("str0m went wrong") });
+        let supervised = Supervised {
+            phase,
+            phase_rx: phase_rx.clone(),
+            commands,
+            status: Arc::clone(&status),
+            drain_timeout: Duration::from_secs(30),
+            media_loop,
+            server,
+            heartbeat: None,
+        };
+        let result = tokio::time::timeout(Duration::from_secs(10), supervise(supervised)).await;
+        let error = result.expect("the supervisor notices at once").expect_err("and reports an error");
+        assert!(matches!(&error, NodeError::MediaLoop(cause) if cause.contains("str0m went wrong")), "{error}");
+        assert!(status.draining(), "heartbeats say draining");
+        assert_eq!(*phase_rx.borrow(), Phase::Stopped, "the server and the heartbeats were told to stop");
+    }
 }

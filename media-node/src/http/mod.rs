@@ -67,9 +67,23 @@ pub(crate) async fn ask<T>(
     state: &AppState,
     command: impl FnOnce(oneshot::Sender<T>) -> Command,
 ) -> Result<T, HttpError> {
-    let unavailable = || HttpError::new(ErrorCode::Unavailable, "the media loop is not running (node shutting down)");
+    let unavailable = || {
+        HttpError::new(
+            ErrorCode::Unavailable,
+            "the media loop is not running (the node is stopping); ask the edge for another node",
+        )
+    };
     let (reply, answer) = oneshot::channel();
-    state.commands.send(command(reply)).await.map_err(|_| unavailable())?;
+    match tokio::time::timeout(CORE_TIMEOUT, state.commands.send(command(reply))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(unavailable()),
+        Err(_) => {
+            return Err(HttpError::new(
+                ErrorCode::Unavailable,
+                "the media loop is overloaded (its command queue stayed full for 5 s); retry later",
+            ))
+        }
+    }
     match tokio::time::timeout(CORE_TIMEOUT, answer).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(_)) => Err(unavailable()),
