@@ -165,6 +165,13 @@ impl RoomObject {
         }
         if room.is_poisoned() {
             worker::console_error!("room storage failed; dropping the in-memory room to rebuild it from SQLite");
+            // What the window had queued goes out first, or it would be lost with the cache.
+            room.flush_now();
+            while let Some(output) = room.poll_output() {
+                if let Output::Send { to, text } = output {
+                    crate::send::send_to_all(&text, to.iter().filter_map(|conn| sockets.get(conn)));
+                }
+            }
             *slot = None;
         }
         deferred

@@ -270,6 +270,10 @@ fn check_times(exp: u64, nbf: Option<u64>, now: Timestamp) -> Result<(), AuthErr
 
 fn identity_from_claims(claims: UserClaims) -> Result<Identity, AuthError> {
     let user = UserId::parse(&claims.sub).map_err(|e| AuthError::BadClaim(format!("sub: {e}")))?;
+    if user == UserId::system() {
+        // The admin API's announcements are sent as `system`; nobody may act as their author.
+        return Err(AuthError::BadClaim("sub: \"system\" is reserved for the room's announcements".into()));
+    }
     let name = match &claims.name {
         Some(name) => parse_display_name(name).map_err(|e| AuthError::BadClaim(format!("name: {e}")))?,
         None => user.as_str().chars().take(80).collect(),
@@ -377,6 +381,8 @@ mod tests {
         assert!(matches!(key.verify_user(&key.sign(&bad_tenant).unwrap(), NOW), Err(AuthError::BadClaim(_))));
         let bad_role = serde_json::json!({"sub": "u1", "role": "god", "exp": NOW.as_secs() + 60});
         assert!(matches!(key.verify_user(&key.sign(&bad_role).unwrap(), NOW), Err(AuthError::BadClaim(_))));
+        let system = UserClaims { sub: "system".into(), ..claims() };
+        assert!(matches!(key.verify_user(&key.sign(&system).unwrap(), NOW), Err(AuthError::BadClaim(_))));
         let no_exp = serde_json::json!({"sub": "u1"});
         assert!(matches!(key.verify_user(&key.sign(&no_exp).unwrap(), NOW), Err(AuthError::BadClaim(_))));
     }

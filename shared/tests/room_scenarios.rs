@@ -506,6 +506,42 @@ fn a_moderator_cannot_lift_a_restriction_on_itself() {
 }
 
 #[test]
+fn a_ping_in_a_busy_room_is_answered_with_a_bare_pong() {
+    // Coalescing from two connections: everything else inside the window is queued and batched.
+    let limits = Limits { coalesce_ms: 20, coalesce_min_conns: 2, ..Limits::default() };
+    let mut s = Sim::new(limits);
+    let a = s.join("a", Role::Student);
+    let b = s.join("b", Role::Student);
+    send(&mut s, b, "m1", "opens the window");
+    send(&mut s, b, "m2", "queued for a");
+    s.take_text(a);
+    s.say(a, "ping");
+    s.advance(50);
+    let texts = s.take_text(a);
+    assert!(texts.iter().any(|t| t == "pong"), "a bare pong, never inside a batch array: {texts:?}");
+    assert!(texts.iter().all(|t| !t.starts_with('[') || !t.contains("pong")), "{texts:?}");
+}
+
+#[test]
+fn an_author_whose_chat_was_revoked_cannot_edit_or_delete_either() {
+    let mut s = sim();
+    let t = s.join("t", Role::Teacher);
+    let a = s.join("a", Role::Student);
+    send(&mut s, a, "m", "first draft");
+    let id = ack(&s.take(a)).id.clone().expect("a message id");
+    let revoke = PermsPatch { chat: Some(false), ..PermsPatch::default() };
+    s.request(t, Some("r"), Req::ParticipantUpdate { id: uid("a"), role: None, perms: Some(revoke) });
+    s.take(a);
+    s.request(a, Some("e"), Req::ChatEdit { id: id.clone(), text: "rewritten".into() });
+    assert_eq!(error_code(&s.take(a)), Some(ErrorCode::Forbidden));
+    s.request(a, Some("d"), Req::ChatDelete { id: id.clone() });
+    assert_eq!(error_code(&s.take(a)), Some(ErrorCode::Forbidden));
+    // A moderator still can.
+    s.request(t, Some("td"), Req::ChatDelete { id });
+    assert!(error_code(&s.take(t)).is_none());
+}
+
+#[test]
 fn tokens_are_warned_before_expiry_closed_at_expiry_and_can_be_refreshed() {
     let mut s = sim();
     let mut identity = s.identity("a", Role::Student);
@@ -562,6 +598,26 @@ fn bad_frames_get_errors_and_the_connection_survives() {
 
     s.say(a, &"z".repeat(300_000));
     assert_eq!(s.closed.get(&a).unwrap().0, close::TOO_LARGE);
+}
+
+#[test]
+fn reconnecting_does_not_refill_the_rate_limit() {
+    let mut s = sim();
+    let _first_tab = s.join("a", Role::Student);
+    let second_tab = s.join("a", Role::Student);
+    for i in 0..Limits::default().rate_burst {
+        send(&mut s, second_tab, &format!("b{i}"), "burst");
+    }
+    assert!(error_code(&s.take(second_tab)).is_none(), "the burst itself is allowed");
+    // The client cycles its second tab to get a fresh bucket: the new connection inherits the spent one.
+    s.drop_conn(second_tab);
+    let cycled = s.join("a", Role::Student);
+    s.take(cycled);
+    send(&mut s, cycled, "x", "one more");
+    assert_eq!(error_code(&s.take(cycled)), Some(ErrorCode::RateLimited));
+    s.advance(1_000);
+    send(&mut s, cycled, "y", "after the refill");
+    assert!(error_code(&s.take(cycled)).is_none(), "the bucket refills as usual");
 }
 
 #[test]

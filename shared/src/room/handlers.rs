@@ -67,7 +67,8 @@ impl<S: RoomStore> Room<S> {
             return;
         }
         if text == "ping" {
-            self.emit(vec![conn], Arc::from("pong"));
+            // Straight to the outbox: `pong` is not JSON, so it must never be queued into a batch array.
+            self.outbox.push_back(Output::Send { to: vec![conn], text: Arc::from("pong") });
             return;
         }
         if text.len() > limits.max_frame_bytes as usize {
@@ -318,8 +319,14 @@ impl<S: RoomStore> Room<S> {
                 ApiError::new(ErrorCode::NotFound, format!("no message \"{id}\" in this room's history"))
             })?;
         let me = self.participant(user)?;
-        if message.from.id != *user && !me.perms.moderate {
+        if me.perms.moderate {
+            return Ok(message);
+        }
+        if message.from.id != *user {
             return Err(forbidden("only the author or a moderator may change this message"));
+        }
+        if !me.perms.chat {
+            return Err(forbidden("your chat permission was revoked, so you cannot change your messages either"));
         }
         Ok(message)
     }
@@ -466,10 +473,17 @@ impl<S: RoomStore> Room<S> {
         if identity.user != *user {
             return Err(forbidden("the new token is for another user"));
         }
-        if self.tenant.as_ref().is_some_and(|t| *t != identity.tenant) {
+        // Fail closed: a room that does not know its own address cannot check the token's scope.
+        let (Some(tenant), Some(room)) = (&self.tenant, &self.room_id) else {
+            return Err(ApiError::new(
+                ErrorCode::Internal,
+                "this room does not know its address, so it cannot check a new token; reconnect with it instead",
+            ));
+        };
+        if *tenant != identity.tenant {
             return Err(forbidden("the new token is for another tenant"));
         }
-        if self.room_id.as_ref().is_some_and(|r| !identity.may_enter(r)) {
+        if !identity.may_enter(room) {
             return Err(forbidden("the new token does not allow this room"));
         }
         let Some(c) = self.conns.get_mut(&conn) else { return Ok(Reply::Done) };

@@ -140,6 +140,17 @@ struct Conn {
     strikes: TokenBucket,
 }
 
+/// The rate and strike buckets of a user's last closed connection, which its next connection inherits: a
+/// client cannot refill its buckets by reconnecting. Kept until they have refilled, for at most
+/// [`MAX_CARRIED_BUCKETS`] users.
+#[derive(Debug)]
+struct CarriedBuckets {
+    bucket: TokenBucket,
+    strikes: TokenBucket,
+}
+
+const MAX_CARRIED_BUCKETS: usize = 4096;
+
 #[derive(Debug, Default)]
 struct CursorSlot {
     last_sent: Option<Timestamp>,
@@ -171,6 +182,8 @@ pub struct Room<S: RoomStore> {
     /// The time of the event being handled (entry points set it).
     clock: Timestamp,
     poisoned: bool,
+    /// Buckets of recently closed connections, by user ([`CarriedBuckets`]).
+    carried: BTreeMap<UserId, CarriedBuckets>,
     /// Replies stored since the room was loaded; every 64th trims the table (requests that log nothing,
     /// such as a `hand` that changes nothing, store replies without moving `seq`).
     replies_stored: u64,
@@ -270,6 +283,7 @@ impl<S: RoomStore> Room<S> {
             clock: now,
             poisoned: false,
             replies_stored: 0,
+            carried: BTreeMap::new(),
         };
         for record in room.store.participants()? {
             room.members.insert(
@@ -282,7 +296,8 @@ impl<S: RoomStore> Room<S> {
             let conn = record.conn;
             let user = record.user.clone();
             room.schedule_token(&record);
-            room.conns.insert(conn, room.new_conn(record, now));
+            let c = room.new_conn(record, now);
+            room.conns.insert(conn, c);
             match room.members.get_mut(&user) {
                 Some(member) => {
                     member.conns.insert(conn);
@@ -315,13 +330,31 @@ impl<S: RoomStore> Room<S> {
         Ok(room)
     }
 
-    fn new_conn(&self, record: ConnRecord, now: Timestamp) -> Conn {
+    fn new_conn(&mut self, record: ConnRecord, now: Timestamp) -> Conn {
+        if let Some(carried) = self.carried.remove(&record.user) {
+            return Conn { record, bucket: carried.bucket, strikes: carried.strikes };
+        }
         let l = &self.limits;
         Conn {
             record,
             bucket: TokenBucket::full(l.rate_burst, l.rate_per_sec, now.as_millis()),
             strikes: TokenBucket::full(l.abuse_strikes, l.strike_refill_per_sec, now.as_millis()),
         }
+    }
+
+    /// Keeps a closing connection's buckets for its user's next connection, unless they are full anyway.
+    fn carry_buckets(&mut self, user: UserId, mut bucket: TokenBucket, mut strikes: TokenBucket, now: Timestamp) {
+        let now = now.as_millis();
+        if bucket.is_full(now) && strikes.is_full(now) {
+            return;
+        }
+        if self.carried.len() >= MAX_CARRIED_BUCKETS {
+            self.carried.retain(|_, c| !(c.bucket.is_full(now) && c.strikes.is_full(now)));
+            if self.carried.len() >= MAX_CARRIED_BUCKETS {
+                self.carried.pop_first();
+            }
+        }
+        self.carried.insert(user, CarriedBuckets { bucket, strikes });
     }
 
     /// The next output for the adapter, in order.
@@ -503,7 +536,8 @@ impl<S: RoomStore> Room<S> {
             geo: client.geo,
             batch: client.batch,
         };
-        self.conns.insert(conn, self.new_conn(record.clone(), now));
+        let c = self.new_conn(record.clone(), now);
+        self.conns.insert(conn, c);
         self.schedule_token(&record);
 
         match self.members.get_mut(user) {
@@ -619,6 +653,7 @@ impl<S: RoomStore> Room<S> {
     /// Forgets `conn`; when it was its user's last connection, the participant leaves with `reason`.
     fn drop_conn(&mut self, conn: ConnId, reason: LeaveReason, now: Timestamp) -> Result<(), ApiError> {
         let Some(c) = self.conns.remove(&conn) else { return Ok(()) };
+        self.carry_buckets(c.record.user.clone(), c.bucket, c.strikes, now);
         self.coalescer.forget(conn);
         self.timers.cancel(&TimerKey::TokenWarning(conn));
         self.timers.cancel(&TimerKey::TokenExpiry(conn));
@@ -841,6 +876,12 @@ impl<S: RoomStore> Room<S> {
         let conns = &self.conns;
         let room_conns = conns.len();
         self.coalescer.flush_due(&mut self.outbox, |c| conns.get(&c).is_some_and(|c| c.record.batch), room_conns, now);
+    }
+
+    /// Flushes every queued frame now, window or not: the adapter calls it before dropping a poisoned room, so
+    /// that what was queued is not lost with the cache.
+    pub fn flush_now(&mut self) {
+        self.flush_all();
     }
 
     /// Flushes everything queued (before closing a connection).

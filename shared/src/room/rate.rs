@@ -35,6 +35,12 @@ impl TokenBucket {
         }
     }
 
+    /// Whether the bucket has refilled completely by `now_ms`.
+    pub fn is_full(&mut self, now_ms: u64) -> bool {
+        self.refill(now_ms);
+        self.milli_tokens >= u64::from(self.capacity) * 1000
+    }
+
     /// Takes up to `n` tokens; returns `true` if the bucket is now empty.
     pub fn drain(&mut self, n: u32, now_ms: u64) -> bool {
         self.refill(now_ms);
