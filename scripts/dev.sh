@@ -2,8 +2,9 @@
 # Starts the whole system locally: the edge on `wrangler dev` (real workerd, SQLite-backed Durable Objects,
 # state persisted in .wrangler/homeroom-state) and a media node registered with it. Ctrl-C stops everything.
 #
-#   scripts/dev.sh                 # edge on :8787
-#   HOMEROOM_PORT=9000 scripts/dev.sh
+#   scripts/dev.sh                 # edge on :8787, media node HTTP on :7000
+#   HOMEROOM_PORT=9000 HOMEROOM_MEDIA_HTTP=127.0.0.1:7100 scripts/dev.sh   # other ports
+#   HOMEROOM_STATE=/tmp/state scripts/dev.sh                              # persisted room state elsewhere
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -17,8 +18,17 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 bash scripts/bootstrap.sh
 bash scripts/build-edge.sh
 echo "[dev] building the media node" >&2
-cargo build -q -p homeroom-media-node --bin homeroom-media-node
+cargo build -q --locked -p homeroom-media-node --bin homeroom-media-node
 MEDIA_HTTP="${HOMEROOM_MEDIA_HTTP:-127.0.0.1:7000}"
+
+# A server left running on either port would answer the health checks below in place of ours.
+for addr in "127.0.0.1:$PORT" "$MEDIA_HTTP"; do
+  if curl -s -o /dev/null --max-time 1 "http://$addr/"; then
+    echo "[dev] something already listens on $addr (another scripts/dev.sh?); stop it, or pick other ports" \
+      "with HOMEROOM_PORT / HOMEROOM_MEDIA_HTTP" >&2
+    exit 1
+  fi
+done
 
 pids=()
 cleanup() {
@@ -40,13 +50,20 @@ NODE_SECRET="$(sed -n 's/^NODE_SECRET="\(.*\)"$/\1/p' .dev.vars)"
 echo "[dev] starting a media node on $MEDIA_HTTP, registered with the edge; log: $LOGS/media-node.log" >&2
 setsid env NODE_SECRET="$NODE_SECRET" target/debug/homeroom-media-node --http-addr "$MEDIA_HTTP" \
   --udp-addr 127.0.0.1:0 --node-id local-1 --region local --edge-url "http://127.0.0.1:$PORT" \
-  >"$LOGS/media-node.out" 2>"$LOGS/media-node.log" &
+  --log 'info,homeroom_media_node::heartbeat=debug' >"$LOGS/media-node.out" 2>"$LOGS/media-node.log" &
 pids+=($!)
 for _ in $(seq 1 100); do
   curl -fsS "http://$MEDIA_HTTP/healthz" >/dev/null 2>&1 && break
   sleep 0.1
 done
 curl -fsS "http://$MEDIA_HTTP/healthz" >/dev/null || { echo "[dev] the media node did not start:" >&2; tail -30 "$LOGS/media-node.log" >&2; exit 1; }
+# Rooms are placed only on a node whose heartbeat the edge accepted.
+for _ in $(seq 1 150); do
+  grep -q "heartbeat accepted" "$LOGS/media-node.log" && break
+  sleep 0.2
+done
+grep -q "heartbeat accepted" "$LOGS/media-node.log" \
+  || { echo "[dev] the edge did not accept the media node's heartbeat:" >&2; tail -30 "$LOGS/media-node.log" >&2; exit 1; }
 
 cat <<MSG
 

@@ -5,7 +5,7 @@
 # keep working). Installs what it needs first (scripts/bootstrap.sh), so it works on a fresh machine.
 #
 #   scripts/test.sh            # everything
-#   scripts/test.sh --quick    # lints and native tests only
+#   scripts/test.sh --quick    # bootstrap, lints, the Worker build and native tests; no e2e, browser, fuzz or bench
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"

@@ -2,7 +2,7 @@
 """Forges JWTs for Homeroom's token-attack tests with an implementation independent of ours (Python's
 standard library only: hmac, hashlib, base64, json).
 
-Usage: forge_tokens.py SECRET NOW_SECONDS  → prints a JSON object {name: token}.
+Usage: forge_tokens.py JWT_SECRET NODE_SECRET NOW_SECONDS  → prints a JSON object {name: token}.
 Every token except those named "valid_*" must be refused by the edge (and media tokens by the node).
 """
 import base64
