@@ -121,6 +121,40 @@ fn a_kick_or_a_mute_is_not_undone_by_reconnecting_with_an_older_token() {
 }
 
 #[test]
+fn a_session_publishes_at_most_its_limit_of_each_kind() {
+    use homeroom_media_node::core::{max_published, NewSession};
+    use str0m::media::{Direction, MediaKind as Str0mKind};
+    // An offer with 40 send-only m-lines, none declared a screen share.
+    let mut rtc = str0m::Rtc::builder().set_rtp_mode(true).build(std::time::Instant::now());
+    let mut change = rtc.sdp_api();
+    for _ in 0..20 {
+        change.add_media(Str0mKind::Audio, Direction::SendOnly, None, None, None);
+        change.add_media(Str0mKind::Video, Direction::SendOnly, None, None, None);
+    }
+    let (offer, _pending) = change.apply().expect("an offer");
+    let mut net = SimNetwork::new();
+    let identity = SimIdentity::new("mallory", "t/math");
+    let request = NewSession {
+        participant: identity.participant,
+        name: None,
+        room: identity.room,
+        perms: identity.perms,
+        caps: identity.caps,
+        offer_sdp: offer.to_sdp_string(),
+        screen_mids: Vec::new(),
+        quality: Quality::High,
+        issued_at: None,
+    };
+    let now = net.now();
+    let created = net.sfu.create_session(now, request).expect("the offer is accepted");
+    let published = net.sfu.session_info(created.id).unwrap().published;
+    let count = |kind| published.iter().filter(|k| **k == kind).count();
+    assert_eq!(count(MediaKind::Audio), max_published(MediaKind::Audio));
+    assert_eq!(count(MediaKind::Video), max_published(MediaKind::Video), "no second camera, labelled or not");
+    assert_eq!(count(MediaKind::Screen), 0, "nothing was declared a screen share");
+}
+
+#[test]
 fn simulcast_layer_follows_the_subscribers_preference() {
     // Without bandwidth estimation, so that only preferences decide (the simulated network's instant delivery
     // makes the delay-based estimate swing; the budget rule has unit tests of its own).

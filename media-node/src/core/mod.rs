@@ -75,6 +75,17 @@ const AUDIO_RESERVE_BPS: u64 = 64_000;
 const OFFER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sessions one participant may have in one room at once (tabs, devices, reconnects not yet reaped).
 pub const MAX_SESSIONS_PER_PARTICIPANT: usize = 4;
+
+/// The most tracks of a kind one session publishes: a microphone plus a screen's sound, one camera (simulcast
+/// layers are one track), one screen. Further m-lines are negotiated but never published, so one client
+/// cannot make every other session of its room renegotiate hundreds of tracks; and a session without
+/// `perms.screen` cannot pass a screen off as a second camera.
+pub const fn max_published(kind: MediaKind) -> usize {
+    match kind {
+        MediaKind::Audio => 2,
+        MediaKind::Video | MediaKind::Screen => 1,
+    }
+}
 /// Rounds of event handling one entry point may take before it stops (a safety net; one or two is normal).
 const MAX_SETTLE_ROUNDS: usize = 64;
 
@@ -660,6 +671,14 @@ impl Sfu {
                 return;
             };
             let kind = session.kind_of(mid, media.kind());
+            let already = session.published.values().filter(|t| t.kind == kind).count();
+            if already >= max_published(kind) {
+                tracing::warn!(
+                    session = %id, participant = %session.participant, %mid, kind = kind.as_str(),
+                    limit = max_published(kind), "track not published: the session already publishes its limit of this kind"
+                );
+                return;
+            }
             let rids: Vec<Rid> = match media.rids_rx() {
                 Rids::Specific(rids) => rids.clone(),
                 Rids::None | Rids::Any => Vec::new(),
