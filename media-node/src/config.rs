@@ -64,7 +64,7 @@ pub enum ConfigError {
     MissingSecret,
     #[error("the UDP address {0} is unspecified (0.0.0.0/::): set --announce-ip (HOMEROOM_ANNOUNCE_IP) to the IP clients reach")]
     AnnounceIpRequired(SocketAddr),
-    #[error("the announce IP {0} cannot be an ICE candidate: use a unicast, non-link-local address")]
+    #[error("the announce IP {0} cannot be an ICE candidate: use a unicast address clients can reach")]
     BadAnnounceIp(IpAddr),
     #[error("{what} must be an http:// or https:// URL, got {url:?}")]
     BadUrl { what: &'static str, url: String },
@@ -72,6 +72,8 @@ pub enum ConfigError {
     ZeroCapacity,
     #[error("the heartbeat interval must be at least 100 ms")]
     HeartbeatTooFast,
+    #[error("the idle timeout must be at least 1 s (it closes sessions that received nothing for that long)")]
+    IdleTimeoutTooShort,
 }
 
 impl Config {
@@ -115,6 +117,9 @@ impl Config {
         }
         if self.heartbeat_interval < Duration::from_millis(100) {
             return Err(ConfigError::HeartbeatTooFast);
+        }
+        if self.idle_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::IdleTimeoutTooShort);
         }
         match self.announce_ip {
             None if self.udp_addr.ip().is_unspecified() => return Err(ConfigError::AnnounceIpRequired(self.udp_addr)),

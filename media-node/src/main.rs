@@ -52,16 +52,16 @@ struct Args {
     /// Log filter (tracing EnvFilter syntax), e.g. info or homeroom_media_node=debug.
     #[arg(long, env = "HOMEROOM_LOG", default_value = "info")]
     log: String,
-    /// Secret shared with the edge (read from the environment only).
-    #[arg(long = "node-secret", env = "NODE_SECRET", hide_env_values = true, hide = true)]
-    node_secret: String,
 }
 
 impl Args {
     fn config(&self) -> anyhow::Result<Config> {
         let node_id = NodeId::parse(&self.node_id).context("--node-id / HOMEROOM_NODE_ID")?;
         let region = Region::parse(&self.region).context("--region / HOMEROOM_REGION")?;
-        let mut config = Config::new(node_id, region, NodeSecret::new(self.node_secret.clone()));
+        // The secret comes from the environment only: a flag would show it in `ps` and in clap's errors.
+        let secret = std::env::var("NODE_SECRET")
+            .context("NODE_SECRET is not set: export the secret shared with the edge (never pass it as a flag)")?;
+        let mut config = Config::new(node_id, region, NodeSecret::new(secret));
         config.http_addr = self.http_addr;
         config.udp_addr = self.udp_addr;
         config.announce_ip = self.announce_ip;

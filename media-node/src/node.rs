@@ -191,6 +191,9 @@ pub async fn start(config: Config) -> Result<NodeHandle, NodeError> {
         tracing::info!(endpoint = %heartbeat.endpoint, "heartbeats to the edge enabled");
         tokio::spawn(heartbeat.run(Arc::clone(&status), phase_rx.clone()))
     });
+    if heartbeat.is_none() {
+        tracing::warn!("no --edge-url: the node registers with no edge, so no rooms are placed on it (standalone)");
+    }
     tracing::info!(
         node = %config.node_id, region = %config.region, http = %http_addr, udp = %udp_addr,
         candidate = %candidate_addr, capacity = config.capacity, "media node started"

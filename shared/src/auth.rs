@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 /// Tolerated clock skew for `nbf`, in seconds. `exp` has none: an expired token is expired.
 pub const NBF_LEEWAY_SECS: u64 = 30;
 
+/// How long after its expiry a media token still releases its holder's session
+/// ([`TokenKey::verify_media_for_release`]).
+pub const RELEASE_GRACE_SECS: u64 = 24 * 3600;
+
 /// The claims of a user token (contract v1, "Tokens").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserClaims {
@@ -235,6 +239,15 @@ impl TokenKey {
     pub fn verify_media(&self, token: &str, now: Timestamp) -> Result<MediaClaims, AuthError> {
         let claims: MediaClaims = self.decode(token)?;
         check_times(claims.exp, None, now)?;
+        Ok(claims)
+    }
+
+    /// Verifies a media token for releasing what its holder already has (the node's `DELETE` of one's own
+    /// session): as [`TokenKey::verify_media`], but a token that expired up to [`RELEASE_GRACE_SECS`] ago is
+    /// accepted, since sessions outlive their tokens and closing one only gives resources back.
+    pub fn verify_media_for_release(&self, token: &str, now: Timestamp) -> Result<MediaClaims, AuthError> {
+        let claims: MediaClaims = self.decode(token)?;
+        check_times(claims.exp.saturating_add(RELEASE_GRACE_SECS), None, now)?;
         Ok(claims)
     }
 

@@ -18,10 +18,28 @@ fn bearer(headers: &HeaderMap) -> Result<String, HttpError> {
     })
 }
 
+/// What a media token is checked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Use {
+    /// Opening a session: the token must be unexpired.
+    Open,
+    /// Closing one's own session: a token expired within a day still does (sessions outlive their tokens).
+    Release,
+}
+
 /// Verifies the request's media token for this node: signature, expiry, the `node` claim, sane `sub`/`room`.
-pub(crate) fn media_claims(headers: &HeaderMap, key: &TokenKey, node_id: &str) -> Result<MediaClaims, HttpError> {
+pub(crate) fn media_claims(
+    headers: &HeaderMap,
+    key: &TokenKey,
+    node_id: &str,
+    purpose: Use,
+) -> Result<MediaClaims, HttpError> {
     let token = bearer(headers)?;
-    let claims = key.verify_media(&token, clock::now()).map_err(|e| HttpError(e.to_api()))?;
+    let verified = match purpose {
+        Use::Open => key.verify_media(&token, clock::now()),
+        Use::Release => key.verify_media_for_release(&token, clock::now()),
+    };
+    let claims = verified.map_err(|e| HttpError(e.to_api()))?;
     if claims.node != node_id {
         return Err(HttpError::new(
             ErrorCode::Forbidden,

@@ -1,6 +1,6 @@
 //! `POST /v1/sessions` (WHIP-style: SDP offer in, SDP answer out) and `DELETE /v1/sessions/{id}`.
 
-use super::auth::media_claims;
+use super::auth::{media_claims, Use};
 use super::error::HttpError;
 use super::{ask, AppState};
 use crate::core::{NewSession, SessionId, SessionOwner};
@@ -40,7 +40,7 @@ pub(crate) async fn create(
             "the node is draining for shutdown and takes no new sessions; ask the edge for another node",
         ));
     }
-    let claims = media_claims(&headers, &state.key, state.node_id.as_str())?;
+    let claims = media_claims(&headers, &state.key, state.node_id.as_str(), Use::Open)?;
     let Query(query) = query.map_err(|e| HttpError::new(ErrorCode::BadRequest, e.body_text()))?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.trim().to_ascii_lowercase().starts_with("application/sdp") {
@@ -103,7 +103,7 @@ pub(crate) async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, HttpError> {
-    let claims = media_claims(&headers, &state.key, state.node_id.as_str())?;
+    let claims = media_claims(&headers, &state.key, state.node_id.as_str(), Use::Release)?;
     let id = SessionId::parse(&id)
         .ok_or_else(|| HttpError::new(ErrorCode::NotFound, format!("no session {id:?} on this node")))?;
     let owner = SessionOwner { participant: claims.sub, room: claims.room };
