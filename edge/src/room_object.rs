@@ -307,7 +307,7 @@ impl RoomObject {
 
     fn identity(req: &Request) -> Result<Identity, Response> {
         match req.headers().get(IDENTITY_HEADER).ok().flatten() {
-            Some(json) => serde_json::from_str(&json)
+            Some(json) => homeroom_shared::header::decode(&json)
                 .map_err(|e| http::fail(ErrorCode::Internal, format!("bad identity header: {e}"))),
             None => Err(http::fail(ErrorCode::Unauthorized, "no identity; connect through /v1/rooms/{room}/ws")),
         }
@@ -391,7 +391,13 @@ impl RoomObject {
 
     async fn admin(&self, mut req: Request, path: &str) -> Response {
         let address = req.headers().get(ADDRESS_HEADER).ok().flatten();
-        let actor = req.headers().get(ACTOR_HEADER).ok().flatten().unwrap_or_else(|| "Announcement".to_owned());
+        let actor = req
+            .headers()
+            .get(ACTOR_HEADER)
+            .ok()
+            .flatten()
+            .and_then(|h| homeroom_shared::header::decode::<String>(&h).ok())
+            .unwrap_or_else(|| "Announcement".to_owned());
         let body = if req.method() == Method::Post { req.text().await.unwrap_or_default() } else { String::new() };
         let query = req.url().ok();
         let address = address.as_deref();

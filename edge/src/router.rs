@@ -190,7 +190,7 @@ async fn connect(req: &web_sys::Request, env: &Env, url: &Url, room: &str) -> Re
         let retry_after = refused.retry_after_s(now);
         return http::refusal(refused.status, refused.body, retry_after, &[(REMEMBERED_HEADER, "1")]);
     }
-    let identity_json = match serde_json::to_string(&identity) {
+    let identity_json = match homeroom_shared::header::encode(&identity) {
         Ok(j) => j,
         Err(e) => return fail(ErrorCode::Internal, format!("could not encode identity: {e}")),
     };
@@ -257,7 +257,12 @@ async fn admin_room(mut req: Request, env: &Env, room: &str, inner_path: &str, m
     let address = address(&identity, &room);
     let headers = Headers::new();
     let _ = headers.set(ADDRESS_HEADER, &address);
-    let _ = headers.set(ACTOR_HEADER, &identity.name);
+    match homeroom_shared::header::encode(&identity.name) {
+        Ok(name) => {
+            let _ = headers.set(ACTOR_HEADER, &name);
+        }
+        Err(e) => return fail(ErrorCode::Internal, format!("could not encode the actor's name: {e}")),
+    }
     let _ = headers.set("content-type", "application/json");
     forward(env, &address, &format!("https://room{inner_path}"), method, headers, body).await
 }

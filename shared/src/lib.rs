@@ -8,6 +8,7 @@
 //! - [`media`]: the edge ↔ media node contract (heartbeats, control commands).
 //! - [`placement`]: the media-node registry (leases) and room placement (region, distance, load).
 //! - [`pump`]: the lease that decides which event handler of a room object pumps its flush windows.
+//! - [`header`]: ASCII-only JSON for the Worker's internal headers to its objects.
 //! - [`ids`], [`time`]: validated identifiers and the millisecond clock the adapters pass in.
 //!
 //! Nothing here does IO, reads a clock or draws random numbers, so everything builds for native and
@@ -16,6 +17,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod auth;
+pub mod header;
 pub mod ids;
 pub mod media;
 pub mod placement;

@@ -327,6 +327,32 @@ async fn tokens_expire_with_a_warning_and_close_4001() {
 }
 
 #[tokio::test]
+async fn display_names_in_any_script_reach_the_room_intact() {
+    // The verified identity and the announcer's name travel from the Worker to the room in headers.
+    let edge = edge().await;
+    let m = minter();
+    let name = "Zoë 李雷 👩‍🏫";
+    let token = m.sign(&UserClaims { name: Some(name.into()), ..m.claims("zoe", Role::Teacher) });
+    let mut zoe = Client::connect(&Connect::new(&edge.ws(), "unicode", &token)).await.expect("connects");
+    assert_eq!(zoe.welcome.you.name, name);
+    let admin = m.sign(&UserClaims { name: Some("Émile Ops 🎓".into()), ..m.claims("ops", Role::Admin) });
+    let posted = reqwest::Client::new()
+        .post(format!("{}/v1/rooms/unicode/messages", edge.http()))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"text": "Bonne journée"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status().as_u16(), 201);
+    let announced =
+        zoe.expect("announcement", Duration::from_secs(5), |f| matches!(f, F::ChatMessage { .. })).await.unwrap();
+    assert!(
+        matches!(&announced, F::ChatMessage { message, .. } if message.from.name == "Émile Ops 🎓"),
+        "{announced:?}"
+    );
+}
+
+#[tokio::test]
 async fn admin_api_reads_announces_pages_kicks_and_limits_capacity() {
     let edge = edge().await;
     let m = minter();
