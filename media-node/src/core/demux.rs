@@ -4,13 +4,17 @@
 //! `rtc.accepts()` scan costs O(sessions) per packet; instead:
 //!
 //! - **STUN** binding requests carry `USERNAME = "<node ufrag>:<client ufrag>"`. The node ufrag is unique per
-//!   session, so STUN is always routed by it, and the first STUN packet from an address teaches the demux that
-//!   address (the client's ICE candidate, usually peer-reflexive since the node is ICE-lite).
+//!   session, so STUN is always routed by it. Routing teaches nothing: the session's `Rtc` checks the
+//!   request's MESSAGE-INTEGRITY (the ICE password only the client has), and only when it answers with a
+//!   binding *success* does the core [`Demux::confirm`] the source address for that session (the client's
+//!   ICE candidate, usually peer-reflexive since the node is ICE-lite).
 //! - **Everything else** (DTLS, SRTP, SRTCP) is routed by the source address learned that way: one hash lookup.
 //!
-//! Invariants: an address maps to at most one session; a learned mapping is never overwritten by another
-//! session's STUN (a spoofed packet cannot steal a live client's address); all of a session's entries go when
-//! the session goes, so a recycled address finds no stale session.
+//! Invariants: an address maps to at most one session; only a verified request moves an address, so a spoofed
+//! packet cannot steal a live client's address, while an address a NAT handed to another client (a rebinding,
+//! a reused port behind a school's NAT) follows that client's first verified request instead of staying with
+//! a stale session; a session keeps at most [`MAX_ADDRS_PER_SESSION`] addresses (the oldest goes first); all of
+//! a session's entries go when the session goes.
 
 use super::ids::SessionId;
 use std::collections::HashMap;
@@ -21,6 +25,11 @@ const STUN_ATTR_USERNAME: u16 = 0x0006;
 /// The STUN magic cookie (RFC 8489 §5).
 const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 const STUN_HEADER_LEN: usize = 20;
+/// STUN Binding Success Response (RFC 8489 §5: method 0x001, class success).
+const STUN_BINDING_SUCCESS: [u8; 2] = [0x01, 0x01];
+
+/// Addresses one session may be reached from at once (ICE candidates, NAT rebindings).
+pub(crate) const MAX_ADDRS_PER_SESSION: usize = 8;
 
 /// The routing table from datagram to session.
 #[derive(Debug, Default)]
@@ -47,17 +56,37 @@ impl Demux {
         }
     }
 
-    /// The session `datagram` from `source` belongs to, learning `source` from STUN when it is new.
-    pub(crate) fn route(&mut self, source: SocketAddr, datagram: &[u8]) -> Option<SessionId> {
+    /// The session `datagram` from `source` belongs to: STUN by its ufrag, the rest by the learned address.
+    pub(crate) fn route(&self, source: SocketAddr, datagram: &[u8]) -> Option<SessionId> {
         if let Some(ufrag) = stun_local_ufrag(datagram) {
-            let session = *self.by_ufrag.get(ufrag)?;
-            if let std::collections::hash_map::Entry::Vacant(entry) = self.by_addr.entry(source) {
-                entry.insert(session);
-                self.addrs_of.entry(session).or_default().push(source);
-            }
-            return Some(session);
+            return self.by_ufrag.get(ufrag).copied();
         }
         self.by_addr.get(&source).copied()
+    }
+
+    /// `session` answered a binding request from `source` with success (its integrity checked out): `source`
+    /// now reaches `session`, whichever session it reached before.
+    pub(crate) fn confirm(&mut self, source: SocketAddr, session: SessionId) {
+        if !self.addrs_of.contains_key(&session) {
+            return;
+        }
+        match self.by_addr.insert(source, session) {
+            Some(previous) if previous == session => return,
+            Some(previous) => {
+                if let Some(addrs) = self.addrs_of.get_mut(&previous) {
+                    addrs.retain(|a| *a != source);
+                }
+            }
+            None => {}
+        }
+        let addrs = self.addrs_of.entry(session).or_default();
+        addrs.push(source);
+        if addrs.len() > MAX_ADDRS_PER_SESSION {
+            let oldest = addrs.remove(0);
+            if self.by_addr.get(&oldest) == Some(&session) {
+                self.by_addr.remove(&oldest);
+            }
+        }
     }
 
     /// Number of learned addresses.
@@ -65,6 +94,11 @@ impl Demux {
     pub(crate) fn address_count(&self) -> usize {
         self.by_addr.len()
     }
+}
+
+/// Whether `datagram` is a STUN Binding Success Response.
+pub(crate) fn is_binding_success(datagram: &[u8]) -> bool {
+    is_stun(datagram) && datagram.get(..2) == Some(&STUN_BINDING_SUCCESS[..])
 }
 
 /// Whether `datagram` looks like a STUN message (RFC 7983 demultiplexing plus the magic cookie).
@@ -139,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn stun_teaches_addresses_and_media_follows_them() {
+    fn only_a_verified_request_teaches_an_address_and_media_follows_it() {
         let (a, b) = (SessionId::from_u64(1), SessionId::from_u64(2));
         let mut demux = Demux::default();
         demux.register(a, "ufa");
@@ -147,33 +181,61 @@ mod tests {
 
         // Media from an unknown address goes nowhere.
         assert_eq!(demux.route(addr(1), &RTP), None);
-        // STUN routes by ufrag and teaches the address.
+        // STUN routes by ufrag but teaches nothing by itself (its integrity is not checked yet).
         assert_eq!(demux.route(addr(1), &stun_request("ufa:x")), Some(a));
-        assert_eq!(demux.route(addr(2), &stun_request("ufb:y")), Some(b));
+        assert_eq!(demux.route(addr(1), &RTP), None);
+        // The session answered with success: now media from there follows.
+        demux.confirm(addr(1), a);
+        demux.confirm(addr(2), b);
         assert_eq!(demux.route(addr(1), &RTP), Some(a));
         assert_eq!(demux.route(addr(2), &RTP), Some(b));
-        // An unknown ufrag is not routed and learns nothing.
+        // An unknown ufrag is not routed.
         assert_eq!(demux.route(addr(3), &stun_request("nope:z")), None);
         assert_eq!(demux.route(addr(3), &RTP), None);
     }
 
     #[test]
-    fn a_learned_address_is_not_stolen_and_is_forgotten_with_its_session() {
+    fn a_verified_request_moves_an_address_and_removal_forgets_it() {
         let (a, b) = (SessionId::from_u64(1), SessionId::from_u64(2));
         let mut demux = Demux::default();
         demux.register(a, "ufa");
         demux.register(b, "ufb");
-        assert_eq!(demux.route(addr(1), &stun_request("ufa:x")), Some(a));
-        // STUN for b from a's address goes to b (by ufrag) but does not remap the address.
+        demux.confirm(addr(1), a);
+        // An unverified request for b from a's address goes to b (by ufrag) and moves nothing.
         assert_eq!(demux.route(addr(1), &stun_request("ufb:x")), Some(b));
         assert_eq!(demux.route(addr(1), &RTP), Some(a));
-
-        demux.remove(a, "ufa");
-        assert_eq!(demux.route(addr(1), &RTP), None);
-        assert_eq!(demux.route(addr(1), &stun_request("ufa:x")), None);
-        // The address is free again: b can learn it.
-        assert_eq!(demux.route(addr(1), &stun_request("ufb:x")), Some(b));
+        // The NAT gave a's old address to b's client, whose request b verified: the address follows b.
+        demux.confirm(addr(1), b);
         assert_eq!(demux.route(addr(1), &RTP), Some(b));
-        assert_eq!(demux.address_count(), 1);
+        demux.remove(a, "ufa");
+        assert_eq!(demux.route(addr(1), &RTP), Some(b), "a's removal does not take b's address");
+        demux.remove(b, "ufb");
+        assert_eq!(demux.route(addr(1), &RTP), None);
+        assert_eq!(demux.address_count(), 0);
+        demux.confirm(addr(1), b);
+        assert_eq!(demux.address_count(), 0, "a removed session learns nothing");
+    }
+
+    #[test]
+    fn a_session_keeps_a_bounded_number_of_addresses() {
+        let a = SessionId::from_u64(1);
+        let mut demux = Demux::default();
+        demux.register(a, "ufa");
+        for port in 0..(MAX_ADDRS_PER_SESSION as u16 + 5) {
+            demux.confirm(addr(port), a);
+        }
+        assert_eq!(demux.address_count(), MAX_ADDRS_PER_SESSION);
+        assert_eq!(demux.route(addr(0), &RTP), None, "the oldest went first");
+        assert_eq!(demux.route(addr(MAX_ADDRS_PER_SESSION as u16 + 4), &RTP), Some(a));
+    }
+
+    #[test]
+    fn binding_success_is_told_from_requests() {
+        let mut response = stun_request("ufa:x");
+        assert!(!is_binding_success(&response));
+        response[0] = 0x01;
+        response[1] = 0x01;
+        assert!(is_binding_success(&response));
+        assert!(!is_binding_success(&RTP));
     }
 }

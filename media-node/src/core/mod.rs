@@ -481,10 +481,20 @@ impl Sfu {
             now,
             Receive { proto: Protocol::Udp, source, destination: self.config.candidate_addr, contents },
         );
+        let answers_from = self.io.outbox.len();
         if let Err(e) = session.rtc.handle_input(input) {
             tracing::debug!(session = %id, error = %e, "str0m refused a datagram");
         }
         drain(&mut self.io, session);
+        // A binding request the session answered with success passed its integrity check: its source now
+        // reaches this session (the demux learns addresses only this way).
+        let verified = demux::is_stun(datagram)
+            && self.io.outbox.get(answers_from..).is_some_and(|sent| {
+                sent.iter().any(|t| t.destination == source && demux::is_binding_success(&t.contents))
+            });
+        if verified {
+            self.demux.confirm(source, id);
+        }
         self.settle(now);
     }
 
