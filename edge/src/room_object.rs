@@ -11,10 +11,13 @@
 //!    events and the alarm pump the windows inside their own event (nobody waits for their answer), HTTP
 //!    requests never do — an upgrade's `101` must not wait for a window — and leave the flush to whoever is
 //!    pumping, or to the alarm, set for the window's end. A room whose events are all upgrades (a class
-//!    arriving) is pumped by its alarm handler, which keeps pumping while windows keep opening.
+//!    arriving) is pumped by its alarm handler, which keeps pumping while windows keep opening. One handler
+//!    pumps at a time ([`PumpLease`]): a pumper the runtime dropped mid-wait is taken over once its lease is
+//!    stale, and a pump hands over to the alarm after [`homeroom_shared::pump::HANDOFF_MS`], so no single
+//!    event runs for a whole busy lesson. Each wake of the pump also runs the core's due deadlines.
 //!
-//! Nothing queued is lost to hibernation: the object hibernates only after seconds without events, and a
-//! window lasts at most 250 ms, with a pump or an alarm due at its end.
+//! Nothing queued is lost to hibernation: the object hibernates only after seconds without events, and an
+//! open window always has a pump or an alarm due at its end (a window lasts at most 250 ms by default).
 //!
 //! The core is borrowed only inside synchronous sections, never across an `.await`. The `ping` → `pong`
 //! auto-response is answered by the runtime without waking the object.

@@ -109,6 +109,10 @@ impl RoomStore for SqlStore {
         self.run("INSERT OR REPLACE INTO meta (id, body) VALUES (1, ?)", vec![text(&to_json(meta)?)])
     }
 
+    fn delete_meta(&mut self) -> StoreResult<()> {
+        self.run("DELETE FROM meta", vec![])
+    }
+
     fn append_event(&mut self, seq: u64, frame: &str) -> StoreResult<()> {
         self.run("INSERT OR REPLACE INTO log (seq, frame) VALUES (?, ?)", vec![int(seq), text(frame)])
     }

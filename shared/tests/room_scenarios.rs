@@ -5,6 +5,7 @@ use homeroom_shared::protocol::{
 };
 use homeroom_shared::room::config::{Limits, SettingsPatch};
 use homeroom_shared::room::sim::Sim;
+use homeroom_shared::room::store::RoomStore;
 use homeroom_shared::room::Resume;
 use homeroom_shared::{ConnId, UserId};
 
@@ -716,6 +717,19 @@ fn an_empty_room_is_wiped_after_the_idle_ttl() {
     assert!(w.history.is_empty());
     assert_ne!(w.epoch, epoch);
     assert_eq!(w.seq, 1);
+
+    // Wiped without settings, a room leaves no rows at all; with settings, only its meta row remains.
+    s.drop_conn(c);
+    s.advance(s.limits.idle_room_ttl_ms);
+    assert_eq!(s.room().store().load_meta().unwrap(), None, "an idle room without settings leaves nothing");
+    let d = s.join("d", Role::Student);
+    let patch = SettingsPatch { capacity: Some(Some(20)), ..SettingsPatch::default() };
+    s.admin(|room, _| room.update_settings(&patch)).unwrap();
+    s.drop_conn(d);
+    s.advance(s.limits.idle_room_ttl_ms);
+    let kept = s.room().store().load_meta().unwrap().expect("a room with settings keeps its meta row");
+    assert_eq!(kept.settings.capacity, Some(20));
+    assert_eq!(kept.seq, 0);
 }
 
 #[test]

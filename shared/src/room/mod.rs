@@ -800,7 +800,14 @@ impl<S: RoomStore> Room<S> {
         self.meta.epoch = next_epoch(Some(&self.meta.epoch), now);
         self.meta.seq = 0;
         self.meta.empty_since = None;
-        self.store.save_meta(&self.meta).map_err(internal)?;
+        if self.meta.settings == RoomSettings::default() {
+            // Nothing of this room is worth keeping: no rows are left, so a room that was only probed or
+            // visited once costs no storage. A later event starts it afresh, with an epoch from its own time.
+            self.store.delete_meta().map_err(internal)?;
+        } else {
+            // The admin's settings outlive the room's idle periods.
+            self.store.save_meta(&self.meta).map_err(internal)?;
+        }
         Ok(())
     }
 

@@ -77,6 +77,8 @@ pub struct ModerationRecord {
 pub trait RoomStore {
     fn load_meta(&self) -> StoreResult<Option<Meta>>;
     fn save_meta(&mut self, meta: &Meta) -> StoreResult<()>;
+    /// Forgets the meta row (an idle room without settings leaves no storage behind).
+    fn delete_meta(&mut self) -> StoreResult<()>;
 
     /// Appends a logged event, as the exact JSON text sent to clients.
     fn append_event(&mut self, seq: u64, frame: &str) -> StoreResult<()>;
@@ -142,6 +144,11 @@ impl RoomStore for MemoryStore {
     fn save_meta(&mut self, meta: &Meta) -> StoreResult<()> {
         self.writes += 1;
         self.meta = Some(meta.clone());
+        Ok(())
+    }
+    fn delete_meta(&mut self) -> StoreResult<()> {
+        self.writes += 1;
+        self.meta = None;
         Ok(())
     }
     fn append_event(&mut self, seq: u64, frame: &str) -> StoreResult<()> {
