@@ -246,6 +246,38 @@ fn a_silent_session_is_reaped_and_leaves_its_room() {
 }
 
 #[test]
+fn a_session_that_never_connects_is_closed_after_the_connect_timeout() {
+    use homeroom_media_node::core::{NewSession, SfuConfig, CONNECT_TIMEOUT};
+    // Idle reaping is pushed past the connect timeout, so only the connect deadline can close the session.
+    let config =
+        SfuConfig { idle_timeout: Duration::from_secs(120), ..SfuConfig::new("10.0.0.1:5000".parse().unwrap()) };
+    let mut net = SimNetwork::with_config(config);
+    let mut rtc = str0m::Rtc::builder().set_rtp_mode(true).build(std::time::Instant::now());
+    let mut change = rtc.sdp_api();
+    change.add_media(str0m::media::MediaKind::Audio, str0m::media::Direction::SendOnly, None, None, None);
+    let (offer, _pending) = change.apply().expect("an offer");
+    let identity = SimIdentity::new("ghost", "t/math");
+    let request = NewSession {
+        participant: identity.participant,
+        name: None,
+        room: identity.room,
+        perms: identity.perms,
+        caps: identity.caps,
+        offer_sdp: offer.to_sdp_string(),
+        screen_mids: Vec::new(),
+        quality: Quality::High,
+        issued_at: None,
+    };
+    let now = net.now();
+    net.sfu.create_session(now, request).expect("the offer is accepted");
+    net.run_for(CONNECT_TIMEOUT - Duration::from_secs(1));
+    assert_eq!(net.sfu.session_count(), 1, "still within the connect timeout");
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.sfu.session_count(), 0, "never connected: closed");
+    assert!(net.metrics.encode().contains("homeroom_media_sessions_closed_total{reason=\"connect_timeout\"} 1"));
+}
+
+#[test]
 fn a_publish_cap_limits_the_layers_anyone_receives() {
     use homeroom_shared::media::MediaCaps;
     let mut net = SimNetwork::without_bwe();

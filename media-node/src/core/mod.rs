@@ -73,6 +73,10 @@ const REMB_INTERVAL: Duration = Duration::from_secs(1);
 const AUDIO_RESERVE_BPS: u64 = 64_000;
 /// A node offer not answered within this long is dropped and offered again.
 const OFFER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A session whose ICE and DTLS are not both up this long after its offer is closed: STUN alone (a client that
+/// never finishes DTLS) must not hold a session slot.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Sessions one participant may have in one room at once (tabs, devices, reconnects not yet reaped).
 pub const MAX_SESSIONS_PER_PARTICIPANT: usize = 4;
 
@@ -1108,6 +1112,11 @@ impl Sfu {
         for session in self.sessions.values_mut() {
             if now.saturating_duration_since(session.last_rx) > self.config.idle_timeout {
                 self.io.closing.push((session.id, CloseReason::Idle));
+            } else if session.connected_at.is_none()
+                && now.saturating_duration_since(session.created_at) > CONNECT_TIMEOUT
+            {
+                tracing::info!(session = %session.id, "ICE + DTLS not up 30 s after the offer; closing the session");
+                self.io.closing.push((session.id, CloseReason::ConnectTimeout));
             }
             if session.offered_at.is_some_and(|at| now.saturating_duration_since(at) > OFFER_TIMEOUT) {
                 tracing::warn!(session = %session.id, "the client did not answer the node's offer; offering again");

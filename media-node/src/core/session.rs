@@ -33,6 +33,8 @@ pub enum CloseReason {
     RoomClosed,
     /// No packets for the idle timeout.
     Idle,
+    /// ICE and DTLS were not up within [`super::CONNECT_TIMEOUT`] of the offer.
+    ConnectTimeout,
     /// ICE connectivity was lost.
     Disconnected,
     /// The client closed DTLS / the peer connection.
@@ -50,6 +52,7 @@ impl CloseReason {
             CloseReason::Kicked => "kicked",
             CloseReason::RoomClosed => "room_closed",
             CloseReason::Idle => "idle",
+            CloseReason::ConnectTimeout => "connect_timeout",
             CloseReason::Disconnected => "disconnected",
             CloseReason::PeerClosed => "peer_closed",
             CloseReason::Error => "error",

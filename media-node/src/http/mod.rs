@@ -25,6 +25,10 @@ use tower_http::cors::{Any, CorsLayer};
 /// How long a handler waits for the media loop before giving up.
 const CORE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The longest one request may take, its body upload included: a client that trickles an offer in (or never
+/// finishes it) does not hold a connection and a handler open for longer.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// What handlers share.
 #[derive(Clone, Debug)]
 pub(crate) struct AppState {
@@ -47,8 +51,30 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn(time_limit))
         .layer(cors())
         .with_state(state)
+}
+
+/// Ends a request that takes longer than [`REQUEST_TIMEOUT`] with a JSON error, as every error of the API is.
+async fn time_limit(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    within(REQUEST_TIMEOUT, next.run(request)).await
+}
+
+async fn within(
+    limit: Duration,
+    handling: impl std::future::Future<Output = axum::response::Response>,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, handling).await {
+        Ok(response) => response,
+        Err(_) => {
+            let message = format!(
+                "the request took longer than {} s (a stalled or very slow upload?); send it again",
+                limit.as_secs()
+            );
+            axum::response::IntoResponse::into_response(error::HttpError::new(ErrorCode::BadRequest, message))
+        }
+    }
 }
 
 /// Browsers call the node from the edge's origin. Credentials travel in `Authorization`, never in cookies, so
@@ -88,5 +114,24 @@ pub(crate) async fn ask<T>(
         Ok(Ok(value)) => Ok(value),
         Ok(Err(_)) => Err(unavailable()),
         Err(_) => Err(HttpError::new(ErrorCode::Internal, "the media loop did not answer within 5 s")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::response::IntoResponse;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_over_the_time_limit_gets_a_json_error() {
+        let stalled = async {
+            tokio::time::sleep(REQUEST_TIMEOUT * 2).await;
+            "too late".into_response()
+        };
+        let response = within(REQUEST_TIMEOUT, stalled).await;
+        assert_eq!(response.status().as_u16(), 400);
+        assert_eq!(response.headers().get(header::CONTENT_TYPE).map(|v| v.as_bytes()), Some(&b"application/json"[..]));
+        let prompt = within(REQUEST_TIMEOUT, async { "in time".into_response() }).await;
+        assert_eq!(prompt.status().as_u16(), 200);
     }
 }
