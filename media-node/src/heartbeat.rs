@@ -41,10 +41,20 @@ enum HeartbeatError {
     Sign(String),
     #[error("request failed: {0}")]
     Request(String),
-    #[error("the edge answered HTTP {status}: {body}")]
+    #[error("the edge answered HTTP {status}: {body}{}", hint(*status))]
     Refused { status: u16, body: String },
     #[error("the edge's reply is not {{\"ttl_ms\": n}}: {0}")]
     BadReply(String),
+}
+
+/// What an operator should check for a refusal.
+fn hint(status: u16) -> &'static str {
+    match status {
+        401 => " (check that this node's NODE_SECRET is the edge's: `wrangler secret put NODE_SECRET`)",
+        403 => " (the edge refuses this node id or token kind)",
+        404 => " (is --edge-url the edge's base URL, without a path?)",
+        _ => "",
+    }
 }
 
 impl Heartbeat {

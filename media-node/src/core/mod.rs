@@ -834,7 +834,9 @@ impl Sfu {
         };
         let reply_error = |session: &mut Session, message: String| {
             tracing::debug!(session = %session.id, %message, "bad signalling message");
-            session.send_signal(&NodeSignal::Error { code: ErrorCode::BadRequest, message });
+            if let Err(reason) = session.send_signal(&NodeSignal::Error { code: ErrorCode::BadRequest, message }) {
+                tracing::debug!(session = %session.id, %reason, "could not report it to the client");
+            }
         };
         if data.data.len() > MAX_SIGNAL_BYTES {
             reply_error(session, format!("signalling messages are limited to {MAX_SIGNAL_BYTES} bytes"));
@@ -867,7 +869,13 @@ impl Sfu {
                 match session.rtc.sdp_api().accept_offer(offer) {
                     Ok(answer) => {
                         let tracks = session.track_infos();
-                        session.send_signal(&NodeSignal::Answer { sdp: answer.to_sdp_string(), tracks });
+                        let answer = NodeSignal::Answer { sdp: answer.to_sdp_string(), tracks };
+                        if let Err(reason) = session.send_signal(&answer) {
+                            tracing::warn!(
+                                session = %id, %reason,
+                                "could not send the answer to the client's offer; the client's change is lost"
+                            );
+                        }
                     }
                     Err(e) => reply_error(session, format!("offer refused: {e}")),
                 }

@@ -105,6 +105,8 @@ pub(crate) struct Session {
     pub(crate) pending_offer: Option<SdpPendingOffer>,
     /// When the outstanding node offer went out.
     pub(crate) offered_at: Option<Instant>,
+    /// Renegotiation offers that could not be sent in a row (for the log).
+    pub(crate) offer_failures: u32,
     pub(crate) bwe_estimate: Option<Bitrate>,
     pub(crate) bwe_desired: Option<(u64, u64)>,
     pub(crate) created_at: Instant,
@@ -156,6 +158,7 @@ impl Session {
             quality,
             pending_offer: None,
             offered_at: None,
+            offer_failures: 0,
             bwe_estimate: None,
             bwe_desired: None,
             created_at: now,
@@ -304,21 +307,22 @@ impl Session {
     }
 
     /// Sends a signalling message on the data channel; `false` if there is none or it is full.
-    pub(crate) fn send_signal(&mut self, message: &NodeSignal) -> bool {
+    pub(crate) fn send_signal(&mut self, message: &NodeSignal) -> Result<(), String> {
         let Some(id) = self.channel else {
-            return false;
+            return Err("the data channel is not open yet".into());
         };
-        let Ok(text) = serde_json::to_string(message) else {
-            return false;
-        };
+        let text = serde_json::to_string(message).map_err(|e| format!("cannot encode the message: {e}"))?;
         if text.len() > MAX_SIGNAL_BYTES {
-            tracing::warn!(session = %self.id, bytes = text.len(), "signalling message too large for the data channel");
-            return false;
+            return Err(format!("the message is {} bytes, over the channel's {MAX_SIGNAL_BYTES}", text.len()));
         }
         let Some(mut channel) = self.rtc.channel(id) else {
-            return false;
+            return Err("the data channel is gone".into());
         };
-        matches!(channel.write(false, text.as_bytes()), Ok(true))
+        match channel.write(false, text.as_bytes()) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the data channel's send buffer is full".into()),
+            Err(e) => Err(format!("the data channel refused the message: {e}")),
+        }
     }
 
     /// Offers the pending subscription changes (new m-lines, stopped m-lines) if the channel is open and no
@@ -365,12 +369,20 @@ impl Session {
         self.pending_offer = Some(pending);
         self.offered_at = Some(now);
         let message = NodeSignal::Offer { sdp: offer.to_sdp_string(), tracks: self.track_infos() };
-        if !self.send_signal(&message) {
-            tracing::warn!(session = %self.id, "could not send the renegotiation offer; will retry");
+        if let Err(reason) = self.send_signal(&message) {
+            self.offer_failures = self.offer_failures.saturating_add(1);
+            // Retried every housekeeping tick: log the first failure and then ever more rarely.
+            if self.offer_failures.is_power_of_two() {
+                tracing::warn!(
+                    session = %self.id, participant = %self.participant, %reason, attempts = self.offer_failures,
+                    "could not send the renegotiation offer; will retry"
+                );
+            }
             self.pending_offer = None;
             self.rollback_negotiation();
             return false;
         }
+        self.offer_failures = 0;
         true
     }
 
