@@ -85,7 +85,16 @@ async fn main() -> anyhow::Result<()> {
     let config = args.config()?;
     let node = homeroom_media_node::start(config).await?;
     println!("{}", listening_line(node.http_addr(), node.udp_addr()));
-    node.run_until(shutdown_signal()).await?;
+    let shutdown = async {
+        shutdown_signal().await;
+        // A second SIGTERM/ctrl-c during the drain means "now".
+        tokio::spawn(async {
+            shutdown_signal().await;
+            tracing::warn!("second shutdown signal: exiting without finishing the drain");
+            std::process::exit(130);
+        });
+    };
+    node.run_until(shutdown).await?;
     Ok(())
 }
 
