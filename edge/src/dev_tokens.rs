@@ -53,7 +53,9 @@ pub async fn issue(mut req: Request, env: &Env) -> Response {
     let body = req.text().await.unwrap_or_default();
     let ask: Ask = match serde_json::from_str(&body) {
         Ok(ask) => ask,
-        Err(e) => return fail(ErrorCode::BadRequest, format!("expected {{name, role?, user?, tenant?}}: {e}")),
+        Err(e) => {
+            return fail(ErrorCode::BadRequest, format!("expected {{name, role?, user?, tenant?, ttl_secs?}}: {e}"))
+        }
     };
     let name = match parse_display_name(&ask.name) {
         Ok(name) => name,

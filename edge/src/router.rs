@@ -77,6 +77,7 @@ pub async fn handle(raw: web_sys::Request, env: Env) -> Response {
         ["v1", "rooms", room, action @ ("clear" | "kick" | "settings")] => match method {
             Method::Post => admin_room(req, &env, room, &format!("/admin/{action}"), Method::Post).await,
             Method::Get if *action == "settings" => admin_room(req, &env, room, "/admin/settings", Method::Get).await,
+            _ if *action == "settings" => method_not_allowed("GET, POST"),
             _ => method_not_allowed("POST"),
         },
         ["v1", "rooms", room, "messages"] => {

@@ -226,27 +226,31 @@ impl<S: RoomStore> Room<S> {
             }
             ClientRequest::AuthRefresh { token } => self.auth_refresh(conn, user, &token, now),
             ClientRequest::RoomClear => {
-                self.require_moderator(user)?;
+                self.require_moderator(user, "room.clear")?;
+                // The ack must precede the `room.cleared` and close the clear sends, but only if it worked:
+                // everything queued goes out first, then the ack is slotted in ahead of what the clear sent.
+                self.flush_now();
+                let ack_at = self.outbox.len();
+                self.clear(now)?;
                 if let Some(rid) = rid {
                     let ack = ServerFrame::Ack(Ack { rid: rid.to_owned(), seq: None, id: None, exp: None });
-                    self.send(conn, &ack);
+                    self.outbox.insert(ack_at, Output::Send { to: vec![conn], text: Arc::from(ack.to_json()) });
                 }
-                self.clear(now)?;
                 Ok(Reply::Done)
             }
             ClientRequest::ParticipantKick { id } => {
-                let actor = self.actor(user)?;
+                let actor = self.actor(user, "participant.kick")?;
                 if id == *user {
                     return Err(bad_request("you cannot kick yourself; close the connection instead"));
                 }
                 Ok(Reply::logged(self.kick_as(&actor, &id, now)?))
             }
             ClientRequest::ParticipantUpdate { id, role, perms } => {
-                let actor = self.actor(user)?;
+                let actor = self.actor(user, "participant.update")?;
                 Ok(Reply::logged(self.update_as(&actor, &id, role, perms, now)?))
             }
             ClientRequest::ParticipantMute { id, kind, muted } => {
-                let actor = self.actor(user)?;
+                let actor = self.actor(user, "participant.mute")?;
                 Ok(Reply::logged(self.mute_as(&actor, &id, kind, muted, now)?))
             }
         }
@@ -500,16 +504,16 @@ impl<S: RoomStore> Room<S> {
         Ok(Reply::Ack { seq: None, id: None, exp: Some(identity.exp) })
     }
 
-    fn actor(&self, user: &UserId) -> Result<Actor, ApiError> {
-        self.require_moderator(user)?;
+    fn actor(&self, user: &UserId, request: &str) -> Result<Actor, ApiError> {
+        self.require_moderator(user, request)?;
         Ok(Actor::Member { id: user.clone(), role: self.participant(user)?.role })
     }
 
-    fn require_moderator(&self, user: &UserId) -> Result<(), ApiError> {
+    fn require_moderator(&self, user: &UserId, request: &str) -> Result<(), ApiError> {
         if self.participant(user)?.perms.moderate {
             Ok(())
         } else {
-            Err(forbidden("this needs the moderate permission"))
+            Err(forbidden(format!("{request} needs the moderate permission (a teacher, or perms.moderate)")))
         }
     }
 }
