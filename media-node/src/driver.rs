@@ -28,11 +28,25 @@ const RECV_BUFFER: usize = 2048;
 /// What the HTTP API asks of the core.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Create { request: NewSession, reply: oneshot::Sender<Result<SessionCreated, CreateError>> },
-    Delete { id: SessionId, owner: SessionOwner, reply: oneshot::Sender<Result<(), DeleteError>> },
-    Control { command: ControlCommand, reply: oneshot::Sender<u32> },
+    Create {
+        request: NewSession,
+        reply: oneshot::Sender<Result<SessionCreated, CreateError>>,
+    },
+    Delete {
+        id: SessionId,
+        owner: SessionOwner,
+        reply: oneshot::Sender<Result<(), DeleteError>>,
+    },
+    /// `decided_at`: the control token's `iat` (the edge's clock), if it has one.
+    Control {
+        command: ControlCommand,
+        decided_at: Option<u64>,
+        reply: oneshot::Sender<u32>,
+    },
     SetDraining(bool),
-    CloseAll { reply: oneshot::Sender<()> },
+    CloseAll {
+        reply: oneshot::Sender<()>,
+    },
     Stop,
 }
 
@@ -169,8 +183,10 @@ fn handle_command(sfu: &mut Sfu, command: Command, status: &Status) -> bool {
             };
             let _ = reply.send(result);
         }
-        Command::Control { command, reply } => {
-            let _ = reply.send(sfu.control(now, crate::clock::now().as_secs(), &command));
+        Command::Control { command, decided_at, reply } => {
+            // The edge's clock when it has one, so that decisions and media tokens' `iat` compare on one clock.
+            let at = decided_at.unwrap_or_else(|| crate::clock::now().as_secs());
+            let _ = reply.send(sfu.control(now, at, &command));
         }
         Command::SetDraining(draining) => {
             sfu.set_draining(draining);

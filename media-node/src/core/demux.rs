@@ -70,15 +70,12 @@ impl Demux {
         if !self.addrs_of.contains_key(&session) {
             return;
         }
-        match self.by_addr.insert(source, session) {
-            Some(previous) if previous == session => return,
-            Some(previous) => {
-                if let Some(addrs) = self.addrs_of.get_mut(&previous) {
-                    addrs.retain(|a| *a != source);
-                }
+        if let Some(previous) = self.by_addr.insert(source, session) {
+            if let Some(addrs) = self.addrs_of.get_mut(&previous) {
+                addrs.retain(|a| *a != source);
             }
-            None => {}
         }
+        // Newest last, so the bound below drops the address confirmed longest ago, never the one in use.
         let addrs = self.addrs_of.entry(session).or_default();
         addrs.push(source);
         if addrs.len() > MAX_ADDRS_PER_SESSION {
@@ -227,6 +224,14 @@ mod tests {
         assert_eq!(demux.address_count(), MAX_ADDRS_PER_SESSION);
         assert_eq!(demux.route(addr(0), &RTP), None, "the oldest went first");
         assert_eq!(demux.route(addr(MAX_ADDRS_PER_SESSION as u16 + 4), &RTP), Some(a));
+        // The address in use keeps being confirmed (consent checks), so it is never the one dropped.
+        let in_use = addr(5);
+        for port in 100..120 {
+            demux.confirm(in_use, a);
+            demux.confirm(addr(port), a);
+        }
+        assert_eq!(demux.route(in_use, &RTP), Some(a));
+        assert_eq!(demux.address_count(), MAX_ADDRS_PER_SESSION);
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //! A control command (kick, mute, perms) changes the sessions that exist when it arrives. The participant's
 //! media token, though, stays valid until it expires (minutes, up to a day), and a client may open a new
 //! session with it: without a memory, a kicked intruder would come straight back and a muted student would
-//! reconnect unmuted. So the node remembers each decision with its wall-clock second, and a new session
-//! whose token was issued at or before that second (`iat`; a token without `iat` counts as older than every
-//! decision) gets the decision applied: refused after a kick, the decided perms and mutes otherwise. A token
-//! the edge issues after the decision already says what the room decided, so it is taken as it is.
+//! reconnect unmuted. So the node remembers each decision with its second on the edge's clock (the control
+//! token's `iat`), and a new session whose token was issued at or before that second (its `iat`, on the same
+//! clock; a token without `iat` counts as older than every decision) gets that decision applied: refused after
+//! a kick, the decided mute or perms otherwise. Each decision keeps its own time, so a later mute does not
+//! revive an old kick. What the edge decided before it issued a token is in the token already.
 //!
 //! Decisions are forgotten after [`REMEMBER_FOR`] (longer than the longest media token the edge issues) and
 //! the memo holds at most [`MAX_DECISIONS`]; only the edge (with `NODE_SECRET`) can add to it.
@@ -22,17 +23,26 @@ pub const REMEMBER_FOR: Duration = Duration::from_secs(24 * 3600);
 /// The most decisions remembered; beyond it the oldest is forgotten first.
 pub const MAX_DECISIONS: usize = 100_000;
 
-/// The decisions about one participant of one room.
+/// The decisions about one participant of one room, each with the wall-clock second it was made.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Decision {
-    /// Wall-clock second of the latest decision.
-    pub at_secs: u64,
     recorded: Option<Instant>,
-    pub kicked: bool,
-    pub muted: MediaFlags,
-    /// Perms that replace the token's.
-    pub perms: Option<MediaPerms>,
+    kicked_at: Option<u64>,
+    /// Per kind (audio, video, screen): the latest mute or unmute and when.
+    mutes: [Option<(bool, u64)>; 3],
+    /// The latest perms that replace the token's, and when.
+    perms: Option<(MediaPerms, u64)>,
 }
+
+fn slot(kind: MediaKind) -> usize {
+    match kind {
+        MediaKind::Audio => 0,
+        MediaKind::Video => 1,
+        MediaKind::Screen => 2,
+    }
+}
+
+const KINDS: [MediaKind; 3] = [MediaKind::Audio, MediaKind::Video, MediaKind::Screen];
 
 /// What a new session gets from the memo.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,7 +51,7 @@ pub enum Admission {
     AsIssued,
     /// The participant was kicked after the token was issued.
     Kicked,
-    /// The token predates decisions that still apply: these mutes, and these perms instead of the token's.
+    /// Decisions made since the token was issued: these mutes, and these perms instead of the token's.
     Restricted { muted: MediaFlags, perms: Option<MediaPerms> },
 }
 
@@ -52,26 +62,29 @@ pub struct ModerationMemo {
 }
 
 impl ModerationMemo {
-    fn entry(&mut self, room: &str, participant: &str, now: Instant, at_secs: u64) -> &mut Decision {
+    fn entry(&mut self, room: &str, participant: &str, now: Instant) -> &mut Decision {
         if self.decisions.len() >= MAX_DECISIONS && !self.decisions.contains_key(&key(room, participant)) {
             self.forget_oldest();
         }
         let decision = self.decisions.entry(key(room, participant)).or_default();
-        decision.at_secs = decision.at_secs.max(at_secs);
         decision.recorded = Some(now);
         decision
     }
 
     pub fn kicked(&mut self, room: &str, participant: &str, now: Instant, at_secs: u64) {
-        self.entry(room, participant, now, at_secs).kicked = true;
+        let decision = self.entry(room, participant, now);
+        decision.kicked_at = Some(decision.kicked_at.map_or(at_secs, |at| at.max(at_secs)));
     }
 
     pub fn muted(&mut self, room: &str, participant: &str, kind: MediaKind, muted: bool, now: Instant, at_secs: u64) {
-        self.entry(room, participant, now, at_secs).muted.set(kind, muted);
+        let decision = self.entry(room, participant, now);
+        if let Some(mute) = decision.mutes.get_mut(slot(kind)) {
+            *mute = Some((muted, at_secs));
+        }
     }
 
     pub fn perms(&mut self, room: &str, participant: &str, perms: MediaPerms, now: Instant, at_secs: u64) {
-        self.entry(room, participant, now, at_secs).perms = Some(perms);
+        self.entry(room, participant, now).perms = Some((perms, at_secs));
     }
 
     /// The room closed: its decisions end with it (the edge re-admits everyone with fresh tokens).
@@ -79,16 +92,30 @@ impl ModerationMemo {
         self.decisions.retain(|(r, _), _| r != room);
     }
 
-    /// What a new session of `participant` in `room`, with a token issued at `issued_secs`, gets.
+    /// What a new session of `participant` in `room`, with a token issued at `issued_secs`, gets: each
+    /// decision made in or after the token's second applies; older ones are in the token already.
     pub fn admission(&self, room: &str, participant: &str, issued_secs: Option<u64>) -> Admission {
         let Some(decision) = self.decisions.get(&key(room, participant)) else { return Admission::AsIssued };
-        if issued_secs.is_some_and(|iat| iat > decision.at_secs) {
-            return Admission::AsIssued;
-        }
-        if decision.kicked {
+        let applies = |at: u64| issued_secs.is_none_or(|iat| iat <= at);
+        if decision.kicked_at.is_some_and(applies) {
             return Admission::Kicked;
         }
-        Admission::Restricted { muted: decision.muted, perms: decision.perms }
+        let mut muted = MediaFlags::default();
+        let mut any = false;
+        for kind in KINDS {
+            if let Some(Some((flag, at))) = decision.mutes.get(slot(kind)) {
+                if applies(*at) {
+                    muted.set(kind, *flag);
+                    any = true;
+                }
+            }
+        }
+        let perms = decision.perms.filter(|(_, at)| applies(*at)).map(|(perms, _)| perms);
+        if any || perms.is_some() {
+            Admission::Restricted { muted, perms }
+        } else {
+            Admission::AsIssued
+        }
     }
 
     /// Forgets decisions older than [`REMEMBER_FOR`].
@@ -152,8 +179,28 @@ mod tests {
             Admission::Restricted { muted: MediaFlags::default(), perms: Some(screen_off) },
             "an unmute lifts the remembered mute"
         );
+        assert_eq!(
+            memo.admission("t/math", "amy", Some(65)),
+            Admission::Restricted { muted: MediaFlags::default(), perms: None },
+            "the perms of second 60 are in a token of second 65 already"
+        );
         memo.room_closed("t/math");
         assert!(memo.is_empty());
+    }
+
+    #[test]
+    fn each_decision_keeps_its_own_time() {
+        // Kicked at 100, back after the ban with a token of 200, muted at 300: the kick does not apply to the
+        // token of 200, the mute does.
+        let now = Instant::now();
+        let mut memo = ModerationMemo::default();
+        memo.kicked("t/math", "bob", now, 100);
+        memo.muted("t/math", "bob", MediaKind::Audio, true, now, 300);
+        let mut muted = MediaFlags::default();
+        muted.set(MediaKind::Audio, true);
+        assert_eq!(memo.admission("t/math", "bob", Some(200)), Admission::Restricted { muted, perms: None });
+        assert_eq!(memo.admission("t/math", "bob", Some(90)), Admission::Kicked);
+        assert_eq!(memo.admission("t/math", "bob", Some(301)), Admission::AsIssued);
     }
 
     #[test]

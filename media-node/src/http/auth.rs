@@ -63,8 +63,9 @@ pub(crate) fn media_claims(
     Ok(claims)
 }
 
-/// Verifies the edge's control token: signed with `NODE_SECRET`, unexpired, `sub` = `"edge"`.
-pub(crate) fn edge_service(headers: &HeaderMap, key: &TokenKey) -> Result<(), HttpError> {
+/// Verifies the edge's control token: signed with `NODE_SECRET`, unexpired, `sub` = `"edge"`. Returns the
+/// token's `iat`: when the edge made the decision, on the clock its media tokens' `iat` comes from.
+pub(crate) fn edge_service(headers: &HeaderMap, key: &TokenKey) -> Result<Option<u64>, HttpError> {
     let token = bearer(headers)?;
     let claims = key.verify_service(&token, clock::now()).map_err(|e| HttpError(e.to_api()))?;
     if claims.sub != EDGE_SUBJECT {
@@ -73,5 +74,5 @@ pub(crate) fn edge_service(headers: &HeaderMap, key: &TokenKey) -> Result<(), Ht
             format!("control needs the edge's service token (sub {EDGE_SUBJECT:?}), not sub {:?}", claims.sub),
         ));
     }
-    Ok(())
+    Ok(claims.iat)
 }

@@ -16,7 +16,7 @@ pub(crate) async fn control(
     headers: HeaderMap,
     body: Result<Json<ControlCommand>, JsonRejection>,
 ) -> Result<Json<ControlReply>, HttpError> {
-    edge_service(&headers, &state.key)?;
+    let decided_at = edge_service(&headers, &state.key)?;
     let Json(command) = body.map_err(|e| {
         HttpError::new(
             ErrorCode::BadRequest,
@@ -24,6 +24,6 @@ pub(crate) async fn control(
         )
     })?;
     tracing::info!(?command, "control command");
-    let sessions = ask(&state, |reply| Command::Control { command, reply }).await?;
+    let sessions = ask(&state, |reply| Command::Control { command, decided_at, reply }).await?;
     Ok(Json(ControlReply { sessions }))
 }
