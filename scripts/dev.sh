@@ -50,7 +50,7 @@ NODE_SECRET="$(sed -n 's/^NODE_SECRET="\(.*\)"$/\1/p' .dev.vars)"
 echo "[dev] starting a media node on $MEDIA_HTTP, registered with the edge; log: $LOGS/media-node.log" >&2
 setsid env NODE_SECRET="$NODE_SECRET" target/debug/homeroom-media-node --http-addr "$MEDIA_HTTP" \
   --udp-addr 127.0.0.1:0 --node-id local-1 --region local --edge-url "http://127.0.0.1:$PORT" \
-  --log 'info,homeroom_media_node::heartbeat=debug' >"$LOGS/media-node.out" 2>"$LOGS/media-node.log" &
+  --log "${HOMEROOM_LOG:-info},homeroom_media_node::heartbeat=debug" >"$LOGS/media-node.out" 2>"$LOGS/media-node.log" &
 pids+=($!)
 for _ in $(seq 1 100); do
   curl -fsS "http://$MEDIA_HTTP/healthz" >/dev/null 2>&1 && break

@@ -232,6 +232,8 @@ async fn notify_room(env: &Env, room: &str, lost: &LostCall) -> worker::Result<(
     let body = serde_json::to_string(lost).map_err(|e| worker::Error::RustError(e.to_string()))?;
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
+    // The room may have been wiped and evicted since: the address lets it know itself again.
+    headers.set(crate::router::ADDRESS_HEADER, room)?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
     let request = Request::new_with_init("https://room/media/lost", &init)?;

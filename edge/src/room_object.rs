@@ -54,6 +54,27 @@ pub struct RoomObject {
     pump: RefCell<PumpLease>,
 }
 
+/// The longest a room waits for the node registry or a media node ([`RoomObject::media_io`]).
+const MEDIA_IO_TIMEOUT_MS: u64 = 3_000;
+
+/// `work`, or `None` if it takes longer than `ms`.
+async fn within<T>(ms: u64, work: impl std::future::Future<Output = T>) -> Option<T> {
+    use std::future::Future;
+    use std::task::Poll;
+    let mut work = std::pin::pin!(work);
+    let mut deadline = std::pin::pin!(worker::Delay::from(std::time::Duration::from_millis(ms)));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(done) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(done));
+        }
+        if deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 impl std::fmt::Debug for RoomObject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RoomObject").field("loaded", &self.room.borrow().is_some()).finish()
@@ -99,7 +120,11 @@ struct Messages {
 impl RoomObject {
     /// Loads the core if it is not in memory. `address` names the room when storage is still empty.
     fn ensure_loaded(&self, address: Option<&str>, now: Timestamp) -> Result<(), ApiError> {
-        if self.room.borrow().is_some() {
+        if let Some(room) = self.room.borrow_mut().as_mut() {
+            // Loaded by an event without an address (the alarm): the first request that has one names it.
+            if let Some(address) = address {
+                room.adopt_address(address).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+            }
             return Ok(());
         }
         let limits = config::limits(&self.env).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
@@ -259,26 +284,40 @@ impl RoomObject {
         self.room.borrow().as_ref().map(|r| r.address().to_owned())
     }
 
+    /// Performs one output that needs IO beyond the sockets. Each call is bounded by [`MEDIA_IO_TIMEOUT_MS`]:
+    /// a hung media node or registry must not hold the handler (and with it the room's flush pump).
     async fn media_io(&self, output: Output) {
+        let timed_out = |what: &str| {
+            worker::console_error!("{what} took longer than {MEDIA_IO_TIMEOUT_MS} ms; given up");
+        };
         match output {
             Output::PlaceMedia { conn, rid, location } => {
                 let Some(room) = self.address() else { return };
                 let call = PlaceCall { room, region: location.region, geo: location.geo };
-                let placed = registry_object::place(&self.env, &call).await;
+                let placed = within(MEDIA_IO_TIMEOUT_MS, registry_object::place(&self.env, &call)).await;
+                let placed = placed.unwrap_or_else(|| {
+                    timed_out("placing the room's media");
+                    Err(ApiError::new(ErrorCode::Unavailable, "the node registry did not answer in time; retry"))
+                });
                 if let Err(e) = self.with_room(None, |room, now| room.media_placed(conn, rid, placed, now)) {
                     worker::console_error!("room unavailable for a placement: {e}");
                 }
             }
             Output::MediaControl { node, command } => {
-                if let Err(e) = media_control::send(&self.env, &node, &command).await {
-                    worker::console_error!("media control {command:?} to node {} failed: {e}", node.id);
+                match within(MEDIA_IO_TIMEOUT_MS, media_control::send(&self.env, &node, &command)).await {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => worker::console_error!("media control {command:?} to node {} failed: {e}", node.id),
+                    None => timed_out(&format!("media control {command:?} to node {}", node.id)),
                 }
             }
             Output::ReleaseMedia => {
                 let Some(room) = self.address() else { return };
-                if let Err(e) = registry_object::call_registry(&self.env, "/release", Some(&ReleaseCall { room })).await
-                {
-                    worker::console_error!("could not release the room's media placement: {e}");
+                let call = ReleaseCall { room };
+                let release = registry_object::call_registry(&self.env, "/release", Some(&call));
+                match within(MEDIA_IO_TIMEOUT_MS, release).await {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => worker::console_error!("could not release the room's media placement: {e}"),
+                    None => timed_out("releasing the room's media placement"),
                 }
             }
             _ => {}

@@ -616,9 +616,16 @@ fn reconnecting_does_not_refill_the_rate_limit() {
     s.take(cycled);
     send(&mut s, cycled, "x", "one more");
     assert_eq!(error_code(&s.take(cycled)), Some(ErrorCode::RateLimited));
+    // Two sockets at once get the spent bucket too, not one spent and one full.
+    s.drop_conn(cycled);
+    let (one, two) = (s.join("a", Role::Student), s.join("a", Role::Student));
+    s.take(one);
+    s.take(two);
+    send(&mut s, two, "z", "from the second");
+    assert_eq!(error_code(&s.take(two)), Some(ErrorCode::RateLimited));
     s.advance(1_000);
-    send(&mut s, cycled, "y", "after the refill");
-    assert!(error_code(&s.take(cycled)).is_none(), "the bucket refills as usual");
+    send(&mut s, one, "y", "after the refill");
+    assert!(error_code(&s.take(one)).is_none(), "the bucket refills as usual");
 }
 
 #[test]
@@ -730,6 +737,22 @@ fn an_empty_room_is_wiped_after_the_idle_ttl() {
     let kept = s.room().store().load_meta().unwrap().expect("a room with settings keeps its meta row");
     assert_eq!(kept.settings.capacity, Some(20));
     assert_eq!(kept.seq, 0);
+}
+
+#[test]
+fn a_room_woken_without_its_address_stores_nothing_until_a_request_names_it() {
+    use homeroom_shared::auth::TokenKey;
+    use homeroom_shared::room::store::MemoryStore;
+    use homeroom_shared::room::{Room, RoomKeys};
+    // After a wipe left no rows, an alarm (which carries no address) wakes the object.
+    let keys = RoomKeys { user: TokenKey::new(b"user"), media: TokenKey::new(b"node") };
+    let now = homeroom_shared::Timestamp(1_700_000_000_000);
+    let mut room = Room::restore(MemoryStore::default(), Limits::default(), keys, None, Vec::new(), now).unwrap();
+    assert_eq!(room.store().load_meta().unwrap(), None, "no row that names no room");
+    room.adopt_address("default/math").unwrap();
+    assert_eq!(room.store().load_meta().unwrap().expect("named now").address, "default/math");
+    room.adopt_address("default/other").unwrap();
+    assert_eq!(room.store().load_meta().unwrap().expect("kept").address, "default/math", "a known address stays");
 }
 
 #[test]

@@ -60,8 +60,10 @@ async fn upgrades_do_not_wait_for_the_window_and_the_alarm_flushes_what_they_que
 }
 
 /// A room busy for longer than one pump may hold it ([`homeroom_shared::pump::HANDOFF_MS`]): every window
-/// stays open, the pump is handed over (to the alarm) and taken up again, and every message still arrives, in
-/// order, within about a window of its sending.
+/// stays open, the pumper hands over at 5 s, and the next events pump again. Every message still arrives, in
+/// order, within about a window of its sending — a hand-off that left the lease held (so that no later event
+/// pumps until it goes stale) or dropped what was queued would show as a late or missing message. (The alarm
+/// that the hand-off arms is not what delivers here: bob's next message pumps first.)
 #[tokio::test]
 async fn a_long_busy_stretch_hands_the_pump_over_without_losing_or_stalling_anything() {
     let window = WINDOW_MS.to_string();

@@ -140,10 +140,10 @@ struct Conn {
     strikes: TokenBucket,
 }
 
-/// The rate and strike buckets of a user's last closed connection, which its next connection inherits: a
-/// client cannot refill its buckets by reconnecting. Kept until they have refilled, for at most
-/// [`MAX_CARRIED_BUCKETS`] users.
-#[derive(Debug)]
+/// The emptiest rate and strike buckets among a user's recently closed connections, which every new
+/// connection of that user starts from: a client cannot refill its buckets by reconnecting, one socket or
+/// several at once. Kept until they have refilled, for at most [`MAX_CARRIED_BUCKETS`] users.
+#[derive(Clone, Debug)]
 struct CarriedBuckets {
     bucket: TokenBucket,
     strikes: TokenBucket,
@@ -246,7 +246,13 @@ impl<S: RoomStore> Room<S> {
     ) -> Result<Self, StoreError> {
         let mut store = store;
         let meta = match store.load_meta()? {
-            Some(meta) => meta,
+            Some(mut meta) => {
+                if let Some(address) = address.filter(|_| meta.address.is_empty()) {
+                    meta.address = address.to_owned();
+                    store.save_meta(&meta)?;
+                }
+                meta
+            }
             None => {
                 let meta = Meta {
                     address: address.unwrap_or_default().to_owned(),
@@ -258,7 +264,11 @@ impl<S: RoomStore> Room<S> {
                     settings: RoomSettings::default(),
                     media: None,
                 };
-                store.save_meta(&meta)?;
+                // Stored only with its address: an event without one (an alarm, a registry notice after the
+                // room was wiped) must not leave a row that names no room.
+                if address.is_some() {
+                    store.save_meta(&meta)?;
+                }
                 meta
             }
         };
@@ -331,7 +341,8 @@ impl<S: RoomStore> Room<S> {
     }
 
     fn new_conn(&mut self, record: ConnRecord, now: Timestamp) -> Conn {
-        if let Some(carried) = self.carried.remove(&record.user) {
+        if let Some(carried) = self.carried.get(&record.user) {
+            let carried = carried.clone();
             return Conn { record, bucket: carried.bucket, strikes: carried.strikes };
         }
         let l = &self.limits;
@@ -346,6 +357,16 @@ impl<S: RoomStore> Room<S> {
     fn carry_buckets(&mut self, user: UserId, mut bucket: TokenBucket, mut strikes: TokenBucket, now: Timestamp) {
         let now = now.as_millis();
         if bucket.is_full(now) && strikes.is_full(now) {
+            return;
+        }
+        if let Some(kept) = self.carried.get_mut(&user) {
+            // Several connections closed: keep the emptier of each bucket.
+            if bucket.level(now) < kept.bucket.level(now) {
+                kept.bucket = bucket;
+            }
+            if strikes.level(now) < kept.strikes.level(now) {
+                kept.strikes = strikes;
+            }
             return;
         }
         if self.carried.len() >= MAX_CARRIED_BUCKETS {
@@ -371,6 +392,20 @@ impl<S: RoomStore> Room<S> {
     /// room and [`Room::restore`] it on the next event.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
+    }
+
+    /// Takes `address` (`{tenant}/{room}`) as the room's own if it does not know one yet (it was loaded by an
+    /// event that carried none). Cheap when the address is known.
+    pub fn adopt_address(&mut self, address: &str) -> Result<(), StoreError> {
+        if !self.meta.address.is_empty() || address.is_empty() {
+            return Ok(());
+        }
+        self.meta.address = address.to_owned();
+        if let Some((t, r)) = address.split_once('/') {
+            self.tenant = TenantId::parse(t).ok();
+            self.room_id = RoomId::parse(r).ok();
+        }
+        self.store.save_meta(&self.meta)
     }
 
     /// The store (for tests and the adapter's diagnostics).

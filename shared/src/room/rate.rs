@@ -35,6 +35,12 @@ impl TokenBucket {
         }
     }
 
+    /// Tokens (in thousandths) left at `now_ms`.
+    pub fn level(&mut self, now_ms: u64) -> u64 {
+        self.refill(now_ms);
+        self.milli_tokens
+    }
+
     /// Whether the bucket has refilled completely by `now_ms`.
     pub fn is_full(&mut self, now_ms: u64) -> bool {
         self.refill(now_ms);
