@@ -395,6 +395,23 @@ fn clear_wipes_everything_and_closes_with_4004() {
 }
 
 #[test]
+fn a_clear_that_storage_refuses_is_not_acked_and_closes_nobody() {
+    let mut s = sim();
+    let t = s.join("t", Role::Teacher);
+    let a = s.join("a", Role::Student);
+    s.take(t);
+    s.take(a);
+    s.admin(|room, _| room.store_mut().fail_writes = true);
+    s.request(t, Some("c"), Req::RoomClear);
+    let ft = s.take(t);
+    assert!(!ft.iter().any(|f| matches!(f, F::Ack(_))), "no ack for a clear that did not happen: {ft:?}");
+    assert_eq!(error_code(&ft), Some(ErrorCode::Internal));
+    assert!(s.closed.is_empty(), "nobody was closed");
+    assert!(!s.take(a).iter().any(|f| matches!(f, F::RoomCleared { .. })));
+    assert!(s.room().is_poisoned(), "the adapter will rebuild the room from storage");
+}
+
+#[test]
 fn kick_closes_4003_and_keeps_the_user_out_for_a_while() {
     let mut s = sim();
     let t = s.join("t", Role::Teacher);

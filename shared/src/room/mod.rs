@@ -413,6 +413,11 @@ impl<S: RoomStore> Room<S> {
         &self.store
     }
 
+    /// The store, mutably (tests inject storage failures through it).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
     /// Consumes the room, returning its store (tests use this to simulate hibernation).
     pub fn into_store(self) -> S {
         self.store

@@ -128,9 +128,20 @@ pub struct MemoryStore {
     moderation: BTreeMap<UserId, ModerationRecord>,
     /// Counts writes, for tests that check what an operation costs.
     pub writes: u64,
+    /// Makes every write fail (tests of the storage-failure paths).
+    pub fail_writes: bool,
 }
 
 impl MemoryStore {
+    /// Counts a write, or fails it when [`MemoryStore::fail_writes`] is set.
+    fn write(&mut self) -> StoreResult<()> {
+        if self.fail_writes {
+            return Err(StoreError("writes fail (MemoryStore::fail_writes)".into()));
+        }
+        self.writes += 1;
+        Ok(())
+    }
+
     /// How many request replies are stored (tests check that the table stays bounded).
     pub fn reply_count(&self) -> usize {
         self.replies.len()
@@ -142,17 +153,17 @@ impl RoomStore for MemoryStore {
         Ok(self.meta.clone())
     }
     fn save_meta(&mut self, meta: &Meta) -> StoreResult<()> {
-        self.writes += 1;
+        self.write()?;
         self.meta = Some(meta.clone());
         Ok(())
     }
     fn delete_meta(&mut self) -> StoreResult<()> {
-        self.writes += 1;
+        self.write()?;
         self.meta = None;
         Ok(())
     }
     fn append_event(&mut self, seq: u64, frame: &str) -> StoreResult<()> {
-        self.writes += 1;
+        self.write()?;
         self.events.insert(seq, frame.to_owned());
         Ok(())
     }
@@ -167,7 +178,7 @@ impl RoomStore for MemoryStore {
         Ok(())
     }
     fn put_message(&mut self, message: &ChatMessage) -> StoreResult<()> {
-        self.writes += 1;
+        self.write()?;
         self.message_seqs.insert(message.id.clone(), message.seq);
         self.messages.insert(message.seq, message.clone());
         Ok(())
@@ -176,7 +187,7 @@ impl RoomStore for MemoryStore {
         Ok(self.message_seqs.get(id).and_then(|seq| self.messages.get(seq)).cloned())
     }
     fn delete_message(&mut self, id: &str) -> StoreResult<()> {
-        self.writes += 1;
+        self.write()?;
         if let Some(seq) = self.message_seqs.remove(id) {
             self.messages.remove(&seq);
         }
@@ -201,7 +212,7 @@ impl RoomStore for MemoryStore {
         Ok(self.replies.get(&(user.clone(), rid.to_owned())).cloned())
     }
     fn put_reply(&mut self, user: &UserId, rid: &str, reply: &str) -> StoreResult<()> {
-        self.writes += 1;
+        self.write()?;
         let key = (user.clone(), rid.to_owned());
         if self.replies.insert(key.clone(), reply.to_owned()).is_none() {
             self.reply_order.push_back(key);
@@ -220,12 +231,12 @@ impl RoomStore for MemoryStore {
         Ok(self.participants.values().cloned().collect())
     }
     fn put_participant(&mut self, record: &ParticipantRecord) -> StoreResult<()> {
-        self.writes += 1;
+        self.write()?;
         self.participants.insert(record.participant.id.clone(), record.clone());
         Ok(())
     }
     fn remove_participant(&mut self, id: &UserId) -> StoreResult<()> {
-        self.writes += 1;
+        self.write()?;
         self.participants.remove(id);
         Ok(())
     }
@@ -233,12 +244,12 @@ impl RoomStore for MemoryStore {
         Ok(self.moderation.get(user).cloned())
     }
     fn put_moderation(&mut self, user: &UserId, record: &ModerationRecord) -> StoreResult<()> {
-        self.writes += 1;
+        self.write()?;
         self.moderation.insert(user.clone(), record.clone());
         Ok(())
     }
     fn wipe(&mut self) -> StoreResult<()> {
-        self.writes += 1;
+        self.write()?;
         self.events.clear();
         self.messages.clear();
         self.message_seqs.clear();
