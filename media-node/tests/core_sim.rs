@@ -32,6 +32,29 @@ fn counts(net: &SimNetwork, peer: usize, from: &str) -> (u64, u64) {
     (stats.packets_from(from, MediaKind::Audio), stats.packets_from(from, MediaKind::Video))
 }
 
+/// A session request for `participant` of t/math whose offer has send-only m-lines of `kinds`, no peer
+/// behind it (for tests of what the core does with an offer alone).
+fn bare_offer(participant: &str, kinds: &[str0m::media::MediaKind]) -> homeroom_media_node::core::NewSession {
+    let mut rtc = str0m::Rtc::builder().set_rtp_mode(true).build(std::time::Instant::now());
+    let mut change = rtc.sdp_api();
+    for kind in kinds {
+        change.add_media(*kind, str0m::media::Direction::SendOnly, None, None, None);
+    }
+    let (offer, _pending) = change.apply().expect("an offer");
+    let identity = SimIdentity::new(participant, "t/math");
+    homeroom_media_node::core::NewSession {
+        participant: identity.participant,
+        name: None,
+        room: identity.room,
+        perms: identity.perms,
+        caps: identity.caps,
+        offer_sdp: offer.to_sdp_string(),
+        screen_mids: Vec::new(),
+        quality: Quality::High,
+        issued_at: None,
+    }
+}
+
 #[test]
 fn mute_drops_one_kind_until_unmuted() {
     let mut net = SimNetwork::new();
@@ -122,29 +145,11 @@ fn a_kick_or_a_mute_is_not_undone_by_reconnecting_with_an_older_token() {
 
 #[test]
 fn a_session_publishes_at_most_its_limit_of_each_kind() {
-    use homeroom_media_node::core::{max_published, NewSession};
-    use str0m::media::{Direction, MediaKind as Str0mKind};
+    use homeroom_media_node::core::max_published;
+    use str0m::media::MediaKind as Str0mKind;
     // An offer with 40 send-only m-lines, none declared a screen share.
-    let mut rtc = str0m::Rtc::builder().set_rtp_mode(true).build(std::time::Instant::now());
-    let mut change = rtc.sdp_api();
-    for _ in 0..20 {
-        change.add_media(Str0mKind::Audio, Direction::SendOnly, None, None, None);
-        change.add_media(Str0mKind::Video, Direction::SendOnly, None, None, None);
-    }
-    let (offer, _pending) = change.apply().expect("an offer");
+    let request = bare_offer("mallory", &[Str0mKind::Audio, Str0mKind::Video].repeat(20));
     let mut net = SimNetwork::new();
-    let identity = SimIdentity::new("mallory", "t/math");
-    let request = NewSession {
-        participant: identity.participant,
-        name: None,
-        room: identity.room,
-        perms: identity.perms,
-        caps: identity.caps,
-        offer_sdp: offer.to_sdp_string(),
-        screen_mids: Vec::new(),
-        quality: Quality::High,
-        issued_at: None,
-    };
     let now = net.now();
     let created = net.sfu.create_session(now, request).expect("the offer is accepted");
     let published = net.sfu.session_info(created.id).unwrap().published;
@@ -247,27 +252,12 @@ fn a_silent_session_is_reaped_and_leaves_its_room() {
 
 #[test]
 fn a_session_that_never_connects_is_closed_after_the_connect_timeout() {
-    use homeroom_media_node::core::{NewSession, SfuConfig, CONNECT_TIMEOUT};
+    use homeroom_media_node::core::{SfuConfig, CONNECT_TIMEOUT};
     // Idle reaping is pushed past the connect timeout, so only the connect deadline can close the session.
     let config =
         SfuConfig { idle_timeout: Duration::from_secs(120), ..SfuConfig::new("10.0.0.1:5000".parse().unwrap()) };
     let mut net = SimNetwork::with_config(config);
-    let mut rtc = str0m::Rtc::builder().set_rtp_mode(true).build(std::time::Instant::now());
-    let mut change = rtc.sdp_api();
-    change.add_media(str0m::media::MediaKind::Audio, str0m::media::Direction::SendOnly, None, None, None);
-    let (offer, _pending) = change.apply().expect("an offer");
-    let identity = SimIdentity::new("ghost", "t/math");
-    let request = NewSession {
-        participant: identity.participant,
-        name: None,
-        room: identity.room,
-        perms: identity.perms,
-        caps: identity.caps,
-        offer_sdp: offer.to_sdp_string(),
-        screen_mids: Vec::new(),
-        quality: Quality::High,
-        issued_at: None,
-    };
+    let request = bare_offer("ghost", &[str0m::media::MediaKind::Audio]);
     let now = net.now();
     net.sfu.create_session(now, request).expect("the offer is accepted");
     net.run_for(CONNECT_TIMEOUT - Duration::from_secs(1));
