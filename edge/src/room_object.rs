@@ -171,6 +171,11 @@ impl RoomObject {
         let mut slot = self.room.borrow_mut();
         let Some(room) = slot.as_mut() else { return deferred };
         let mut sockets = self.sockets.borrow_mut();
+        let poisoned = room.is_poisoned();
+        if poisoned {
+            // What the window had queued goes out with the rest, or it would be lost with the cache.
+            room.flush_now();
+        }
         while let Some(output) = room.poll_output() {
             match output {
                 Output::Send { to, text } => {
@@ -191,15 +196,8 @@ impl RoomObject {
                 }
             }
         }
-        if room.is_poisoned() {
+        if poisoned {
             worker::console_error!("room storage failed; dropping the in-memory room to rebuild it from SQLite");
-            // What the window had queued goes out first, or it would be lost with the cache.
-            room.flush_now();
-            while let Some(output) = room.poll_output() {
-                if let Output::Send { to, text } = output {
-                    crate::send::send_to_all(&text, to.iter().filter_map(|conn| sockets.get(conn)));
-                }
-            }
             *slot = None;
         }
         deferred

@@ -229,7 +229,7 @@ impl<S: RoomStore> Room<S> {
                 self.require_moderator(user, "room.clear")?;
                 // The ack must precede the `room.cleared` and close the clear sends, but only if it worked:
                 // everything queued goes out first, then the ack is slotted in ahead of what the clear sent.
-                self.flush_now();
+                self.flush_all();
                 let ack_at = self.outbox.len();
                 self.clear(now)?;
                 if let Some(rid) = rid {
