@@ -60,6 +60,9 @@ export { isLoggedEvent, LOGGED_EVENT_TYPES, RoomState } from './room-state.js';
  * @property {number} [pongTimeoutMs]            a connection that answers nothing this long after a ping is dead, default 10 s
  * @property {number} [pingIntervalMs]           default: the room's `ping_interval_ms` × 0.8
  * @property {number} [refreshLeadMs]            refresh the token this long before `exp`, default 120 s
+ * @property {number} [welcomeTimeoutMs]         a socket that brings no `welcome` this long after it was opened is dead, default 15 s
+ * @property {number} [stableAfterMs]            a connection up this long resets the reconnect backoff, default 10 s
+ * @property {number} [rateLimitRetryMs]         a rate-limited chat message waits this long before it is written again, default 1 s
  * @property {boolean} [watchNetwork]            react to the browser's online/offline events, default true
  * @property {boolean} [reportPresence]          send `presence` away/active when the page is hidden/shown, default true
  * @property {any} [WebSocket]                   WebSocket constructor (tests inject a fake)
@@ -71,8 +74,10 @@ export { isLoggedEvent, LOGGED_EVENT_TYPES, RoomState } from './room-state.js';
 const REPLY_TYPES = new Set(['ack', 'error', 'history', 'media.assigned']);
 /** Ephemeral events that change the room state. */
 const STATEFUL_EPHEMERAL = new Set(['typing', 'presence', 'read']);
-/** How long a rate-limited chat message waits before it is written again. */
-const RATE_LIMIT_RETRY_MS = 1000;
+/** Retryable refusals (rate_limited, unavailable, …) of one chat message before it is marked failed. */
+const MAX_CHAT_RETRIES = 10;
+/** Frames the outbox leaves in the rate budget for what the user does meanwhile (typing, reactions). */
+const RATE_RESERVE = 2;
 
 export class HomeroomClient extends Emitter {
   /** @param {ClientOptions} options */
@@ -86,6 +91,9 @@ export class HomeroomClient extends Emitter {
       requestTimeoutMs: 10_000,
       pongTimeoutMs: 10_000,
       refreshLeadMs: 120_000,
+      welcomeTimeoutMs: 15_000,
+      stableAfterMs: 10_000,
+      rateLimitRetryMs: 1000,
       watchNetwork: true,
       reportPresence: true,
       ...options,
@@ -118,7 +126,20 @@ export class HomeroomClient extends Emitter {
     this._outboxWaiters = new Map();
     /** rid → ack timer of a chat message written to the current socket. */
     this._outboxTimers = new Map();
-    this._timers = { reconnect: null, ping: null, pong: null, refresh: null, typingStop: null, flush: null };
+    this._timers = {
+      reconnect: null,
+      ping: null,
+      pong: null,
+      welcome: null,
+      stable: null,
+      refresh: null,
+      typingStop: null,
+      flush: null,
+    };
+    /** The room's per-connection token bucket as this client has spent it (see `_spendRate`). */
+    this._rate = new RateBudget();
+    /** Whether a welcome ever arrived: later sign-in failures are worth retrying, the first one is shown. */
+    this._everOpen = false;
     this._closedByUser = false;
     this._refreshing = null;
     this._typingSentAt = 0;
@@ -179,6 +200,7 @@ export class HomeroomClient extends Emitter {
       this._outboxWaiters.get(entry.rid)?.reject(new HomeroomError('closed', 'the client was closed before this message was sent'));
       this._outboxWaiters.delete(entry.rid);
     }
+    this._clearSessionTimers();
     this._setStatus({ status: 'closed', reason: 'left', message });
     this._uninstallBrowserHooks();
   }
@@ -219,14 +241,25 @@ export class HomeroomClient extends Emitter {
    */
   async _openSocket(status, { fresh = false } = {}) {
     clearTimeout(this._timers.reconnect);
+    // A socket still connecting (or open) is closed, not just forgotten: it would hold one of the user's
+    // connections at the room (and receive all its traffic) until the server noticed.
+    const previous = this._ws;
     this._detachSocket();
+    closeQuietly(previous, 4000, 'replaced');
     const connection = ++this._connection;
     this._setStatus({ ...this.status, status, retryAt: undefined });
+    const expired = this._tokenExp !== null && this._tokenExp * 1000 <= Date.now();
+    if (expired && this.options.getToken) this._token = null;
     if (!this._token) {
       try {
         await this._obtainToken('connect');
       } catch (error) {
         if (connection !== this._connection) return;
+        if (this._everOpen && isTransientTokenFailure(error)) {
+          // A laptop waking up: the network may not be back yet. The first sign-in's failure is shown instead.
+          this._scheduleReconnect({ reason: 'token_unavailable', message: `Could not get a sign-in token (${error.message}); retrying.` });
+          return;
+        }
         this._closeForGood('unauthorized', `Could not get a sign-in token: ${error.message}`);
         return;
       }
@@ -242,6 +275,10 @@ export class HomeroomClient extends Emitter {
       return;
     }
     this._ws = ws;
+    this._timers.welcome = setTimeout(() => {
+      if (connection !== this._connection) return;
+      this._abandonSocket('stalled', `The room sent no welcome within ${this.options.welcomeTimeoutMs / 1000} s; reconnecting.`);
+    }, this.options.welcomeTimeoutMs);
     let opened = false;
     ws.onopen = () => {
       if (connection !== this._connection) return;
@@ -266,7 +303,7 @@ export class HomeroomClient extends Emitter {
     const ws = this._ws;
     this._ws = null;
     this._connection += ws ? 1 : 0;
-    for (const name of ['ping', 'pong']) {
+    for (const name of ['ping', 'pong', 'welcome', 'stable']) {
       clearInterval(this._timers[name]);
       clearTimeout(this._timers[name]);
     }
@@ -309,7 +346,6 @@ export class HomeroomClient extends Emitter {
     this._log(code >= 4000 ? 'warn' : 'info', `socket closed ${code} ${serverReason}`.trim());
 
     if (plan.retry === false) {
-      if (plan.reason === 'kicked') this.media.leave().catch(() => {});
       this._closeForGood(plan.reason, plan.message, code);
       return;
     }
@@ -339,8 +375,10 @@ export class HomeroomClient extends Emitter {
         return;
       }
       if (refusal && (refusal.status === 409 || refusal.status === 429)) {
-        // Room full, or too many tabs of this user: worth retrying later, and worth saying why.
-        this._scheduleReconnect({ reason: 'refused', code, message: `${refusal.message} Retrying.` });
+        // Room full, or too many tabs of this user: worth retrying later (not before the room's retry_after),
+        // and worth saying why.
+        const notBeforeMs = (refusal.retryAfter ?? 0) * 1000;
+        this._scheduleReconnect({ reason: 'refused', code, message: `${refusal.message} Retrying.`, notBeforeMs });
         return;
       }
       const offline = globalThis.navigator?.onLine === false;
@@ -359,12 +397,15 @@ export class HomeroomClient extends Emitter {
     this._scheduleReconnect({ reason: plan.reason, message: plan.message, code });
   }
 
-  /** @returns {Promise<{status: number, code: string, message: string} | null>} */
+  /** @returns {Promise<{status: number, code: string, message: string, retryAfter?: number} | null>} */
   async _diagnoseRefusal() {
     if (!this._fetch) return null;
     try {
-      const url = `${this._socketUrl(null).replace(/^ws/, 'http')}&probe=1`;
-      const response = await this._fetch(url, { method: 'GET', cache: 'no-store' });
+      // The token goes in the Authorization header, not in the URL of a plain GET (which logs keep).
+      const query = new URLSearchParams({ probe: '1' });
+      const url = `${this.baseUrl}/v1/rooms/${encodeURIComponent(this.room)}/ws?${query}`;
+      const headers = { authorization: `Bearer ${this._token ?? ''}` };
+      const response = await this._fetch(url, { method: 'GET', cache: 'no-store', headers });
       if (response.status === 204) return { status: 204, code: 'ok', message: 'admitted' };
       let body = {};
       try {
@@ -372,10 +413,12 @@ export class HomeroomClient extends Emitter {
       } catch {
         // not JSON
       }
+      const retryAfter = Number(body.retry_after ?? response.headers?.get?.('retry-after'));
       return {
         status: response.status,
         code: body.code ?? `http_${response.status}`,
         message: body.message ?? `HTTP ${response.status}`,
+        ...(Number.isFinite(retryAfter) && retryAfter > 0 ? { retryAfter: Math.min(retryAfter, 60) } : {}),
       };
     } catch {
       return null;
@@ -394,10 +437,12 @@ export class HomeroomClient extends Emitter {
   /**
    * @param {{reason: string, message: string, code?: number, immediate?: boolean, fresh?: boolean}} why
    */
-  _scheduleReconnect({ reason, message, code, immediate = false, fresh = false }) {
+  _scheduleReconnect({ reason, message, code, immediate = false, fresh = false, notBeforeMs = 0 }) {
     if (this._closedByUser) return;
     clearTimeout(this._timers.reconnect);
-    const delay = immediate ? 0 : backoffDelay(this._attempt, this.options.backoff);
+    // "Immediate" still spreads a whole class over the first backoff step (after a room clear every client
+    // reconnects at once otherwise).
+    const delay = Math.max(notBeforeMs, backoffDelay(immediate ? 0 : this._attempt, this.options.backoff));
     this._attempt += 1;
     this._setStatus({ status: 'reconnecting', reason, message, code, attempt: this._attempt, retryAt: Date.now() + delay });
     this._timers.reconnect = setTimeout(() => this._openSocket('reconnecting', { fresh }), delay);
@@ -406,7 +451,16 @@ export class HomeroomClient extends Emitter {
   _closeForGood(reason, message, code) {
     clearTimeout(this._timers.reconnect);
     this._detachSocket();
+    // Whatever closed the room connection for good (kick, policy close, refused token), the camera and
+    // microphone must not keep reaching the class through the media node.
+    this.media.leave().catch(() => {});
+    this._clearSessionTimers();
     this._setStatus({ status: 'closed', reason, message, code });
+  }
+
+  /** Stops the timers that outlive a socket (token refresh, outbox retry, typing). */
+  _clearSessionTimers() {
+    for (const name of ['reconnect', 'refresh', 'flush', 'typingStop']) clearTimeout(this._timers[name]);
   }
 
   /** @param {StatusInfo} status */
@@ -461,7 +515,17 @@ export class HomeroomClient extends Emitter {
 
   _onWelcome(welcome) {
     const { resumed } = this.state.applyWelcome(welcome);
-    this._attempt = 0;
+    clearTimeout(this._timers.welcome);
+    // The backoff resets once the connection has stayed up, not at every welcome: a room that accepts and then
+    // closes at once must not be hammered every few hundred milliseconds.
+    const connection = this._connection;
+    clearTimeout(this._timers.stable);
+    this._timers.stable = setTimeout(() => {
+      if (connection === this._connection) this._attempt = 0;
+    }, this.options.stableAfterMs);
+    this._everOpen = true;
+    if (!resumed) this._lastReadSent = 0; // a fresh snapshot (or a new epoch): read positions start over
+    this._rate.configure(welcome.config);
     this._log('info', `welcome epoch=${welcome.epoch} seq=${welcome.seq} resumed=${resumed}`);
     this._setStatus({ status: 'open', reason: resumed ? 'resumed' : 'joined' });
     this.emit('welcome', { resumed, welcome });
@@ -514,6 +578,7 @@ export class HomeroomClient extends Emitter {
   _write(frame) {
     if (!this._ws || this._ws.readyState !== 1) return false;
     this._ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
+    if (frame !== 'ping') this._rate.spend(Date.now());
     return true;
   }
 
@@ -573,6 +638,14 @@ export class HomeroomClient extends Emitter {
     }
     const frame = { type: 'chat.send', text: trimmed, ...(replyTo ? { reply_to: replyTo } : {}) };
     const rid = this._newRid();
+    const maxBytes = this.state.config?.max_frame_bytes ?? 16_384;
+    const bytes = new TextEncoder().encode(JSON.stringify({ ...frame, rid })).length;
+    if (bytes > maxBytes) {
+      // The room would refuse it (`too_large`, without a rid to say which), and resending would loop.
+      return Promise.reject(
+        new HomeroomError('too_large', `This message is ${bytes} bytes as a frame; the room takes at most ${maxBytes}.`),
+      );
+    }
     return this._enqueue(rid, frame);
   }
 
@@ -607,14 +680,26 @@ export class HomeroomClient extends Emitter {
     return done;
   }
 
-  /** Writes every due chat message to the open socket. */
+  /**
+   * Writes due chat messages to the open socket, within the room's rate budget: a long offline queue goes out
+   * at the room's pace instead of in one burst that the room would refuse (and count as abuse, 4008).
+   */
   _flushOutbox() {
+    clearTimeout(this._timers.flush);
     if (!this.isOpen) return;
     const connection = this._connection;
-    for (const entry of this.outbox.due(connection)) {
+    const due = this.outbox.due(connection);
+    let written = 0;
+    for (const entry of due) {
+      if (this._rate.available(Date.now()) < 1 + RATE_RESERVE) break;
       if (!this._write({ ...entry.frame, rid: entry.rid })) break;
       this.outbox.markSent(entry.rid, connection);
       this._armOutboxTimer(entry.rid, connection);
+      written += 1;
+    }
+    if (written < due.length) {
+      const wait = this._rate.msUntil(1 + RATE_RESERVE, Date.now());
+      this._timers.flush = setTimeout(() => this._flushOutbox(), Math.max(wait, 10));
     }
     this.emit('outbox', this.outbox.list());
   }
@@ -643,11 +728,13 @@ export class HomeroomClient extends Emitter {
       this.outbox.acknowledge(rid);
       this._outboxWaiters.delete(rid);
       waiter?.resolve(frame);
-    } else if (RETRYABLE_CODES.has(frame.code)) {
+    } else if (RETRYABLE_CODES.has(frame.code) && this.outbox.noteRetry(rid) <= MAX_CHAT_RETRIES) {
       this._log('info', `chat message ${rid}: ${frame.code}; retrying`);
       this.outbox.requeue(rid);
+      // The room's bucket is emptier than ours (another tab, a reload): wait before writing anything more.
+      if (frame.code === 'rate_limited') this._rate.drain(Date.now());
       clearTimeout(this._timers.flush);
-      this._timers.flush = setTimeout(() => this._flushOutbox(), RATE_LIMIT_RETRY_MS);
+      this._timers.flush = setTimeout(() => this._flushOutbox(), this.options.rateLimitRetryMs);
     } else {
       this.outbox.fail(rid, { code: frame.code, message: frame.message });
       this._outboxWaiters.delete(rid);
@@ -775,6 +862,9 @@ export class HomeroomClient extends Emitter {
    * the old token's `exp`. Called on its own before `exp` and on `auth.expiring`.
    */
   refreshToken(reason = 'manual') {
+    if (this.status.status === 'closed') {
+      return Promise.reject(new HomeroomError('closed', 'the client is closed; connect() first'));
+    }
     if (this._refreshing) return this._refreshing;
     this._refreshing = (async () => {
       try {
@@ -841,7 +931,8 @@ export class HomeroomClient extends Emitter {
     };
     this._onOnline = () => {
       if (!this.options.watchNetwork || this._closedByUser) return;
-      if (this.status.status === 'reconnecting') {
+      // Only while waiting for a retry: a socket already connecting is left to finish.
+      if (this.status.status === 'reconnecting' && !this._ws) {
         this._attempt = 0;
         this._openSocket('reconnecting');
       }
@@ -913,4 +1004,70 @@ export function randomId(length = 12) {
   if (globalThis.crypto?.getRandomValues) globalThis.crypto.getRandomValues(bytes);
   else for (let i = 0; i < length; i += 1) bytes[i] = Math.floor(Math.random() * 256);
   return Array.from(bytes, (b) => alphabet[b % alphabet.length]).join('');
+}
+
+/** Closes a socket, ignoring one that is already closing. */
+function closeQuietly(ws, code, reason) {
+  try {
+    ws?.close(code, reason);
+  } catch {
+    // already closing
+  }
+}
+
+/**
+ * Whether a failed `getToken` may succeed when tried again: a network error (not a HomeroomError, e.g. fetch's
+ * TypeError) or a HomeroomError whose code says "try later". A refusal (unauthorized, forbidden, bad_request…)
+ * is final.
+ */
+export function isTransientTokenFailure(error) {
+  if (!(error instanceof HomeroomError)) return true;
+  return error.code === 'unavailable' || RETRYABLE_CODES.has(error.code) || /^http_5\d\d$/.test(error.code);
+}
+
+/**
+ * The room's per-connection token bucket (`rate_burst` frames, refilled at `rate_per_sec`), as this client
+ * spends it. The room carries a user's bucket across reconnects, and so does this; it can only be fuller than
+ * the room's (another tab of the user), which a `rate_limited` reply corrects (`drain`).
+ */
+export class RateBudget {
+  constructor({ burst = 30, perSec = 10 } = {}) {
+    this.burst = burst;
+    this.perSec = perSec;
+    this.tokens = burst;
+    this.at = 0;
+  }
+
+  /** Takes the room's limits from a welcome's `config`. */
+  configure(config) {
+    const burst = Number(config?.rate_burst);
+    const perSec = Number(config?.rate_per_sec);
+    if (burst > 0) this.burst = burst;
+    if (perSec > 0) this.perSec = perSec;
+    this.tokens = Math.min(this.tokens, this.burst);
+  }
+
+  /** Frames that can be written at `now` (ms). */
+  available(now) {
+    const elapsed = Math.max(0, now - this.at) / 1000;
+    return Math.min(this.burst, this.tokens + elapsed * this.perSec);
+  }
+
+  /** One frame was written at `now`. */
+  spend(now) {
+    this.tokens = Math.max(0, this.available(now) - 1);
+    this.at = now;
+  }
+
+  /** The room refused a frame for its rate: assume its bucket is empty. */
+  drain(now) {
+    this.tokens = 0;
+    this.at = now;
+  }
+
+  /** Milliseconds until `n` frames are available. */
+  msUntil(n, now) {
+    const missing = Math.min(n, this.burst) - this.available(now);
+    return missing <= 0 ? 0 : Math.ceil((missing / this.perSec) * 1000);
+  }
 }

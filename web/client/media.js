@@ -67,6 +67,8 @@ export class MediaSession extends Emitter {
     this.closed = false;
     this._negotiation = Promise.resolve();
     this._makingOffer = false;
+    /** Our offers queued or outstanding: a node offer that arrives meanwhile crossed one of them (glare). */
+    this._ownOffers = 0;
     this._answerWaiter = null;
     this._disconnectTimer = null;
   }
@@ -193,7 +195,8 @@ export class MediaSession extends Emitter {
   _fail(reason) {
     if (this.closed) return;
     this._log('warn', `media session lost: ${reason}`);
-    this.close({ notifyNode: false });
+    // Best effort: a node that is still up frees the session now instead of at its idle timeout.
+    this.close();
     this.emit('closed', { reason });
   }
 
@@ -216,7 +219,12 @@ export class MediaSession extends Emitter {
 
   /** Sends our offer on the data channel and applies the node's answer (serialised with the node's offers). */
   renegotiate() {
-    const run = this._negotiation.then(() => this._offerToNode());
+    this._ownOffers += 1;
+    const run = this._negotiation
+      .then(() => this._offerToNode())
+      .finally(() => {
+        this._ownOffers -= 1;
+      });
     this._negotiation = run.catch((error) => this._log('warn', `renegotiation failed: ${error.message}`));
     return run;
   }
@@ -232,6 +240,8 @@ export class MediaSession extends Emitter {
         const timer = setTimeout(() => {
           this._answerWaiter = null;
           reject(new HomeroomError('timeout', `The media node did not answer our offer within ${ANSWER_TIMEOUT_MS / 1000} s.`));
+          // Stuck in have-local-offer, the session could never renegotiate again: start over on a new one.
+          this._fail('the media node did not answer an offer');
         }, ANSWER_TIMEOUT_MS);
         this._answerWaiter = (message) => {
           clearTimeout(timer);
@@ -239,6 +249,7 @@ export class MediaSession extends Emitter {
           resolve(message);
         };
       });
+      answered.catch(() => {}); // awaited below; if _send throws first, nobody else listens
       const screen = this.senders.screen?.mid ? [this.senders.screen.mid] : [];
       this._send({ type: 'offer', sdp: pc.localDescription.sdp, screen });
       const answer = await answered;
@@ -263,6 +274,12 @@ export class MediaSession extends Emitter {
       if (this._answerWaiter) this._answerWaiter(message);
       else this._log('warn', 'an answer from the media node arrived without an offer of ours');
     } else if (message.type === 'offer') {
+      if (this._ownOffers > 0) {
+        // Glare, decided on arrival: the node drops its offer when ours reaches it, answers ours and offers its
+        // change again. Answering this one later would answer an offer the node no longer has.
+        this._log('debug', 'ignoring an offer from the node that crossed one of ours');
+        return;
+      }
       this._negotiation = this._negotiation
         .then(() => this._answerNode(message))
         .catch((error) => this._log('warn', `could not answer the node's offer: ${error.message}`));
@@ -275,7 +292,7 @@ export class MediaSession extends Emitter {
   async _answerNode(message) {
     const pc = this.pc;
     if (this.closed || !pc) return;
-    if (this._makingOffer || pc.signalingState !== 'stable') {
+    if (this._makingOffer || this._ownOffers > 0 || pc.signalingState !== 'stable') {
       // Glare: our offer wins; the node offers its change again after answering ours.
       this._log('debug', 'ignoring an offer from the node while ours is outstanding');
       return;
@@ -506,7 +523,7 @@ export class MediaController extends Emitter {
     }
     this.wanted.audio = on;
     if (on) {
-      if (!this.local.audio) this.local.audio = await getDevice('audio');
+      if (!this.local.audio) await this._openDevice('audio');
       this.local.audio.enabled = true;
       if (this.session && this.session.senders.audio?.sender.track !== this.local.audio) {
         await this.session.setTrack('audio', this.local.audio);
@@ -525,7 +542,7 @@ export class MediaController extends Emitter {
     }
     this.wanted.video = on;
     if (on && !this.local.video) {
-      this.local.video = await getDevice('video');
+      await this._openDevice('video');
       await this.session?.setTrack('video', this.local.video);
     } else if (!on && this.local.video) {
       this.local.video.stop();
@@ -542,8 +559,14 @@ export class MediaController extends Emitter {
     if (!globalThis.navigator?.mediaDevices?.getDisplayMedia) {
       throw new HomeroomError('media', 'This browser cannot share the screen (no getDisplayMedia).');
     }
+    const generation = this._generation;
     const stream = await globalThis.navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
     const track = stream.getVideoTracks()[0];
+    if (generation !== this._generation) {
+      // Media was left while the browser asked which screen to share.
+      track.stop();
+      throw new HomeroomError('media', 'Media was turned off while the screen share was starting.');
+    }
     // The browser's own "Stop sharing" button ends the track.
     track.addEventListener('ended', () => {
       if (this.local.screen === track) this.stopScreenShare().catch(() => {});
@@ -581,9 +604,26 @@ export class MediaController extends Emitter {
   }
 
   async _openDevices() {
-    if (this.wanted.audio && !this.local.audio) this.local.audio = await getDevice('audio');
-    if (this.wanted.video && !this.local.video) this.local.video = await getDevice('video');
+    if (this.wanted.audio && !this.local.audio) await this._openDevice('audio');
+    if (this.wanted.video && !this.local.video) await this._openDevice('video');
     this.emit('local', this.local);
+  }
+
+  /**
+   * Opens the microphone or camera into `this.local[kind]`. The permission prompt can take as long as the user
+   * likes: a device that opens after `leave()` (or after another call opened one) is stopped at once, never
+   * left running unseen.
+   * @param {'audio' | 'video'} kind
+   */
+  async _openDevice(kind) {
+    const generation = this._generation;
+    const track = await getDevice(kind);
+    if (generation !== this._generation) {
+      track.stop();
+      throw new HomeroomError('media', `Media was turned off while the ${kind === 'audio' ? 'microphone' : 'camera'} was opening.`);
+    }
+    if (this.local[kind]) track.stop();
+    else this.local[kind] = track;
   }
 
   /** Asks the room for a node and opens a session with it (one attempt of generation `generation`). */
@@ -614,7 +654,7 @@ export class MediaController extends Emitter {
         screen: this.local.screen,
       });
     } catch (error) {
-      session.close({ notifyNode: false });
+      session.close();
       if (this.session === session) this.session = null;
       throw error;
     }
@@ -630,7 +670,7 @@ export class MediaController extends Emitter {
   /** The session was lost: join again, with backoff, keeping the local devices. */
   _rejoin(reason, { immediate = false } = {}) {
     clearTimeout(this._rejoinTimer);
-    this.session?.close({ notifyNode: false });
+    this.session?.close();
     this.session = null;
     this._setRemote(new Map());
     const delay = immediate ? 0 : backoffDelay(this._rejoinAttempt, { baseMs: 1000, maxMs: 15_000 });

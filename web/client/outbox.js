@@ -13,6 +13,7 @@
  * @property {Record<string, any>} frame  the request without `rid` ({type, text, reply_to?})
  * @property {number} queuedAt           ms
  * @property {number} attempts           how many times it was written to a socket
+ * @property {number} retries            how many retryable refusals (rate_limited, …) the room answered it with
  * @property {number | null} sentOn      the connection number it was last written to, null if not yet
  * @property {'queued' | 'sending' | 'failed'} status
  * @property {{code: string, message: string} | null} error  why it failed (status "failed")
@@ -57,6 +58,7 @@ export class Outbox {
       existing.status = 'queued';
       existing.error = null;
       existing.sentOn = null;
+      existing.retries = 0;
       return existing;
     }
     if (this.entries.size >= this.maxEntries) {
@@ -65,7 +67,7 @@ export class Outbox {
       );
     }
     /** @type {OutboxEntry} */
-    const entry = { rid, frame, queuedAt: now, attempts: 0, sentOn: null, status: 'queued', error: null };
+    const entry = { rid, frame, queuedAt: now, attempts: 0, retries: 0, sentOn: null, status: 'queued', error: null };
     this.entries.set(rid, entry);
     return entry;
   }
@@ -104,6 +106,14 @@ export class Outbox {
       entry.status = 'queued';
       entry.sentOn = null;
     }
+  }
+
+  /** The room answered the entry with a retryable refusal; returns how many it has had. */
+  noteRetry(rid) {
+    const entry = this.entries.get(rid);
+    if (!entry) return 0;
+    entry.retries += 1;
+    return entry.retries;
   }
 
   /** The room acknowledged the entry: it leaves the queue. Returns it (or null if unknown). */

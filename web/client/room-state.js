@@ -148,12 +148,13 @@ export class RoomState {
   applyEvent(event) {
     if (event.seq <= this.seq) return 'duplicate';
     if (event.seq !== this.seq + 1) return 'gap';
+    const replayed = this.replayUntil > 0 && event.seq <= this.replayUntil;
     this.seq = event.seq;
     if (this.replayUntil && this.seq >= this.replayUntil) this.replayUntil = 0;
     switch (event.type) {
       case 'participant.joined':
       case 'participant.updated':
-        this._upsertParticipant(event.participant);
+        this._upsertParticipant(replayed ? this._keepLiveFields(event.participant) : event.participant);
         break;
       case 'participant.left':
         this.participants.delete(event.id);
@@ -259,6 +260,23 @@ export class RoomState {
   }
 
   /** @param {Participant} participant */
+  /**
+   * A replayed participant event is older than the welcome's participant list. Its logged fields (role, perms,
+   * hand, media, mutes) are replayed in order and end current, but `status`, `last_seen` and `last_read` change
+   * without logged events: for those the welcome's value is newer and is kept.
+   * @param {Participant} participant
+   */
+  _keepLiveFields(participant) {
+    const current = this.participants.get(participant.id);
+    if (!current) return participant;
+    return {
+      ...participant,
+      status: current.status,
+      last_seen: Math.max(current.last_seen ?? 0, participant.last_seen ?? 0),
+      last_read: Math.max(current.last_read ?? 0, participant.last_read ?? 0),
+    };
+  }
+
   _upsertParticipant(participant) {
     this.participants.set(participant.id, participant);
     if (this.you && participant.id === this.you.id) this.you = participant;
