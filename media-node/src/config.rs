@@ -55,6 +55,9 @@ pub struct Config {
     pub udp_buffer_bytes: usize,
     /// Initial send-side bandwidth estimate towards subscribers, kbit/s (`None` turns estimation off).
     pub bwe_initial_kbps: Option<u32>,
+    /// Send a run of datagrams to one peer as one UDP GSO `sendmsg` (Linux); off sends one per call. A kernel
+    /// without GSO is detected at the first send and falls back by itself.
+    pub udp_gso: bool,
 }
 
 /// A setting that cannot work.
@@ -95,6 +98,7 @@ impl Config {
             keyframe_interval: Duration::from_millis(500),
             udp_buffer_bytes: 4 * 1024 * 1024,
             bwe_initial_kbps: Some(2_000),
+            udp_gso: true,
         }
     }
 

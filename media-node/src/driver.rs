@@ -4,9 +4,12 @@
 //! Each turn of the loop waits for one of (a) a command, (b) readable datagrams (then takes up to
 //! [`RECV_BATCH`] without waiting), (c) the core's next deadline; hands it to the core with `Instant::now()`
 //! — the datagrams of one turn as one batch (`Sfu::handle_datagrams`), so a video frame's packets are written
-//! to each subscriber first and each subscriber is drained once; then sends whatever the core queued. The time a turn spends in the core is the `run_loop_seconds` histogram.
+//! to each subscriber first and each subscriber is drained once; then sends whatever the core queued, a run of
+//! datagrams to one subscriber as one GSO `sendmsg` where the kernel can (`gso`). The time a turn spends in
+//! the core is the `run_loop_seconds` histogram.
 
 use crate::core::{CloseReason, CreateError, NewSession, SessionCreated, SessionId, SessionOwner, Sfu};
+use crate::gso;
 use crate::metrics::Metrics;
 use homeroom_shared::media::ControlCommand;
 use std::io::ErrorKind;
@@ -87,9 +90,11 @@ pub(crate) async fn run(
     mut commands: mpsc::Receiver<Command>,
     status: Arc<Status>,
     metrics: Metrics,
+    udp_gso: bool,
 ) {
     let mut batch = RecvBatch::new();
     let mut outbox: Vec<Transmit> = Vec::new();
+    let mut sender = Sender { gso: udp_gso, scratch: Vec::new() };
     loop {
         let deadline = sfu.next_deadline().min(Instant::now() + MAX_SLEEP);
         let mut stop = false;
@@ -120,7 +125,7 @@ pub(crate) async fn run(
             }
         }
         sfu.drain_transmits_into(&mut outbox);
-        send_all(&socket, &mut outbox, &metrics).await;
+        sender.send_all(&socket, &mut outbox, &metrics).await;
         status.sessions.store(u32::try_from(sfu.session_count()).unwrap_or(u32::MAX), Ordering::Relaxed);
         status.rooms.store(u32::try_from(sfu.room_count()).unwrap_or(u32::MAX), Ordering::Relaxed);
         if stop {
@@ -201,24 +206,66 @@ fn handle_command(sfu: &mut Sfu, command: Command, status: &Status) -> bool {
     false
 }
 
-/// Sends every queued datagram; a full socket buffer waits for room rather than dropping.
-async fn send_all(socket: &UdpSocket, outbox: &mut Vec<Transmit>, metrics: &Metrics) {
-    for transmit in outbox.drain(..) {
-        let result = match socket.try_send_to(&transmit.contents, transmit.destination) {
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                socket.send_to(&transmit.contents, transmit.destination).await
+/// The send side of the media socket.
+struct Sender {
+    /// Whether runs to one destination go out as one GSO send; turned off for good when the kernel refuses.
+    gso: bool,
+    /// The concatenated run of a GSO send, reused.
+    scratch: Vec<u8>,
+}
+
+impl Sender {
+    /// Sends every queued datagram, in order; a full socket buffer waits for room rather than dropping.
+    async fn send_all(&mut self, socket: &UdpSocket, outbox: &mut Vec<Transmit>, metrics: &Metrics) {
+        let mut rest = outbox.as_slice();
+        while !rest.is_empty() {
+            let n = if self.gso { gso::run_len(rest).max(1) } else { 1 };
+            let (run, tail) = rest.split_at(n.min(rest.len()));
+            rest = tail;
+            if run.len() > 1 {
+                match gso::send_run(socket, run, &mut self.scratch).await {
+                    Ok(bytes) => {
+                        metrics.datagrams_out.inc_by(run.len() as u64);
+                        metrics.datagrams_out_gso.inc_by(run.len() as u64);
+                        metrics.udp_bytes_out.inc_by(bytes as u64);
+                        continue;
+                    }
+                    Err(e) if gso::is_unsupported(&e) => {
+                        self.gso = false;
+                        tracing::warn!(
+                            error = %e,
+                            "UDP GSO is not available on this kernel or interface; sending one datagram per call"
+                        );
+                    }
+                    Err(e) => {
+                        metrics.send_errors.inc_by(run.len() as u64);
+                        tracing::debug!(error = %e, "UDP send failed");
+                        continue;
+                    }
+                }
             }
-            other => other,
-        };
-        match result {
-            Ok(n) => {
-                metrics.datagrams_out.inc();
-                metrics.udp_bytes_out.inc_by(n as u64);
+            for transmit in run {
+                send_one(socket, transmit, metrics).await;
             }
-            Err(e) => {
-                metrics.send_errors.inc();
-                tracing::debug!(destination = %transmit.destination, error = %e, "UDP send failed");
-            }
+        }
+        outbox.clear();
+    }
+}
+
+/// Sends one datagram.
+async fn send_one(socket: &UdpSocket, transmit: &Transmit, metrics: &Metrics) {
+    let result = match socket.try_send_to(&transmit.contents, transmit.destination) {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => socket.send_to(&transmit.contents, transmit.destination).await,
+        other => other,
+    };
+    match result {
+        Ok(n) => {
+            metrics.datagrams_out.inc();
+            metrics.udp_bytes_out.inc_by(n as u64);
+        }
+        Err(e) => {
+            metrics.send_errors.inc();
+            tracing::debug!(destination = %transmit.destination, error = %e, "UDP send failed");
         }
     }
 }

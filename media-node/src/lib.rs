@@ -39,6 +39,7 @@ mod clock;
 pub mod config;
 pub mod core;
 mod driver;
+mod gso;
 mod heartbeat;
 mod http;
 pub mod metrics;

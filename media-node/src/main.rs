@@ -49,6 +49,9 @@ struct Args {
     /// Initial bandwidth estimate towards subscribers in kbit/s; 0 turns bandwidth estimation off.
     #[arg(long, env = "HOMEROOM_BWE_KBPS", default_value_t = 2000)]
     bwe_kbps: u32,
+    /// Send runs of datagrams to one peer as one UDP GSO call (Linux); false sends one datagram per call.
+    #[arg(long, env = "HOMEROOM_UDP_GSO", default_value_t = true, action = clap::ArgAction::Set)]
+    udp_gso: bool,
     /// Log filter (tracing EnvFilter syntax), e.g. info or homeroom_media_node=debug.
     #[arg(long, env = "HOMEROOM_LOG", default_value = "info")]
     log: String,
@@ -72,6 +75,7 @@ impl Args {
         config.drain_timeout = Duration::from_secs(self.drain_timeout_secs);
         config.idle_timeout = Duration::from_secs(self.idle_timeout_secs);
         config.bwe_initial_kbps = (self.bwe_kbps > 0).then_some(self.bwe_kbps);
+        config.udp_gso = self.udp_gso;
         config.validate()?;
         Ok(config)
     }

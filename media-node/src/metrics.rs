@@ -126,6 +126,7 @@ pub struct Metrics {
     pub(crate) forwarding_errors: Counter,
     pub(crate) datagrams_in: Counter,
     pub(crate) datagrams_out: Counter,
+    pub(crate) datagrams_out_gso: Counter,
     pub(crate) udp_bytes_in: Counter,
     pub(crate) udp_bytes_out: Counter,
     pub(crate) unroutable: Counter,
@@ -199,6 +200,12 @@ impl Metrics {
         registry.register("udp_datagrams_in", "UDP datagrams received", datagrams_in.clone());
         let datagrams_out = Counter::default();
         registry.register("udp_datagrams_out", "UDP datagrams sent", datagrams_out.clone());
+        let datagrams_out_gso = Counter::default();
+        registry.register(
+            "udp_datagrams_out_gso",
+            "UDP datagrams sent in runs of one GSO call (part of udp_datagrams_out)",
+            datagrams_out_gso.clone(),
+        );
         let udp_bytes_in = Counter::default();
         registry.register("udp_bytes_in", "UDP bytes received", udp_bytes_in.clone());
         let udp_bytes_out = Counter::default();
@@ -234,6 +241,7 @@ impl Metrics {
             forwarding_errors,
             datagrams_in,
             datagrams_out,
+            datagrams_out_gso,
             udp_bytes_in,
             udp_bytes_out,
             unroutable,

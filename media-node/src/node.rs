@@ -157,7 +157,8 @@ pub async fn start(config: Config) -> Result<NodeHandle, NodeError> {
     let sfu = Sfu::new(sfu_config, metrics.clone(), Instant::now());
     let status = Arc::new(Status::default());
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
-    let media_loop = tokio::spawn(driver::run(sfu, socket, command_rx, Arc::clone(&status), metrics.clone()));
+    let media_loop =
+        tokio::spawn(driver::run(sfu, socket, command_rx, Arc::clone(&status), metrics.clone(), config.udp_gso));
 
     let key = TokenKey::new(config.node_secret.expose());
     let state = AppState {
