@@ -2,39 +2,12 @@
 // replayed events, the offline queue (same rid on every retry), close codes, token refresh, request timeouts.
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, test } from 'node:test';
-import { HomeroomClient } from '../../../web/client/homeroom.js';
-import { chatEvent, FakeSocket, participant, until, welcome } from './fake-socket.mjs';
+import { chatEvent, clientMaker, FakeSocket, participant, socketNumber, until, welcome } from './fake-socket.mjs';
 
-/** A fake fetch for the client's refusal diagnosis: answers like the edge does for a valid token (426). */
-const edgeFetch = async () => new Response(JSON.stringify({ code: 'bad_request', message: 'needs upgrade' }), { status: 426 });
-
-let clients = [];
+const clients = clientMaker({ requestTimeoutMs: 200 });
+const makeClient = clients.make;
 beforeEach(() => FakeSocket.reset());
-afterEach(() => {
-  for (const client of clients) client.close();
-  clients = [];
-});
-
-function makeClient(options = {}) {
-  const client = new HomeroomClient({
-    room: 'unit',
-    baseUrl: 'http://edge.test',
-    token: 'header.e30.sig',
-    WebSocket: FakeSocket,
-    fetch: edgeFetch,
-    backoff: { baseMs: 1, maxMs: 5 },
-    requestTimeoutMs: 200,
-    log: () => {},
-    ...options,
-  });
-  clients.push(client);
-  return client;
-}
-
-async function socketNumber(n) {
-  await until(() => FakeSocket.instances.length >= n, 2000, `socket #${n}`);
-  return FakeSocket.instances[n - 1];
-}
+afterEach(() => clients.closeAll());
 
 test('resumes with since/epoch after a drop and applies replayed events exactly once', async () => {
   const client = makeClient();

@@ -1,4 +1,7 @@
-// A scriptable stand-in for the browser WebSocket, so the client's connection logic runs in Node.
+// A scriptable stand-in for the browser WebSocket, so the client's connection logic runs in Node, and the
+// helpers the client tests share (a client on the fake socket, waiting for the client's n-th socket).
+
+import { HomeroomClient } from '../../../web/client/homeroom.js';
 
 export class FakeSocket {
   /** Every socket the client opened, in order. */
@@ -108,4 +111,43 @@ export function welcome({ epoch = 'e1', seq, resumed = false, you = participant(
 
 export function chatEvent(epoch, seq, text, from = 'ada') {
   return { type: 'chat.message', seq, ts: seq * 1000, message: message(epoch, seq, text, from) };
+}
+
+/** A fake fetch for the client's refusal diagnosis: answers like the edge does for a valid token (426). */
+export const edgeFetch = async () =>
+  new Response(JSON.stringify({ code: 'bad_request', message: 'needs upgrade' }), { status: 426 });
+
+/**
+ * Makes clients on the fake socket with fast backoff; `closeAll()` (in afterEach) closes every one made.
+ * @param {Record<string, any>} defaults options every client of the test file gets
+ */
+export function clientMaker(defaults = {}) {
+  let made = [];
+  return {
+    make(options = {}) {
+      const client = new HomeroomClient({
+        room: 'unit',
+        baseUrl: 'http://edge.test',
+        token: 'header.e30.sig',
+        WebSocket: FakeSocket,
+        fetch: edgeFetch,
+        backoff: { baseMs: 1, maxMs: 5 },
+        log: () => {},
+        ...defaults,
+        ...options,
+      });
+      made.push(client);
+      return client;
+    },
+    closeAll() {
+      for (const client of made) client.close();
+      made = [];
+    },
+  };
+}
+
+/** The client's n-th socket (1-based), once it exists. */
+export async function socketNumber(n, ms = 2000) {
+  await until(() => FakeSocket.instances.length >= n, ms, `socket #${n}`);
+  return FakeSocket.instances[n - 1];
 }

@@ -3,39 +3,16 @@
 // before these rules existed (see the commit that added this file).
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, test } from 'node:test';
-import { HomeroomClient, MediaSession, RateBudget } from '../../../web/client/homeroom.js';
-import { FakeSocket, participant, until, welcome } from './fake-socket.mjs';
+import { MediaSession, RateBudget } from '../../../web/client/homeroom.js';
+import { clientMaker, FakeSocket, participant, socketNumber, until, welcome } from './fake-socket.mjs';
 
-const edgeFetch = async () => new Response(JSON.stringify({ code: 'bad_request', message: 'needs upgrade' }), { status: 426 });
-
-let clients = [];
+const clients = clientMaker({ requestTimeoutMs: 2000 });
+const makeClient = clients.make;
 beforeEach(() => FakeSocket.reset());
 afterEach(() => {
-  for (const client of clients) client.close();
-  clients = [];
+  clients.closeAll(); // before the window goes: closing unhooks the client from it
   delete globalThis.window;
 });
-
-function makeClient(options = {}) {
-  const client = new HomeroomClient({
-    room: 'unit',
-    baseUrl: 'http://edge.test',
-    token: 'header.e30.sig',
-    WebSocket: FakeSocket,
-    fetch: edgeFetch,
-    backoff: { baseMs: 1, maxMs: 5 },
-    requestTimeoutMs: 2000,
-    log: () => {},
-    ...options,
-  });
-  clients.push(client);
-  return client;
-}
-
-async function socketNumber(n, ms = 2000) {
-  await until(() => FakeSocket.instances.length >= n, ms, `socket #${n}`);
-  return FakeSocket.instances[n - 1];
-}
 
 async function openClient(options = {}, welcomeFields = {}) {
   const client = makeClient(options);
