@@ -444,8 +444,14 @@ export class MediaController extends Emitter {
     this.options = { simulcast: false, quality: undefined, region: undefined };
     this._rejoinAttempt = 0;
     this._rejoinTimer = null;
-    /** Bumped by join() and leave(): work started for an older generation is abandoned. */
+    /** Bumped by join() and leave(): devices and screen shares opened for an older generation are stopped. */
     this._generation = 0;
+    /**
+     * Bumped by join(), every rejoin and leave(): only the latest attempt to reach a node may install a
+     * session. An older attempt still in flight gives up quietly; it neither replaces the newer session nor
+     * schedules a rejoin of its own when it fails.
+     */
+    this._attempt = 0;
     /** The media.state being sent, so bursts of changes do not send it twice. */
     this._reporting = '';
     client.on('media.moved', (frame) => {
@@ -485,11 +491,12 @@ export class MediaController extends Emitter {
     this.wanted.audio = audio && allowed.audio;
     this.wanted.video = video && allowed.video;
     this._generation += 1;
+    const attempt = ++this._attempt;
     clearTimeout(this._rejoinTimer);
     this._setStatus('joining', 'Joining media…');
     try {
       await this._openDevices();
-      await this._connect(this._generation);
+      await this._connect(attempt);
     } catch (error) {
       this._setStatus('failed', error.message);
       this.emit('error', error);
@@ -501,6 +508,7 @@ export class MediaController extends Emitter {
   async leave() {
     clearTimeout(this._rejoinTimer);
     this._generation += 1;
+    this._attempt += 1;
     const wasActive = this.active;
     this.session?.close();
     this.session = null;
@@ -626,11 +634,14 @@ export class MediaController extends Emitter {
     else this.local[kind] = track;
   }
 
-  /** Asks the room for a node and opens a session with it (one attempt of generation `generation`). */
-  async _connect(generation) {
+  /**
+   * Asks the room for a node and opens a session with it. `attempt` is this try's number: once a newer join,
+   * rejoin or leave() has started, this one stops at its next step.
+   */
+  async _connect(attempt) {
     if (!this.client.isOpen) await waitForOpen(this.client);
     const assigned = await this.client.request('media.join', this.options.region ? { region: this.options.region } : {});
-    if (generation !== this._generation) return;
+    if (attempt !== this._attempt) return;
     const session = new MediaSession({
       url: assigned.node.url,
       token: assigned.token,
@@ -654,11 +665,13 @@ export class MediaController extends Emitter {
         screen: this.local.screen,
       });
     } catch (error) {
-      session.close();
       if (this.session === session) this.session = null;
+      session.close();
+      if (attempt !== this._attempt) return; // superseded: the newer attempt reports for itself
       throw error;
     }
-    if (generation !== this._generation) {
+    if (attempt !== this._attempt) {
+      if (this.session === session) this.session = null;
       session.close();
       return;
     }
@@ -676,13 +689,13 @@ export class MediaController extends Emitter {
     const delay = immediate ? 0 : backoffDelay(this._rejoinAttempt, { baseMs: 1000, maxMs: 15_000 });
     this._rejoinAttempt += 1;
     this._setStatus('reconnecting', `Media reconnecting: ${reason}.`);
-    const generation = this._generation;
+    const attempt = ++this._attempt;
     this._rejoinTimer = setTimeout(async () => {
-      if (generation !== this._generation) return;
+      if (attempt !== this._attempt) return;
       try {
-        await this._connect(generation);
+        await this._connect(attempt);
       } catch (error) {
-        if (generation === this._generation) this._rejoin(error.message);
+        if (attempt === this._attempt) this._rejoin(error.message);
       }
     }, delay);
   }

@@ -401,3 +401,48 @@ test('a camera that opens after media was left is stopped at once', async () => 
     else delete globalThis.navigator;
   }
 });
+
+test('two rejoins in flight: the older one gives up instead of closing the newer session', async () => {
+  // A session start that takes a moment and fails if the session is closed meanwhile, like a real one.
+  const started = [];
+  const realStart = MediaSession.prototype.start;
+  MediaSession.prototype.start = async function start() {
+    started.push(this.url);
+    await sleep(20);
+    if (this.closed) throw new Error('closed while starting');
+  };
+  try {
+    const { client, socket } = await openClient();
+    const joins = () => socket.requests().filter((r) => r.type === 'media.join');
+    const assign = (request, node) =>
+      socket.deliver({
+        type: 'media.assigned',
+        rid: request.rid,
+        node: { id: node, region: 'local', url: `http://${node}.test` },
+        token: `token-${node}`,
+        expires_at: Date.now() + 60_000,
+      });
+    const joined = client.media.join({ audio: false, video: false });
+    await until(() => joins().length === 1, 1000, 'the first media.join');
+    assign(joins()[0], 'n1');
+    await joined;
+    assert.equal(client.media.status, 'connected');
+
+    // The room's media moves twice in a row: the second rejoin starts while the first waits for its node.
+    socket.deliver({ type: 'media.moved', reason: 'node_lost' });
+    await until(() => joins().length === 2, 1000, 'the first rejoin');
+    socket.deliver({ type: 'media.moved', reason: 'node_lost' });
+    await until(() => joins().length === 3, 1000, 'the second rejoin');
+    assign(joins()[1], 'n2'); // the older attempt's answer arrives first
+    assign(joins()[2], 'n3');
+    await until(() => client.media.status === 'connected', 1000, 'media connected again');
+    await sleep(60); // any start still running settles
+
+    assert.deepEqual(started, ['http://n1.test', 'http://n3.test'], 'the superseded attempt opens no session');
+    assert.equal(client.media.status, 'connected');
+    assert.equal(client.media.session?.url, 'http://n3.test');
+    assert.equal(client.media.session?.closed, false, 'the newest session stays up');
+  } finally {
+    MediaSession.prototype.start = realStart;
+  }
+});
