@@ -356,3 +356,31 @@ fn one_participant_may_hold_a_few_sessions_per_room() {
     );
     net.join(&SimIdentity::new("bob", "t/art"), &PeerOptions::subscriber()).expect("another room is fine");
 }
+
+#[test]
+fn a_large_room_is_offered_to_a_newcomer_in_one_signalling_message() {
+    // 34 cameras: the node's offer to a newcomer has 34 video m-lines, ≈ 146 KB of SDP (≈ 4.3 KB each with
+    // str0m's codecs) — more than str0m's default data-channel send buffer (128 KiB) takes, within the 256 KiB
+    // the channel announces for one message. Before the node raised its buffer, the offer was refused on
+    // every retry and the newcomer never received anyone.
+    const CAMERAS: usize = 34;
+    let mut net = SimNetwork::without_bwe();
+    let camera = PeerOptions { audio: false, video_kbps: 20, ..PeerOptions::publisher() };
+    for i in 0..CAMERAS {
+        net.join(&SimIdentity::new(&format!("cam{i}"), "t/big"), &camera).unwrap();
+    }
+    let newcomer = net.join(&SimIdentity::new("late", "t/big"), &PeerOptions::subscriber()).unwrap();
+    let session = net.session_of(newcomer).unwrap();
+    let flowing = |net: &SimNetwork| {
+        let stats = net.peer(newcomer).unwrap().stats();
+        (0..CAMERAS).filter(|i| stats.packets_from(&format!("cam{i}"), MediaKind::Video) > 0).count()
+    };
+    for _ in 0..16 {
+        net.run_for(Duration::from_millis(250));
+        if flowing(&net) == CAMERAS {
+            break;
+        }
+    }
+    let receiving = net.sfu.session_info(session).unwrap().receiving;
+    assert_eq!((receiving, flowing(&net)), (CAMERAS, CAMERAS), "every camera negotiated and flowing to the newcomer");
+}

@@ -558,8 +558,13 @@ impl Sfu {
     }
 
     fn build_rtc(&self, now: Instant) -> Rtc {
-        let mut config =
-            RtcConfig::new().set_ice_lite(true).set_rtp_mode(true).set_sctp_max_message_size(MAX_SIGNAL_BYTES as u32);
+        let mut config = RtcConfig::new()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .set_sctp_max_message_size(MAX_SIGNAL_BYTES as u32)
+            // The send buffer must take the largest message we announce (a big room's offer) with one more
+            // still unacknowledged: str0m's default (128 KiB) refuses a larger message on every retry.
+            .set_sctp_max_buffered_amount(2 * MAX_SIGNAL_BYTES);
         if let Some(kbps) = self.config.bwe_initial_kbps {
             config = config.enable_bwe(Some(Bitrate::kbps(u64::from(kbps))));
         }

@@ -229,6 +229,9 @@ pub struct PeerOffer {
     pub screen_mids: Vec<String>,
 }
 
+/// What the peer's data channel buffers for sending, like a browser's (Chromium closes a channel beyond 16 MiB).
+const BROWSER_SEND_BUFFER: usize = 4 * 1024 * 1024;
+
 impl PeerCore {
     /// A peer bound (logically) to `local_addr`, with its first offer.
     pub fn new(
@@ -236,7 +239,9 @@ impl PeerCore {
         local_addr: SocketAddr,
         now: Instant,
     ) -> Result<(Self, PeerOffer), PeerCoreError> {
-        let mut rtc = RtcConfig::new().set_rtp_mode(true).build(now);
+        // A browser's data channel buffers megabytes before refusing a send (Chromium: 16 MiB); str0m's
+        // default of 128 KiB would refuse the answer to a big room's offer, which no browser does.
+        let mut rtc = RtcConfig::new().set_rtp_mode(true).set_sctp_max_buffered_amount(BROWSER_SEND_BUFFER).build(now);
         let candidate = Candidate::host(local_addr, "udp").map_err(|e| PeerCoreError::BadCandidate(e.to_string()))?;
         rtc.add_local_candidate(candidate);
 
