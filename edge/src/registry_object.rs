@@ -61,7 +61,7 @@ pub struct LostCall {
     pub reason: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct NodesView {
     nodes: Vec<NodeLease>,
     placements: Vec<Placement>,
@@ -313,12 +313,29 @@ pub async fn place(env: &Env, call: &PlaceCall) -> Result<NodeInfo, ApiError> {
     }
 }
 
-/// `GET /v1/nodes` (admin).
+/// `GET /v1/nodes` (admin): every live node, and the placements of the admin's own tenant and rooms (they
+/// name rooms; no tenant sees another's).
 pub async fn list_nodes(req: Request, env: &Env) -> Response {
-    if let Err(response) = crate::router::authenticate_admin(&req, env) {
-        return response;
+    let identity = match crate::router::authenticate_admin(&req, env) {
+        Ok(identity) => identity,
+        Err(response) => return response,
+    };
+    let listed = async {
+        let mut response = call_registry::<()>(env, "/nodes", None).await?;
+        let text = response.text().await.map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
+        if response.status_code() != 200 {
+            return Err(serde_json::from_str::<ApiError>(&text)
+                .unwrap_or_else(|_| ApiError::new(ErrorCode::Unavailable, format!("node registry: {text}"))));
+        }
+        let mut view: NodesView = serde_json::from_str(&text)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("unreadable node list from the registry: {e}")))?;
+        view.placements.retain(|placement| placement.visible_to(&identity));
+        Ok::<_, ApiError>(view)
+    };
+    match listed.await {
+        Ok(view) => http::json(200, &view),
+        Err(e) => http::error(&e),
     }
-    call_registry::<()>(env, "/nodes", None).await.unwrap_or_else(|e| http::error(&e))
 }
 
 /// `POST /v1/nodes/heartbeat` (node token signed with `NODE_SECRET`).

@@ -246,6 +246,9 @@ async fn admin_room(mut req: Request, env: &Env, room: &str, inner_path: &str, m
     if let Err(response) = require_admin(&identity) {
         return response;
     }
+    if !identity.may_enter(&room) {
+        return fail(ErrorCode::Forbidden, format!("this admin token does not allow room \"{room}\""));
+    }
     let body = if method == Method::Post {
         match req.text().await {
             Ok(body) if body.len() <= 64 * 1024 => Some(body),

@@ -9,7 +9,8 @@
 //!
 //! A room stays on its node while the node lives, even when the node starts draining.
 
-use crate::ids::NodeId;
+use crate::auth::Identity;
+use crate::ids::{NodeId, RoomId};
 use crate::media::{HeartbeatReply, NodeHeartbeat};
 use crate::protocol::{ApiError, ErrorCode, NodeInfo};
 use crate::time::Timestamp;
@@ -121,6 +122,15 @@ pub struct Placement {
     pub room: String,
     pub node: String,
     pub since: Timestamp,
+}
+
+impl Placement {
+    /// Whether an admin with `identity` may see this placement: the room is of the admin's tenant and among
+    /// the token's rooms. Placements name rooms, so `GET /v1/nodes` shows each tenant only its own.
+    pub fn visible_to(&self, identity: &Identity) -> bool {
+        let Some((tenant, room)) = self.room.split_once('/') else { return false };
+        tenant == identity.tenant.as_str() && RoomId::parse(room).is_ok_and(|room| identity.may_enter(&room))
+    }
 }
 
 /// The registry: leases and placements.
@@ -302,6 +312,31 @@ mod tests {
             r.heartbeat(&n.id, n, Timestamp(0)).unwrap();
         }
         r
+    }
+
+    fn admin(tenant: &str, rooms: Option<&[&str]>) -> Identity {
+        Identity {
+            user: crate::ids::UserId::parse("ops").unwrap(),
+            name: "Ops".into(),
+            role: crate::protocol::Role::Admin,
+            tenant: crate::ids::TenantId::parse(tenant).unwrap(),
+            rooms: rooms.map(|rooms| rooms.iter().map(|r| RoomId::parse(r).unwrap()).collect()),
+            perms: Default::default(),
+            exp: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn an_admin_sees_only_the_placements_of_its_tenant_and_rooms() {
+        let placed = |room: &str| Placement { room: room.into(), node: "n1".into(), since: Timestamp(0) };
+        let a = admin("acme", None);
+        assert!(placed("acme/math").visible_to(&a));
+        assert!(!placed("globex/math").visible_to(&a), "another tenant's room");
+        assert!(!placed("acme-labs/math").visible_to(&a), "a tenant whose name starts like ours");
+        assert!(!placed("acme").visible_to(&a), "not an address");
+        let math_only = admin("acme", Some(&["math"]));
+        assert!(placed("acme/math").visible_to(&math_only));
+        assert!(!placed("acme/art").visible_to(&math_only), "outside the token's rooms");
     }
 
     fn at(region: &str) -> ClientLocation {

@@ -326,6 +326,19 @@ fn typing_expires_server_side_and_stops_on_send() {
 }
 
 #[test]
+fn a_typist_is_not_told_its_own_typing_stopped() {
+    let mut s = sim();
+    let a = s.join("a", Role::Student);
+    let b = s.join("b", Role::Student);
+    s.take(a);
+    s.take(b);
+    s.request(a, None, Req::Typing { active: true });
+    s.request(a, None, Req::Typing { active: false });
+    assert!(s.take(a).is_empty(), "neither start nor stop is echoed to the connection that sent it");
+    assert!(matches!(&s.take(b)[..], [F::Typing { active: true, .. }, F::Typing { active: false, .. }]));
+}
+
+#[test]
 fn presence_hand_reactions_and_auto_idle() {
     let mut s = sim();
     let a = s.join("a", Role::Student);
@@ -474,6 +487,25 @@ fn moderators_change_roles_and_perms_within_their_authority() {
     s.request(t, Some("n"), Req::ParticipantUpdate { id: uid("nobody"), role: Some(Role::Student), perms: None });
     assert_eq!(error_code(&s.take(t)), Some(ErrorCode::NotFound));
     let _ = adm;
+}
+
+#[test]
+fn a_mute_that_changes_nothing_acks_no_event() {
+    let mut s = sim();
+    let t = s.join("t", Role::Teacher);
+    s.join("a", Role::Student);
+    s.take(t);
+    s.request(t, Some("mute"), Req::ParticipantMute { id: uid("a"), kind: MediaKind::Audio, muted: true });
+    let first = s.take(t);
+    let logged = first.iter().find_map(|f| match f {
+        F::ParticipantUpdated { seq, .. } => Some(*seq),
+        _ => None,
+    });
+    assert_eq!(ack(&first).seq, logged, "the ack names the participant.updated it caused");
+    send(&mut s, t, "chat", "an unrelated event moves seq");
+    s.take(t);
+    s.request(t, Some("again"), Req::ParticipantMute { id: uid("a"), kind: MediaKind::Audio, muted: true });
+    assert_eq!(ack(&s.take(t)).seq, None, "already muted: no event, so no seq (not the chat message's)");
 }
 
 #[test]
@@ -711,6 +743,37 @@ fn stored_replies_stay_bounded_when_requests_log_nothing() {
     let stored = s.room().store().reply_count();
     assert!(stored <= 100 + 64, "{stored} replies stored with a limit of 100");
     assert!(s.is_open(c));
+}
+
+#[test]
+fn stored_replies_stay_bounded_when_the_room_sleeps_between_requests() {
+    // The same no-op requests in bursts shorter than the trim interval, the room hibernating after each:
+    // the in-memory count starts over at every wake, and the table must not grow with every nap.
+    let limits = Limits { reply_limit: 100, ..Limits::default() };
+    let mut s = Sim::new(limits);
+    let c = s.join("u1", Role::Student);
+    for i in 0..1_000 {
+        s.advance(100);
+        s.request(c, Some(&format!("h{i}")), Req::Hand { raised: false });
+        if i % 50 == 49 {
+            s.advance(10_000);
+            s.hibernate();
+        }
+    }
+    let stored = s.room().store().reply_count();
+    assert!(stored <= 100 + 64, "{stored} replies stored with a limit of 100 across 20 hibernations");
+}
+
+#[test]
+fn a_binary_frame_beyond_the_hard_limit_closes_like_a_text_frame() {
+    let mut s = sim();
+    let a = s.join("a", Role::Student);
+    s.take(a);
+    s.say_binary(a, 1_000);
+    assert_eq!(error_code(&s.take(a)), Some(ErrorCode::BadRequest), "a small binary frame: an error, stays open");
+    assert!(s.is_open(a));
+    s.say_binary(a, 300 * 1024);
+    assert_eq!(s.closed.get(&a).map(|c| c.0), Some(close::TOO_LARGE));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The node registry and placement on real `wrangler dev`, with heartbeats sent by the test itself (the
 //! media-node suites use real nodes): leases, region placement, sticky rooms, failover and `media.moved`.
 
+use homeroom_shared::auth::UserClaims;
 use homeroom_shared::media::NodeHeartbeat;
 use homeroom_shared::protocol::{ClientRequest as Req, ErrorCode, Role, ServerFrame as F};
 use homeroom_tests::client::{Client, Connect};
@@ -90,6 +91,29 @@ async fn heartbeats_place_rooms_by_region_and_failover_tells_clients() {
         assigned(c.request(Req::MediaJoin { region: Some("us-east".into()) }).await.unwrap())
     };
     assert_eq!(other_room_node, "us-1");
+
+    // Placements name rooms: an admin sees those of its own tenant (and `rooms` claim) only.
+    let placements = |token: String| {
+        let http = http.clone();
+        let url = format!("{}/v1/nodes", edge.http());
+        async move {
+            let view: serde_json::Value = http.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+            assert_eq!(view["nodes"].as_array().map(Vec::len), Some(2), "every tenant sees the nodes");
+            let mut rooms: Vec<String> =
+                view["placements"].as_array().unwrap().iter().map(|p| p["room"].as_str().unwrap().to_owned()).collect();
+            rooms.sort();
+            rooms
+        }
+    };
+    assert_eq!(placements(m.token("ops", Role::Admin)).await, ["default/geo-room", "default/us-room"]);
+    assert!(placements(m.tenant_token("ops", Role::Admin, "globex")).await.is_empty(), "another tenant's rooms");
+    let geo_only = m.sign(&UserClaims { rooms: Some(vec!["geo-room".into()]), ..m.claims("ops", Role::Admin) });
+    assert_eq!(placements(geo_only.clone()).await, ["default/geo-room"]);
+    // The same `rooms` claim holds for the room admin API.
+    let other_room = http.get(format!("{}/v1/rooms/us-room", edge.http())).bearer_auth(&geo_only).send().await.unwrap();
+    assert_eq!(other_room.status().as_u16(), 403, "an admin token limited to geo-room");
+    let own_room = http.get(format!("{}/v1/rooms/geo-room", edge.http())).bearer_auth(&geo_only).send().await.unwrap();
+    assert_eq!(own_room.status().as_u16(), 200);
 
     // eu-1 stops sending heartbeats; us-1 keeps going. Within the lease TTL the room is told to move.
     let stop = Instant::now();

@@ -98,7 +98,7 @@ impl<S: RoomStore> Room<S> {
         role: Option<Role>,
         perms: Option<PermsPatch>,
         now: Timestamp,
-    ) -> Result<u64, ApiError> {
+    ) -> Result<Option<u64>, ApiError> {
         self.authorize(actor, target)?;
         if role.is_none() && perms.is_none() {
             return Err(ApiError::new(ErrorCode::BadRequest, "participant.update needs a role or perms"));
@@ -130,7 +130,7 @@ impl<S: RoomStore> Room<S> {
         kind: MediaKind,
         muted: bool,
         now: Timestamp,
-    ) -> Result<u64, ApiError> {
+    ) -> Result<Option<u64>, ApiError> {
         self.authorize(actor, target)?;
         Self::refuse_self_lift(actor, target, !muted, "unmute")?;
         let mut moderation = self.moderation_of(target)?;
@@ -157,15 +157,15 @@ impl<S: RoomStore> Room<S> {
     }
 
     /// Recomputes `user`'s role, permissions and mutes; logs `participant.updated` when anything changed.
-    /// Returns the room's latest `seq`.
+    /// Returns that event's `seq`, or `None` when nothing changed (the ack then names no event).
     fn recompute(
         &mut self,
         user: &UserId,
         moderation: &ModerationRecord,
         name: Option<String>,
         now: Timestamp,
-    ) -> Result<u64, ApiError> {
-        let Some(member) = self.members.get(user) else { return Ok(self.meta.seq) };
+    ) -> Result<Option<u64>, ApiError> {
+        let Some(member) = self.members.get(user) else { return Ok(None) };
         let mut record = member.record.clone();
         let (role, perms) = effective(&record.grant, moderation);
         let p = &mut record.participant;
@@ -182,7 +182,7 @@ impl<S: RoomStore> Room<S> {
         p.media.screen &= perms.screen_share && !p.muted.screen;
         if *p == before {
             self.save_member_record(record)?;
-            return Ok(self.meta.seq);
+            return Ok(None);
         }
         let perms_changed = p.perms != before.perms || p.muted != before.muted;
         self.save_member_record(record)?;
@@ -190,7 +190,7 @@ impl<S: RoomStore> Room<S> {
         if perms_changed {
             self.control_perms(user);
         }
-        Ok(seq)
+        Ok(Some(seq))
     }
 
     /// Clears the room: log, history, participants and moderation are wiped, a new epoch starts, and every

@@ -128,7 +128,9 @@ impl<S: RoomStore> Room<S> {
                     // A reply that cannot be stored only weakens idempotency; rebuild the room from storage.
                     self.poisoned |= self.store.put_reply(&user, &rid, &text).is_err();
                     self.replies_stored += 1;
-                    if self.replies_stored.is_multiple_of(64) {
+                    // The count lives in memory and starts over at every wake-up: trimming on the first reply
+                    // of each life too keeps the table within the limit + 63 however often the room sleeps.
+                    if self.replies_stored == 1 || self.replies_stored.is_multiple_of(64) {
                         self.poisoned |= self.store.trim_replies(self.limits.reply_limit).is_err();
                     }
                 }
@@ -146,6 +148,12 @@ impl<S: RoomStore> Room<S> {
     pub fn receive_binary(&mut self, conn: ConnId, len: usize, now: Timestamp) {
         self.run_timers(now);
         if !self.conns.contains_key(&conn) {
+            return;
+        }
+        if len > self.limits.hard_max_frame_bytes as usize {
+            // The same hard limit as a text frame: close 4009 and the cool-down, not a strike.
+            let reason = format!("frame of {len} bytes is far beyond the {} byte limit", self.limits.max_frame_bytes);
+            self.close_conn(conn, close::TOO_LARGE, &reason, LeaveReason::Policy, now);
             return;
         }
         let error = bad_request(format!("binary frames ({len} bytes) are not supported; send JSON text frames"));
@@ -247,11 +255,11 @@ impl<S: RoomStore> Room<S> {
             }
             ClientRequest::ParticipantUpdate { id, role, perms } => {
                 let actor = self.actor(user, "participant.update")?;
-                Ok(Reply::logged(self.update_as(&actor, &id, role, perms, now)?))
+                Ok(Reply::Ack { seq: self.update_as(&actor, &id, role, perms, now)?, id: None, exp: None })
             }
             ClientRequest::ParticipantMute { id, kind, muted } => {
                 let actor = self.actor(user, "participant.mute")?;
-                Ok(Reply::logged(self.mute_as(&actor, &id, kind, muted, now)?))
+                Ok(Reply::Ack { seq: self.mute_as(&actor, &id, kind, muted, now)?, id: None, exp: None })
             }
         }
     }
@@ -310,7 +318,7 @@ impl<S: RoomStore> Room<S> {
         let id = message.id.clone();
         self.log_event(None, now, |seq, ts| ServerFrame::ChatMessage { seq, ts, message })?;
         if self.members.get(user).is_some_and(|m| m.record.typing_until.is_some()) {
-            self.stop_typing(user)?;
+            self.stop_typing(user, None)?;
         }
         Ok(Reply::Ack { seq: Some(seq), id: Some(id), exp: None })
     }
@@ -377,7 +385,8 @@ impl<S: RoomStore> Room<S> {
         let was_typing = member.record.typing_until.is_some();
         if !active {
             if was_typing {
-                self.stop_typing(user)?;
+                // Like `typing {active: true}`, the sender's own connection is not told what it said.
+                self.stop_typing(user, Some(conn))?;
             }
             return Ok(Reply::ok());
         }

@@ -779,7 +779,7 @@ impl<S: RoomStore> Room<S> {
                     self.close_conn(conn, close::TOKEN_INVALID, "token expired", LeaveReason::Expired, now);
                     Ok(())
                 }
-                TimerKey::Typing(user) => self.stop_typing(&user),
+                TimerKey::Typing(user) => self.stop_typing(&user, None),
                 TimerKey::CursorFlush(user) => {
                     self.flush_cursor(&user, now);
                     Ok(())
@@ -866,7 +866,8 @@ impl<S: RoomStore> Room<S> {
         Ok(())
     }
 
-    fn stop_typing(&mut self, user: &UserId) -> Result<(), ApiError> {
+    /// Ends `user`'s typing and tells the room (all of it but `except`: the connection that said so itself).
+    fn stop_typing(&mut self, user: &UserId, except: Option<ConnId>) -> Result<(), ApiError> {
         let Some(member) = self.members.get(user) else { return Ok(()) };
         if member.record.typing_until.is_none() {
             return Ok(());
@@ -875,7 +876,7 @@ impl<S: RoomStore> Room<S> {
         record.typing_until = None;
         self.save_member_record(record)?;
         self.timers.cancel(&TimerKey::Typing(user.clone()));
-        self.broadcast(None, &ServerFrame::Typing { id: user.clone(), active: false });
+        self.broadcast(except, &ServerFrame::Typing { id: user.clone(), active: false });
         Ok(())
     }
 

@@ -138,6 +138,13 @@ impl Sim {
         self.drain();
     }
 
+    /// A binary frame of `len` bytes from `conn`.
+    pub fn say_binary(&mut self, conn: ConnId, len: usize) {
+        let now = self.now;
+        self.room_mut().receive_binary(conn, len, now);
+        self.drain();
+    }
+
     /// Sends a request from `conn`.
     pub fn request(&mut self, conn: ConnId, rid: Option<&str>, request: ClientRequest) {
         let frame = ClientFrame { rid: rid.map(str::to_owned), request };
