@@ -94,7 +94,7 @@ pub(crate) async fn run(
 ) {
     let mut batch = RecvBatch::new();
     let mut outbox: Vec<Transmit> = Vec::new();
-    let mut sender = Sender { gso: udp_gso, scratch: Vec::new() };
+    let mut sender = Sender { gso: udp_gso, gso_health: gso::GsoHealth::default(), scratch: Vec::new() };
     loop {
         let deadline = sfu.next_deadline().min(Instant::now() + MAX_SLEEP);
         let mut stop = false;
@@ -210,6 +210,8 @@ fn handle_command(sfu: &mut Sfu, command: Command, status: &Status) -> bool {
 struct Sender {
     /// Whether runs to one destination go out as one GSO send; turned off for good when the kernel refuses.
     gso: bool,
+    /// Tells a route that cannot take GSO (that run falls back) from a kernel that cannot (GSO goes off).
+    gso_health: gso::GsoHealth,
     /// The concatenated run of a GSO send, reused.
     scratch: Vec<u8>,
 }
@@ -225,18 +227,25 @@ impl Sender {
             if run.len() > 1 {
                 match gso::send_run(socket, run, &mut self.scratch).await {
                     Ok(bytes) => {
+                        self.gso_health.succeeded();
                         metrics.datagrams_out.inc_by(run.len() as u64);
                         metrics.datagrams_out_gso.inc_by(run.len() as u64);
                         metrics.udp_bytes_out.inc_by(bytes as u64);
                         continue;
                     }
-                    Err(e) if gso::is_unsupported(&e) => {
-                        self.gso = false;
-                        tracing::warn!(
-                            error = %e,
-                            "UDP GSO is not available on this kernel or interface; sending one datagram per call"
-                        );
-                    }
+                    Err(e) if gso::is_unsupported(&e) => match self.gso_health.failed(&e) {
+                        gso::Fallback::ThisRun => {
+                            let peer = run.first().map(|t| t.destination);
+                            tracing::debug!(error = %e, ?peer, "GSO refused on this peer's route; its run goes datagram by datagram");
+                        }
+                        gso::Fallback::ForGood => {
+                            self.gso = false;
+                            tracing::warn!(
+                                error = %e,
+                                "UDP GSO is not available on this kernel or interface; sending one datagram per call"
+                            );
+                        }
+                    },
                     Err(e) => {
                         metrics.send_errors.inc_by(run.len() as u64);
                         tracing::debug!(error = %e, "UDP send failed");

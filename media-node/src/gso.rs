@@ -67,6 +67,43 @@ pub(crate) fn is_unsupported(error: &io::Error) -> bool {
     )
 }
 
+/// What the sender does after a GSO send failed with an [`is_unsupported`] error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fallback {
+    /// Send this run one datagram per call and keep GSO for the next: the route to this one peer cannot take
+    /// it (EINVAL: a path MTU below the segment size; EIO: a device on that route without offload).
+    ThisRun,
+    /// Stop using GSO: the kernel has no UDP GSO at all, or failures keep coming with no success between.
+    ForGood,
+}
+
+/// Consecutive per-route failures with no GSO success between them after which GSO is given up.
+const FAILURES_BEFORE_GIVING_UP: u32 = 32;
+
+/// Decides between [`Fallback`]s: one peer behind a small MTU must not switch GSO off for every peer.
+#[derive(Debug, Default)]
+pub(crate) struct GsoHealth {
+    failures_in_a_row: u32,
+}
+
+impl GsoHealth {
+    pub(crate) fn succeeded(&mut self) {
+        self.failures_in_a_row = 0;
+    }
+
+    pub(crate) fn failed(&mut self, error: &io::Error) -> Fallback {
+        if matches!(error.raw_os_error().map(Errno::from_raw), Some(Errno::ENOPROTOOPT | Errno::EOPNOTSUPP)) {
+            return Fallback::ForGood;
+        }
+        self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
+        if self.failures_in_a_row >= FAILURES_BEFORE_GIVING_UP {
+            Fallback::ForGood
+        } else {
+            Fallback::ThisRun
+        }
+    }
+}
+
 /// Sends `run` (a run [`run_len`] accepted, at least two transmits) as one GSO `sendmsg`, waiting for room
 /// in the socket buffer like `send_to` does. `scratch` is reused from call to call. Returns the bytes sent.
 pub(crate) async fn send_run(socket: &UdpSocket, run: &[Transmit], scratch: &mut Vec<u8>) -> io::Result<usize> {
@@ -103,6 +140,20 @@ mod tests {
 
     const A: &str = "127.0.0.1:6001";
     const B: &str = "127.0.0.1:6002";
+
+    #[test]
+    fn one_route_refusing_gso_does_not_switch_it_off_for_every_peer() {
+        let error = |errno: Errno| io::Error::from_raw_os_error(errno as i32);
+        let mut health = GsoHealth::default();
+        assert_eq!(health.failed(&error(Errno::ENOPROTOOPT)), Fallback::ForGood, "no UDP GSO in this kernel");
+        let mut health = GsoHealth::default();
+        for _ in 0..100 {
+            assert_eq!(health.failed(&error(Errno::EINVAL)), Fallback::ThisRun, "one small-MTU peer");
+            health.succeeded(); // the other peers' runs still go out with GSO
+        }
+        let gave_up = (0..FAILURES_BEFORE_GIVING_UP).map(|_| health.failed(&error(Errno::EIO))).last();
+        assert_eq!(gave_up, Some(Fallback::ForGood), "every run failing: GSO does not work here");
+    }
 
     #[test]
     fn a_run_is_consecutive_datagrams_of_one_length_to_one_destination() {

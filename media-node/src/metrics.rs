@@ -38,11 +38,18 @@ pub enum DropReason {
     UnknownTrack,
     /// Above the publisher's quality cap.
     OverCap,
+    /// A layer (`rid`) beyond the most one track may have: a client inventing layers.
+    TooManyLayers,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 4] =
-        [DropReason::Muted, DropReason::NotPermitted, DropReason::UnknownTrack, DropReason::OverCap];
+    const ALL: [DropReason; 5] = [
+        DropReason::Muted,
+        DropReason::NotPermitted,
+        DropReason::UnknownTrack,
+        DropReason::OverCap,
+        DropReason::TooManyLayers,
+    ];
 
     const fn as_str(self) -> &'static str {
         match self {
@@ -50,6 +57,7 @@ impl DropReason {
             DropReason::NotPermitted => "not_permitted",
             DropReason::UnknownTrack => "unknown_track",
             DropReason::OverCap => "over_cap",
+            DropReason::TooManyLayers => "too_many_layers",
         }
     }
 
@@ -59,6 +67,7 @@ impl DropReason {
             DropReason::NotPermitted => 1,
             DropReason::UnknownTrack => 2,
             DropReason::OverCap => 3,
+            DropReason::TooManyLayers => 4,
         }
     }
 }
@@ -119,7 +128,7 @@ pub struct Metrics {
     pub(crate) bytes_in: PerKind,
     pub(crate) packets_out: PerKind,
     pub(crate) bytes_out: PerKind,
-    dropped: [Counter; 4],
+    dropped: [Counter; DropReason::ALL.len()],
     keyframe_requests: [Counter; 2],
     pub(crate) keyframe_requests_sent: Counter,
     pub(crate) layer_switches: Counter,

@@ -383,7 +383,7 @@ impl Sfu {
                 break candidate;
             }
         };
-        let screen_mids = request.screen_mids.iter().map(|m| Mid::from(m.as_str())).collect();
+        let screen_mids = screen_mids_of(&request.offer_sdp, &request.screen_mids).collect();
         let room: Arc<str> = Arc::from(request.room.as_str());
         let mut session = Session::new(
             id,
@@ -739,7 +739,10 @@ impl Sfu {
         };
         self.metrics.packets_in.inc_by(kind, 1);
         self.metrics.bytes_in.inc_by(kind, packet.payload.len() as u64);
-        let became_active = track.record(now, rid, packet.payload.len());
+        let Some(became_active) = track.record(now, rid, packet.payload.len()) else {
+            self.metrics.dropped(DropReason::TooManyLayers);
+            return;
+        };
         if !may_publish {
             self.metrics.dropped(if permits { DropReason::Muted } else { DropReason::NotPermitted });
             return;
@@ -866,7 +869,13 @@ impl Sfu {
                         return;
                     }
                 };
-                session.screen_mids.extend(screen.iter().map(|m| Mid::from(m.as_str())));
+                let screen_mids: Vec<Mid> = screen_mids_of(&sdp, &screen).collect();
+                for mid in screen_mids {
+                    if session.screen_mids.len() >= MAX_SCREEN_MIDS {
+                        break;
+                    }
+                    session.screen_mids.insert(mid);
+                }
                 if session.pending_offer.take().is_some() {
                     // Glare: the client's offer wins; ours is offered again afterwards.
                     session.rollback_negotiation();
@@ -1219,6 +1228,22 @@ impl Sfu {
 }
 
 /// The mids (`a=mid:`) of an SDP.
+/// The most m-lines a session may ever mark as screen shares (it publishes at most one at a time; the rest
+/// leaves room for renegotiations that replace it).
+const MAX_SCREEN_MIDS: usize = 8;
+
+/// The mids of `claimed` that `sdp` really offers, without repeats, at most [`MAX_SCREEN_MIDS`]: the client's
+/// list of screen m-lines must not hold the node's memory beyond the m-lines it has.
+fn screen_mids_of<'a>(sdp: &str, claimed: &'a [String]) -> impl Iterator<Item = Mid> + 'a {
+    let offered: HashSet<Mid> = offered_mids(sdp).into_iter().collect();
+    let mut seen = HashSet::new();
+    claimed
+        .iter()
+        .map(|m| Mid::from(m.as_str()))
+        .filter(move |m| offered.contains(m) && seen.insert(*m))
+        .take(MAX_SCREEN_MIDS)
+}
+
 fn offered_mids(sdp: &str) -> Vec<Mid> {
     sdp.lines().filter_map(|line| line.trim().strip_prefix("a=mid:")).map(|mid| Mid::from(mid.trim())).collect()
 }
@@ -1281,5 +1306,23 @@ fn drain_closing(io: &mut Io, session: &mut Session) {
             Ok(Output::Event(_)) => {}
             Ok(Output::Timeout(_)) | Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clients_screen_list_keeps_only_offered_mids_and_is_bounded() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\n";
+        let claimed: Vec<String> = ["2", "2", "7", "0"].iter().map(|m| m.to_string()).collect();
+        let kept: Vec<Mid> = screen_mids_of(sdp, &claimed).collect();
+        assert_eq!(kept, [Mid::from("2"), Mid::from("0")], "offered, once each; 7 is not in the offer");
+
+        // A hostile list of 50,000 mids against an offer with 100 m-lines: at most the cap is kept.
+        let big_sdp: String = (0..100).map(|i| format!("m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:{i}\r\n")).collect();
+        let hostile: Vec<String> = (0..50_000).map(|i| (i % 200).to_string()).collect();
+        assert_eq!(screen_mids_of(&big_sdp, &hostile).count(), MAX_SCREEN_MIDS);
     }
 }

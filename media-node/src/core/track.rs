@@ -70,12 +70,19 @@ pub(crate) struct LayerMenu {
     pub(crate) options: Vec<LayerOption>,
 }
 
+/// The most layers one track may have: browsers send three simulcast layers; one more for a rid-less stream.
+pub(crate) const MAX_LAYERS: usize = 4;
+
 impl PublishedTrack {
     pub(crate) fn new(key: TrackKey, kind: MediaKind, declared_rids: &[Rid], keyframe_interval: Duration) -> Self {
         let layers = if declared_rids.is_empty() {
             vec![Layer { rid: None, meter: BitrateMeter::default() }]
         } else {
-            declared_rids.iter().map(|rid| Layer { rid: Some(*rid), meter: BitrateMeter::default() }).collect()
+            declared_rids
+                .iter()
+                .take(MAX_LAYERS)
+                .map(|rid| Layer { rid: Some(*rid), meter: BitrateMeter::default() })
+                .collect()
         };
         PublishedTrack {
             key,
@@ -92,18 +99,22 @@ impl PublishedTrack {
     }
 
     /// Counts a packet of `bytes` on layer `rid` (learning a layer the SDP did not declare). Returns whether
-    /// the layer just became active, which changes what subscribers can be given.
-    pub(crate) fn record(&mut self, now: Instant, rid: Option<Rid>, bytes: usize) -> bool {
+    /// the layer just became active, which changes what subscribers can be given; `None` for a new layer
+    /// beyond [`MAX_LAYERS`] (a client sending packets under ever new rids), which is not kept or forwarded.
+    pub(crate) fn record(&mut self, now: Instant, rid: Option<Rid>, bytes: usize) -> Option<bool> {
         if let Some(layer) = self.layers.iter_mut().find(|l| l.rid == rid) {
             let was_active = layer.meter.active(now, LAYER_ACTIVE_WITHIN);
             layer.meter.add(now, bytes);
-            return !was_active;
+            return Some(!was_active);
+        }
+        if self.layers.len() >= MAX_LAYERS {
+            return None;
         }
         // A rid-less stream on a simulcast m-line, or a rid the SDP did not list: a layer of its own.
         let mut meter = BitrateMeter::default();
         meter.add(now, bytes);
         self.layers.push(Layer { rid, meter });
-        true
+        Some(true)
     }
 
     /// The codec of payload type `pt`, looked up in the publisher's negotiated codecs once and cached.
@@ -174,5 +185,30 @@ impl PublishedTrack {
     /// The rids of every layer seen or declared.
     pub(crate) fn rids(&self) -> impl Iterator<Item = Option<Rid>> + '_ {
         self.layers.iter().map(|l| l.rid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ids::SessionId;
+    use str0m::media::Mid;
+
+    #[test]
+    fn a_track_keeps_at_most_max_layers_however_many_rids_arrive() {
+        let key = TrackKey { session: SessionId::random(1), mid: Mid::from("1") };
+        let mut track = PublishedTrack::new(key, MediaKind::Video, &[], Duration::from_secs(1));
+        let now = Instant::now();
+        assert_eq!(track.record(now, None, 1000), Some(true), "the declared rid-less layer comes alive");
+        assert_eq!(track.record(now, None, 1000), Some(false));
+        let mut refused = 0;
+        for i in 0..10_000 {
+            if track.record(now, Some(Rid::from(format!("r{i}").as_str())), 100).is_none() {
+                refused += 1;
+            }
+        }
+        assert_eq!(track.rids().count(), MAX_LAYERS, "invented rids do not grow the track");
+        assert_eq!(refused, 10_000 - (MAX_LAYERS - 1));
+        assert_eq!(track.record(now, Some(Rid::from("r0")), 100), Some(false), "a kept layer still counts");
     }
 }
