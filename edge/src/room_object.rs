@@ -331,6 +331,11 @@ impl RoomObject {
             (d, f) => d.or(f),
         };
         let Some(next) = next else { return };
+        self.set_alarm(next).await;
+    }
+
+    /// Sets the object's alarm for `next` (nothing to do if it is already set for then).
+    async fn set_alarm(&self, next: Timestamp) {
         if self.alarm_at.get() == Some(next) {
             return;
         }
@@ -609,6 +614,18 @@ impl DurableObject for RoomObject {
             worker::console_error!("room unavailable for its alarm: {e}");
         }
         self.finish(Pump::Inline).await;
+        if self.room.borrow().is_none() {
+            // Storage failed (the room was dropped) or the room could not load. Its timers live in the dropped
+            // room — the one that just failed among them — so nothing would set the alarm again: an empty
+            // room would never be wiped, expired tokens never closed. Wake again shortly; the room is rebuilt
+            // from SQLite then, and its deadlines set the alarm as usual. Never sooner, so a storage failure
+            // that lasts cannot spin the alarm.
+            worker::console_warn!("room alarm failed; retrying in {} ms", ALARM_RETRY_MS);
+            self.set_alarm(clock::now().plus_ms(ALARM_RETRY_MS)).await;
+        }
         Response::empty()
     }
 }
+
+/// How long after a failed alarm the room wakes to try again.
+const ALARM_RETRY_MS: u64 = 2_000;

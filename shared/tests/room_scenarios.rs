@@ -425,6 +425,27 @@ fn a_clear_that_storage_refuses_is_not_acked_and_closes_nobody() {
 }
 
 #[test]
+fn a_wipe_that_storage_refused_is_rescheduled_by_rebuilding_the_room() {
+    // The idle wipe runs from the alarm. Its write fails: the timer is spent and the room poisoned, so the
+    // adapter drops it. `RoomObject::alarm` then wakes the object again 2 s later, which rebuilds the room
+    // from storage — and the rebuilt room has the wipe's deadline back, instead of never being wiped.
+    let mut s = sim();
+    let a = s.join("a", Role::Student);
+    send(&mut s, a, "1", "remember me");
+    s.drop_conn(a);
+    s.admin(|room, _| room.store_mut().fail_writes = true);
+    s.advance(s.limits.idle_room_ttl_ms);
+    assert!(s.room().is_poisoned());
+    assert_eq!(s.room().next_deadline(), None, "the failed wipe's timer is spent");
+    s.admin(|room, _| room.store_mut().fail_writes = false);
+    s.hibernate();
+    assert!(s.room().next_deadline().is_some(), "the rebuilt room has the wipe to do");
+    s.advance(1);
+    let b = s.join("b", Role::Student);
+    assert!(welcome(&s.take(b)).history.is_empty(), "wiped on the next wake");
+}
+
+#[test]
 fn kick_closes_4003_and_keeps_the_user_out_for_a_while() {
     let mut s = sim();
     let t = s.join("t", Role::Teacher);
