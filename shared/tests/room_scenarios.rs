@@ -943,6 +943,36 @@ mod media {
     }
 
     #[test]
+    fn a_new_tab_with_a_narrower_token_stops_what_it_no_longer_allows() {
+        let mut s = sim();
+        let t = s.join("t", Role::Teacher);
+        let a = s.join("a", Role::Student);
+        s.request(a, Some("m"), Req::MediaJoin { region: None });
+        place(&mut s, node("n1"));
+        s.request(a, Some("on"), Req::MediaState { audio: true, video: true, screen: false });
+        s.media.clear();
+        s.take(t);
+        // The same user opens another tab with a re-issued token that no longer allows streaming.
+        let mut narrower = s.identity("a", Role::Student);
+        narrower.perms.stream = Some(false);
+        s.connect(&narrower, None).unwrap();
+        let ft = s.take(t);
+        assert!(
+            ft.iter().any(|f| matches!(f, F::ParticipantUpdated { participant, .. }
+                if !participant.perms.stream && !participant.media.audio && !participant.media.video)),
+            "the room no longer shows it publishing: {ft:?}"
+        );
+        assert!(
+            s.media.iter().any(
+                |o| matches!(o, Output::MediaControl { command: ControlCommand::Perms { participant, perms, .. }, .. }
+                if participant == "a" && !perms.audio && !perms.video)
+            ),
+            "the media node is told to stop forwarding it: {:?}",
+            s.media
+        );
+    }
+
+    #[test]
     fn moderation_reaches_the_media_node_and_node_loss_tells_everyone() {
         let mut s = sim();
         let t = s.join("t", Role::Teacher);

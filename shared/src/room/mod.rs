@@ -587,10 +587,16 @@ impl<S: RoomStore> Room<S> {
                 let changed = p.name != identity.name || p.role != role || p.perms != perms;
                 member.record.grant = grant;
                 if changed {
+                    let perms_changed = p.perms != perms;
                     let mut updated = member.record.clone();
-                    updated.participant.name = identity.name.clone();
-                    updated.participant.role = role;
-                    updated.participant.perms = perms;
+                    let p = &mut updated.participant;
+                    p.name = identity.name.clone();
+                    p.role = role;
+                    p.perms = perms;
+                    // As for a token refresh: whatever the new grant does not allow stops being published.
+                    p.media.audio &= perms.stream && !p.muted.audio;
+                    p.media.video &= perms.stream && !p.muted.video;
+                    p.media.screen &= perms.screen_share && !p.muted.screen;
                     self.save_member_record(updated)?;
                     let participant = self.participant(user)?;
                     self.log_event(Some(conn), now, |seq, ts| ServerFrame::ParticipantUpdated {
@@ -598,6 +604,9 @@ impl<S: RoomStore> Room<S> {
                         ts,
                         participant,
                     })?;
+                    if perms_changed {
+                        self.control_perms(user);
+                    }
                 }
             }
             None => {
