@@ -124,12 +124,17 @@ pub(crate) struct Forwarder {
     seq: SeqRewriter,
     ts: TsRewriter,
     vp8: Vp8Rewriter,
+    /// Whether the current wait for a keyframe was counted already ([`Forwarder::count_wait`]).
+    wait_counted: bool,
 }
 
 impl Forwarder {
     /// Sets the wanted layer; returns whether it changed.
     pub(crate) fn set_target(&mut self, target: Option<Option<Rid>>) -> bool {
         let changed = self.target != target;
+        if changed {
+            self.wait_counted = false;
+        }
         self.target = target;
         changed
     }
@@ -145,6 +150,15 @@ impl Forwarder {
     /// Stops forwarding until the target layer's next keyframe (mute, renegotiation).
     pub(crate) fn pause(&mut self) {
         self.current = None;
+        self.wait_counted = false;
+    }
+
+    /// True once per wait for a keyframe (a new target, a pause): what `keyframe_requests_total{source="node"}`
+    /// counts, however often the layer selection asks again while the keyframe has not come.
+    pub(crate) fn count_wait(&mut self) -> bool {
+        let new = self.awaiting_keyframe().is_some() && !self.wait_counted;
+        self.wait_counted |= new;
+        new
     }
 
     /// The layer a keyframe is needed from: the target, while it is not yet being forwarded.
@@ -164,6 +178,7 @@ impl Forwarder {
                 return Verdict::Skip;
             }
             self.current = layer;
+            self.wait_counted = false;
             self.seq.rebase(packet.seq);
             self.ts.rebase(packet.timestamp, packet.now, packet.clock_rate);
             self.vp8.rebase();
@@ -201,6 +216,24 @@ mod tests {
             Verdict::Forward { seq, .. } => Some(seq),
             Verdict::Skip => None,
         }
+    }
+
+    #[test]
+    fn each_wait_for_a_keyframe_is_counted_once() {
+        let t0 = Instant::now();
+        let mut f = Forwarder::default();
+        assert!(!f.count_wait(), "no target: nothing awaited");
+        f.set_target(Some(Some("h".into())));
+        assert!(f.count_wait());
+        assert!(!f.count_wait() && !f.count_wait(), "asking again while waiting is the same wait");
+        assert!(forwarded(f.on_packet(&packet("h", 1, true, t0))).is_some());
+        assert!(!f.count_wait(), "forwarding: nothing awaited");
+        f.pause();
+        assert!(f.count_wait(), "a pause (mute, renegotiation) is a new wait");
+        assert!(forwarded(f.on_packet(&packet("h", 2, true, t0))).is_some());
+        f.set_target(Some(Some("l".into())));
+        assert!(f.count_wait(), "a layer switch is a new wait");
+        assert!(!f.count_wait());
     }
 
     #[test]

@@ -1040,7 +1040,9 @@ impl Sfu {
                 });
                 sub.forwarder.set_target(target);
                 if let Some(rid) = sub.forwarder.awaiting_keyframe() {
-                    self.metrics.keyframe_wanted(KeyframeSource::Node);
+                    if sub.forwarder.count_wait() {
+                        self.metrics.keyframe_wanted(KeyframeSource::Node);
+                    }
                     self.io.keyframe_wants.push(KeyframeWant {
                         source: sub.source,
                         rid,
