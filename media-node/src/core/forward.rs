@@ -95,6 +95,8 @@ impl Subscription {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PacketView<'a> {
     pub(crate) rid: Option<Rid>,
+    /// The stream it came on: a publisher that restarts its encoder may send the same layer under a new SSRC.
+    pub(crate) ssrc: u32,
     /// Extended sequence number.
     pub(crate) seq: u64,
     pub(crate) timestamp: u32,
@@ -119,6 +121,8 @@ pub(crate) enum Verdict {
 pub(crate) struct Forwarder {
     /// The layer being forwarded (`Some(None)`: the only stream of a non-simulcast track).
     current: Option<Option<Rid>>,
+    /// The SSRC the current layer comes on.
+    current_ssrc: Option<u32>,
     /// The layer wanted.
     target: Option<Option<Rid>>,
     seq: SeqRewriter,
@@ -173,11 +177,17 @@ impl Forwarder {
     pub(crate) fn on_packet(&mut self, packet: &PacketView<'_>) -> Verdict {
         let layer = Some(packet.rid);
         let mut switched = false;
+        if layer == self.current && self.current_ssrc != Some(packet.ssrc) {
+            // The same layer on a new stream (a restarted encoder): its sequence numbers start anew, so it is
+            // taken like a switch — from its next keyframe, which the node asks for, rebased.
+            self.pause();
+        }
         if layer != self.current {
             if layer != self.target || !packet.starts_keyframe {
                 return Verdict::Skip;
             }
             self.current = layer;
+            self.current_ssrc = Some(packet.ssrc);
             self.wait_counted = false;
             self.seq.rebase(packet.seq);
             self.ts.rebase(packet.timestamp, packet.now, packet.clock_rate);
@@ -201,6 +211,7 @@ mod tests {
     fn packet(rid: &str, seq: u64, keyframe: bool, now: Instant) -> PacketView<'static> {
         PacketView {
             rid: Some(rid.into()),
+            ssrc: 1,
             seq,
             timestamp: (seq as u32) * 3000,
             starts_keyframe: keyframe,
@@ -216,6 +227,25 @@ mod tests {
             Verdict::Forward { seq, .. } => Some(seq),
             Verdict::Skip => None,
         }
+    }
+
+    #[test]
+    fn a_layer_restarted_under_a_new_ssrc_resumes_at_its_keyframe_without_a_gap_or_repeat() {
+        let t0 = Instant::now();
+        let mut f = Forwarder::default();
+        f.set_target(Some(Some("h".into())));
+        let mut out = Vec::new();
+        for seq in 40_000..=40_010 {
+            out.extend(forwarded(f.on_packet(&packet("h", seq, seq == 40_000, t0))));
+        }
+        // The publisher's encoder restarts: a new SSRC, sequence numbers from 1,000 (below the old ones).
+        let restarted = |seq, keyframe| PacketView { ssrc: 2, ..packet("h", seq, keyframe, t0) };
+        assert_eq!(f.on_packet(&restarted(999, false)), Verdict::Skip, "not a keyframe: wait for one");
+        assert_eq!(f.awaiting_keyframe(), Some(Some("h".into())), "so the node asks the publisher for one");
+        for seq in 1_000..=1_003 {
+            out.extend(forwarded(f.on_packet(&restarted(seq, seq == 1_000))));
+        }
+        assert_eq!(out, (1..=15).collect::<Vec<u64>>(), "one unbroken sequence for the subscriber");
     }
 
     #[test]

@@ -777,6 +777,7 @@ impl Sfu {
     ) {
         let view = PacketView {
             rid,
+            ssrc: *packet.header.ssrc,
             seq: *packet.seq_no,
             timestamp: packet.header.timestamp,
             starts_keyframe: codec.starts_keyframe(&packet.payload),
