@@ -13,12 +13,15 @@
 //! Invariants: an address maps to at most one session; only a verified request moves an address, so a spoofed
 //! packet cannot steal a live client's address, while an address a NAT handed to another client (a rebinding,
 //! a reused port behind a school's NAT) follows that client's first verified request instead of staying with
-//! a stale session; a session keeps at most [`MAX_ADDRS_PER_SESSION`] addresses (the oldest goes first); all of
+//! a stale session — once the session that holds it has not confirmed it for [`ADDRESS_HOLD`]: a live
+//! client re-confirms its address with every consent check (RFC 7675: about every 5 s), so a participant
+//! who spoofs its victim's address on a request signed with its *own* credentials cannot take it; a session keeps at most [`MAX_ADDRS_PER_SESSION`] addresses (the oldest goes first); all of
 //! a session's entries go when the session goes.
 
 use super::ids::SessionId;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 /// STUN message attribute type of USERNAME (RFC 8489 §14.3).
 const STUN_ATTR_USERNAME: u16 = 0x0006;
@@ -31,10 +34,21 @@ const STUN_BINDING_SUCCESS: [u8; 2] = [0x01, 0x01];
 /// Addresses one session may be reached from at once (ICE candidates, NAT rebindings).
 pub(crate) const MAX_ADDRS_PER_SESSION: usize = 8;
 
+/// How long an address stays with the session that last confirmed it before another session's verified
+/// request may take it: two consent-check intervals, so a live client never loses its address.
+pub(crate) const ADDRESS_HOLD: Duration = Duration::from_secs(12);
+
+/// Which session an address reaches, and when that session last confirmed it.
+#[derive(Clone, Copy, Debug)]
+struct AddrRoute {
+    session: SessionId,
+    confirmed_at: Instant,
+}
+
 /// The routing table from datagram to session.
 #[derive(Debug, Default)]
 pub(crate) struct Demux {
-    by_addr: HashMap<SocketAddr, SessionId>,
+    by_addr: HashMap<SocketAddr, AddrRoute>,
     by_ufrag: HashMap<String, SessionId>,
     addrs_of: HashMap<SessionId, Vec<SocketAddr>>,
 }
@@ -50,7 +64,7 @@ impl Demux {
     pub(crate) fn remove(&mut self, session: SessionId, local_ufrag: &str) {
         self.by_ufrag.remove(local_ufrag);
         for addr in self.addrs_of.remove(&session).unwrap_or_default() {
-            if self.by_addr.get(&addr) == Some(&session) {
+            if self.by_addr.get(&addr).is_some_and(|r| r.session == session) {
                 self.by_addr.remove(&addr);
             }
         }
@@ -61,18 +75,37 @@ impl Demux {
         if let Some(ufrag) = stun_local_ufrag(datagram) {
             return self.by_ufrag.get(ufrag).copied();
         }
-        self.by_addr.get(&source).copied()
+        self.by_addr.get(&source).map(|r| r.session)
     }
 
     /// `session` answered a binding request from `source` with success (its integrity checked out): `source`
-    /// now reaches `session`, whichever session it reached before.
-    pub(crate) fn confirm(&mut self, source: SocketAddr, session: SessionId) {
+    /// now reaches `session` — unless another session confirmed it within [`ADDRESS_HOLD`] (then nothing
+    /// moves). Returns whether `source` reaches `session` now.
+    pub(crate) fn confirm(&mut self, source: SocketAddr, session: SessionId, now: Instant) -> bool {
         if !self.addrs_of.contains_key(&session) {
-            return;
+            return false;
         }
-        if let Some(previous) = self.by_addr.insert(source, session) {
-            if let Some(addrs) = self.addrs_of.get_mut(&previous) {
-                addrs.retain(|a| *a != source);
+        let route = AddrRoute { session, confirmed_at: now };
+        match self.by_addr.get_mut(&source) {
+            Some(held) if held.session == session => {
+                held.confirmed_at = now;
+                // Newest last, so the bound below drops the address confirmed longest ago.
+                if let Some(addrs) = self.addrs_of.get_mut(&session) {
+                    addrs.retain(|a| *a != source);
+                    addrs.push(source);
+                }
+                return true;
+            }
+            Some(held) if now.saturating_duration_since(held.confirmed_at) < ADDRESS_HOLD => return false,
+            Some(held) => {
+                let previous = held.session;
+                *held = route;
+                if let Some(addrs) = self.addrs_of.get_mut(&previous) {
+                    addrs.retain(|a| *a != source);
+                }
+            }
+            None => {
+                self.by_addr.insert(source, route);
             }
         }
         // Newest last, so the bound below drops the address confirmed longest ago, never the one in use.
@@ -80,10 +113,11 @@ impl Demux {
         addrs.push(source);
         if addrs.len() > MAX_ADDRS_PER_SESSION {
             let oldest = addrs.remove(0);
-            if self.by_addr.get(&oldest) == Some(&session) {
+            if self.by_addr.get(&oldest).is_some_and(|r| r.session == session) {
                 self.by_addr.remove(&oldest);
             }
         }
+        true
     }
 
     /// Number of learned addresses.
@@ -173,6 +207,7 @@ mod tests {
     fn only_a_verified_request_teaches_an_address_and_media_follows_it() {
         let (a, b) = (SessionId::from_u64(1), SessionId::from_u64(2));
         let mut demux = Demux::default();
+        let t0 = Instant::now();
         demux.register(a, "ufa");
         demux.register(b, "ufb");
 
@@ -182,8 +217,8 @@ mod tests {
         assert_eq!(demux.route(addr(1), &stun_request("ufa:x")), Some(a));
         assert_eq!(demux.route(addr(1), &RTP), None);
         // The session answered with success: now media from there follows.
-        demux.confirm(addr(1), a);
-        demux.confirm(addr(2), b);
+        demux.confirm(addr(1), a, t0);
+        demux.confirm(addr(2), b, t0);
         assert_eq!(demux.route(addr(1), &RTP), Some(a));
         assert_eq!(demux.route(addr(2), &RTP), Some(b));
         // An unknown ufrag is not routed.
@@ -195,21 +230,29 @@ mod tests {
     fn a_verified_request_moves_an_address_and_removal_forgets_it() {
         let (a, b) = (SessionId::from_u64(1), SessionId::from_u64(2));
         let mut demux = Demux::default();
+        let t0 = Instant::now();
         demux.register(a, "ufa");
         demux.register(b, "ufb");
-        demux.confirm(addr(1), a);
+        demux.confirm(addr(1), a, t0);
         // An unverified request for b from a's address goes to b (by ufrag) and moves nothing.
         assert_eq!(demux.route(addr(1), &stun_request("ufb:x")), Some(b));
         assert_eq!(demux.route(addr(1), &RTP), Some(a));
-        // The NAT gave a's old address to b's client, whose request b verified: the address follows b.
-        demux.confirm(addr(1), b);
+        // b verifies a request from a's address while a keeps confirming it (a live client; the request was
+        // spoofed, signed with b's own credentials): the address stays with a.
+        assert!(!demux.confirm(addr(1), b, t0 + ADDRESS_HOLD / 2));
+        assert_eq!(demux.route(addr(1), &RTP), Some(a), "a live client's address is not taken");
+        assert!(demux.confirm(addr(1), a, t0 + ADDRESS_HOLD / 2 + Duration::from_secs(5)), "a's consent check");
+        assert!(!demux.confirm(addr(1), b, t0 + ADDRESS_HOLD + Duration::from_secs(1)), "held from a's last check");
+        // a went quiet; the NAT gave its old address to b's client, whose request b verified: it follows b.
+        let later = t0 + ADDRESS_HOLD * 2 + Duration::from_secs(6);
+        assert!(demux.confirm(addr(1), b, later));
         assert_eq!(demux.route(addr(1), &RTP), Some(b));
         demux.remove(a, "ufa");
         assert_eq!(demux.route(addr(1), &RTP), Some(b), "a's removal does not take b's address");
         demux.remove(b, "ufb");
         assert_eq!(demux.route(addr(1), &RTP), None);
         assert_eq!(demux.address_count(), 0);
-        demux.confirm(addr(1), b);
+        demux.confirm(addr(1), b, t0);
         assert_eq!(demux.address_count(), 0, "a removed session learns nothing");
     }
 
@@ -217,9 +260,10 @@ mod tests {
     fn a_session_keeps_a_bounded_number_of_addresses() {
         let a = SessionId::from_u64(1);
         let mut demux = Demux::default();
+        let t0 = Instant::now();
         demux.register(a, "ufa");
         for port in 0..(MAX_ADDRS_PER_SESSION as u16 + 5) {
-            demux.confirm(addr(port), a);
+            demux.confirm(addr(port), a, t0);
         }
         assert_eq!(demux.address_count(), MAX_ADDRS_PER_SESSION);
         assert_eq!(demux.route(addr(0), &RTP), None, "the oldest went first");
@@ -227,8 +271,8 @@ mod tests {
         // The address in use keeps being confirmed (consent checks), so it is never the one dropped.
         let in_use = addr(5);
         for port in 100..120 {
-            demux.confirm(in_use, a);
-            demux.confirm(addr(port), a);
+            demux.confirm(in_use, a, t0);
+            demux.confirm(addr(port), a, t0);
         }
         assert_eq!(demux.route(in_use, &RTP), Some(a));
         assert_eq!(demux.address_count(), MAX_ADDRS_PER_SESSION);

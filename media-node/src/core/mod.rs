@@ -497,7 +497,7 @@ impl Sfu {
                 sent.iter().any(|t| t.destination == source && demux::is_binding_success(&t.contents))
             });
         if verified {
-            self.demux.confirm(source, id);
+            self.demux.confirm(source, id, now);
         }
         self.settle(now);
     }
