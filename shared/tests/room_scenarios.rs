@@ -750,38 +750,35 @@ fn capacity_refuses_with_room_full_except_for_moderators() {
     assert!(s.connect(&c, None).is_ok());
 }
 
-#[test]
-fn stored_replies_stay_bounded_when_requests_log_nothing() {
-    // A lowered hand that was never raised changes nothing and moves no `seq`, but its reply is stored for
-    // idempotency: the table must still be trimmed.
+/// Replies stored after 1,000 no-op requests (a lowered hand that was never raised: no event, no `seq`, but
+/// a reply kept for idempotency) with a limit of 100, the room hibernating every `nap_every` requests.
+fn replies_stored_after_noop_requests(nap_every: Option<usize>) -> usize {
     let limits = Limits { reply_limit: 100, ..Limits::default() };
     let mut s = Sim::new(limits);
     let c = s.join("u1", Role::Student);
     for i in 0..1_000 {
         s.advance(100);
         s.request(c, Some(&format!("h{i}")), Req::Hand { raised: false });
-    }
-    let stored = s.room().store().reply_count();
-    assert!(stored <= 100 + 64, "{stored} replies stored with a limit of 100");
-    assert!(s.is_open(c));
-}
-
-#[test]
-fn stored_replies_stay_bounded_when_the_room_sleeps_between_requests() {
-    // The same no-op requests in bursts shorter than the trim interval, the room hibernating after each:
-    // the in-memory count starts over at every wake, and the table must not grow with every nap.
-    let limits = Limits { reply_limit: 100, ..Limits::default() };
-    let mut s = Sim::new(limits);
-    let c = s.join("u1", Role::Student);
-    for i in 0..1_000 {
-        s.advance(100);
-        s.request(c, Some(&format!("h{i}")), Req::Hand { raised: false });
-        if i % 50 == 49 {
+        if nap_every.is_some_and(|n| i % n == n - 1) {
             s.advance(10_000);
             s.hibernate();
         }
     }
-    let stored = s.room().store().reply_count();
+    assert!(s.is_open(c));
+    s.room().store().reply_count()
+}
+
+#[test]
+fn stored_replies_stay_bounded_when_requests_log_nothing() {
+    let stored = replies_stored_after_noop_requests(None);
+    assert!(stored <= 100 + 64, "{stored} replies stored with a limit of 100");
+}
+
+#[test]
+fn stored_replies_stay_bounded_when_the_room_sleeps_between_requests() {
+    // Bursts shorter than the trim interval: the in-memory count starts over at every wake, and the table
+    // must not grow with every nap.
+    let stored = replies_stored_after_noop_requests(Some(50));
     assert!(stored <= 100 + 64, "{stored} replies stored with a limit of 100 across 20 hibernations");
 }
 
