@@ -359,11 +359,12 @@ fn one_participant_may_hold_a_few_sessions_per_room() {
 
 #[test]
 fn a_large_room_is_offered_to_a_newcomer_in_one_signalling_message() {
-    // 34 cameras: the node's offer to a newcomer has 34 video m-lines, ≈ 146 KB of SDP (≈ 4.3 KB each with
-    // str0m's codecs) — more than str0m's default data-channel send buffer (128 KiB) takes, within the 256 KiB
-    // the channel announces for one message. Before the node raised its buffer, the offer was refused on
-    // every retry and the newcomer never received anyone.
-    const CAMERAS: usize = 34;
+    // 60 cameras: the node's offer to a newcomer has 60 video m-lines, ≈ 2.3 KB each with the node's codec
+    // list (`core::codecs`; ≈ 4.3 KB with str0m's default list, which capped a session near 45 cameras), so
+    // ≈ 140 KB — more than str0m's default data-channel send buffer (128 KiB) takes, within the 256 KiB the
+    // channel announces for one message. Before the node raised its buffer, such an offer was refused on every
+    // retry and the newcomer never received anyone.
+    const CAMERAS: usize = 60;
     let mut net = SimNetwork::without_bwe();
     let camera = PeerOptions { audio: false, video_kbps: 20, ..PeerOptions::publisher() };
     for i in 0..CAMERAS {
@@ -375,12 +376,16 @@ fn a_large_room_is_offered_to_a_newcomer_in_one_signalling_message() {
         let stats = net.peer(newcomer).unwrap().stats();
         (0..CAMERAS).filter(|i| stats.packets_from(&format!("cam{i}"), MediaKind::Video) > 0).count()
     };
-    for _ in 0..16 {
+    for _ in 0..24 {
         net.run_for(Duration::from_millis(250));
         if flowing(&net) == CAMERAS {
             break;
         }
     }
     let receiving = net.sfu.session_info(session).unwrap().receiving;
+    let largest = net.peer(newcomer).unwrap().stats().largest_signal_bytes;
+    eprintln!("{CAMERAS} cameras: largest offer {largest} bytes ({} per camera)", largest / CAMERAS);
     assert_eq!((receiving, flowing(&net)), (CAMERAS, CAMERAS), "every camera negotiated and flowing to the newcomer");
+    assert!(largest > 128 * 1024, "the offer needed more than str0m's default send buffer: {largest} bytes");
+    assert!(largest / CAMERAS < 2_500, "the node's codec list keeps an m-line small: {} bytes", largest / CAMERAS);
 }

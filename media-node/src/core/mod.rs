@@ -32,6 +32,7 @@
 //! - A closed session leaves nothing behind: demux entries, deadlines, room membership and other sessions'
 //!   subscriptions to its tracks all go in `Sfu::close_now`.
 
+pub(crate) mod codecs;
 pub mod demux;
 pub mod forward;
 pub mod ids;
@@ -558,7 +559,7 @@ impl Sfu {
     }
 
     fn build_rtc(&self, now: Instant) -> Rtc {
-        let mut config = RtcConfig::new()
+        let mut config = codecs::sfu_codecs(RtcConfig::new())
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_sctp_max_message_size(MAX_SIGNAL_BYTES as u32)

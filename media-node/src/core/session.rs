@@ -83,6 +83,11 @@ pub(crate) enum Delivery {
     Failed,
 }
 
+/// SSRC routes a session caches. A real publisher has a few dozen streams at most (its m-lines × up to 4
+/// simulcast layers, each with its RTX), so the cache never reaches this; a client sending RTP under ever new
+/// SSRCs would otherwise grow it for as long as its session lives.
+pub(crate) const MAX_CACHED_ROUTES: usize = 64;
+
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) id: SessionId,
@@ -205,7 +210,7 @@ impl Session {
     }
 
     /// The (mid, rid) an incoming RTP stream belongs to, from the header extensions or, once browsers stop
-    /// sending those, from str0m's SSRC mapping; cached per SSRC.
+    /// sending those, from str0m's SSRC mapping; cached per SSRC, at most [`MAX_CACHED_ROUTES`] of them.
     pub(crate) fn stream_route(&mut self, ssrc: Ssrc, ext: &ExtensionValues) -> Option<(Mid, Option<Rid>)> {
         if let Some(route) = self.stream_routes.get(&ssrc) {
             return Some(*route);
@@ -214,6 +219,10 @@ impl Session {
             Some(stream) => (stream.mid(), stream.rid()),
             None => (ext.mid?, ext.rid),
         };
+        if self.stream_routes.len() >= MAX_CACHED_ROUTES {
+            // Only a client inventing SSRCs gets here; the live streams' routes come back on their next packet.
+            self.stream_routes.clear();
+        }
         self.stream_routes.insert(ssrc, route);
         Some(route)
     }
@@ -432,5 +441,44 @@ impl Session {
     /// The subscription whose subscriber-side m-line is `mid`.
     pub(crate) fn subscription_by_mid(&mut self, mid: Mid) -> Option<&mut Subscription> {
         self.subscriptions.values_mut().find(|s| s.state.mid() == Some(mid))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        let now = Instant::now();
+        Session::new(
+            SessionId::from_u64(1),
+            "alice".into(),
+            None,
+            Arc::from("room"),
+            MediaPerms { audio: true, video: true, screen: false, subscribe: true },
+            MediaCaps::default(),
+            Rtc::new(now),
+            "ufrag".into(),
+            HashSet::new(),
+            Quality::default(),
+            now,
+        )
+    }
+
+    #[test]
+    fn a_client_inventing_ssrcs_cannot_grow_the_route_cache() {
+        let mut s = session();
+        let ext = ExtensionValues { mid: Some(Mid::from("1")), ..Default::default() };
+        for ssrc in 0..10_000u32 {
+            assert_eq!(s.stream_route(Ssrc::from(ssrc), &ext), Some((Mid::from("1"), None)));
+            assert!(s.stream_routes.len() <= MAX_CACHED_ROUTES);
+        }
+        // A route is still found (and cached again) after the cache started over.
+        assert_eq!(s.stream_route(Ssrc::from(7), &ext), Some((Mid::from("1"), None)));
+        assert!(s.stream_routes.contains_key(&Ssrc::from(7)));
+        // No mid in the header and no str0m stream: no route, nothing cached.
+        let before = s.stream_routes.len();
+        assert_eq!(s.stream_route(Ssrc::from(99_999), &ExtensionValues::default()), None);
+        assert_eq!(s.stream_routes.len(), before);
     }
 }

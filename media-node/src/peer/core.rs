@@ -139,6 +139,8 @@ pub struct PeerStats {
     pub tracks: BTreeMap<String, ReceivedTrack>,
     /// `error` messages from the node.
     pub errors: Vec<String>,
+    /// The largest message the node sent over the data channel (a big room's offer), in bytes.
+    pub largest_signal_bytes: usize,
 }
 
 impl PeerStats {
@@ -157,6 +159,7 @@ impl PeerStats {
             own_offers_answered: 0,
             tracks: BTreeMap::new(),
             errors: Vec::new(),
+            largest_signal_bytes: 0,
         }
     }
 
@@ -537,12 +540,15 @@ impl PeerCore {
                 self.flush_signals();
             }
             Event::ChannelData(data) if self.dialect == Dialect::Str0mChat => self.on_chat_signal(&data.data),
-            Event::ChannelData(data) => match serde_json::from_slice::<NodeSignal>(&data.data) {
-                Ok(NodeSignal::Offer { sdp, tracks }) => self.on_node_offer(&sdp, tracks),
-                Ok(NodeSignal::Answer { sdp, tracks }) => self.on_node_answer(&sdp, tracks),
-                Ok(NodeSignal::Error { code, message }) => self.stats.errors.push(format!("{code}: {message}")),
-                Err(e) => self.stats.errors.push(format!("unreadable node message: {e}")),
-            },
+            Event::ChannelData(data) => {
+                self.stats.largest_signal_bytes = self.stats.largest_signal_bytes.max(data.data.len());
+                match serde_json::from_slice::<NodeSignal>(&data.data) {
+                    Ok(NodeSignal::Offer { sdp, tracks }) => self.on_node_offer(&sdp, tracks),
+                    Ok(NodeSignal::Answer { sdp, tracks }) => self.on_node_answer(&sdp, tracks),
+                    Ok(NodeSignal::Error { code, message }) => self.stats.errors.push(format!("{code}: {message}")),
+                    Err(e) => self.stats.errors.push(format!("unreadable node message: {e}")),
+                }
+            }
             Event::RtpPacket(packet) => self.on_rtp(packet),
             Event::KeyframeRequest(request) => {
                 self.stats.keyframe_requests += 1;
