@@ -590,6 +590,7 @@ fn a_ping_in_a_busy_room_is_answered_with_a_bare_pong() {
     s.advance(50);
     let texts = s.take_text(a);
     assert!(texts.iter().any(|t| t == "pong"), "a bare pong, never inside a batch array: {texts:?}");
+    assert!(texts.iter().any(|t| t.starts_with('[')), "the window did batch the rest: {texts:?}");
     assert!(texts.iter().all(|t| !t.starts_with('[') || !t.contains("pong")), "{texts:?}");
 }
 
@@ -771,7 +772,8 @@ fn replies_stored_after_noop_requests(nap_every: Option<usize>) -> usize {
 #[test]
 fn stored_replies_stay_bounded_when_requests_log_nothing() {
     let stored = replies_stored_after_noop_requests(None);
-    assert!(stored <= 100 + 64, "{stored} replies stored with a limit of 100");
+    // Stored at all (the limit is reached), and bounded.
+    assert!((100..=100 + 64).contains(&stored), "{stored} replies stored with a limit of 100");
 }
 
 #[test]
@@ -779,7 +781,7 @@ fn stored_replies_stay_bounded_when_the_room_sleeps_between_requests() {
     // Bursts shorter than the trim interval: the in-memory count starts over at every wake, and the table
     // must not grow with every nap.
     let stored = replies_stored_after_noop_requests(Some(50));
-    assert!(stored <= 100 + 64, "{stored} replies stored with a limit of 100 across 20 hibernations");
+    assert!((100..=100 + 64).contains(&stored), "{stored} replies stored with a limit of 100 across 20 hibernations");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! real WebRTC (str0m test peers on loopback UDP), a teacher's mute stops a student's audio at the node, and
 //! when a node dies its room is re-placed within the lease TTL and media flows again on the other node.
 
-use homeroom_media_node::peer::{PeerOptions, TestPeer};
+use homeroom_media_node::peer::{PeerOptions, PeerStats, TestPeer};
 use homeroom_shared::protocol::{ClientRequest as Req, MediaKind, Role, ServerFrame as F};
 use homeroom_shared::UserId;
 use homeroom_tests::client::{Client, Connect};
@@ -87,7 +87,20 @@ async fn media_is_placed_by_region_flows_both_ways_obeys_mute_and_fails_over() {
     // The teacher mutes bob's audio: the node drops it (video keeps flowing).
     let mute = Req::ParticipantMute { id: UserId::parse("bob").unwrap(), kind: MediaKind::Audio, muted: true };
     assert!(matches!(teacher.request(mute).await.unwrap(), F::Ack(_)));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The mute travels edge → node; packets already on the way may still land. Wait until bob's audio holds
+    // still for 300 ms (it flows at 50 packets/s, so audio still forwarded never does), bounded.
+    let bob_audio = |s: &PeerStats| s.packets_from("bob", MediaKind::Audio);
+    let muting_since = Instant::now();
+    let mut last = bob_audio(&alice.stats());
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = bob_audio(&alice.stats());
+        if now == last {
+            break;
+        }
+        assert!(muting_since.elapsed() < Duration::from_secs(15), "muted audio keeps flowing: {last} → {now}");
+        last = now;
+    }
     let before = alice.stats();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = alice.stats();

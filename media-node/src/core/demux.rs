@@ -273,6 +273,7 @@ mod tests {
         for port in 100..120 {
             demux.confirm(in_use, a, t0);
             demux.confirm(addr(port), a, t0);
+            assert_eq!(demux.route(in_use, &RTP), Some(a), "the address in use survived a new one ({port})");
         }
         assert_eq!(demux.route(in_use, &RTP), Some(a));
         assert_eq!(demux.address_count(), MAX_ADDRS_PER_SESSION);

@@ -228,15 +228,23 @@ test('an expired token is replaced before reconnecting, not presented again', as
 });
 
 test('the backoff grows against a room that accepts and closes at once', async () => {
-  const client = makeClient({ backoff: { baseMs: 1, maxMs: 1000, jitter: 0 }, stableAfterMs: 10_000 });
+  const client = makeClient({ backoff: { baseMs: 20, maxMs: 1000, jitter: 0 }, stableAfterMs: 10_000 });
   client.connect().catch(() => {});
+  const delays = [];
   for (let n = 1; n <= 4; n += 1) {
     const socket = await socketNumber(n);
     socket.accept();
     socket.deliver(welcome({ seq: 1 }));
+    const droppedAt = Date.now();
     socket.drop(1011, 'internal');
+    await until(() => client.status.status === 'reconnecting');
+    delays.push(client.status.retryAt - droppedAt);
   }
   assert.ok(client.status.attempt >= 4, `attempts keep counting: ${client.status.attempt}`);
+  // A welcome does not reset the backoff until the connection has been stable: 20, 40, 80, 160 ms.
+  for (let i = 1; i < delays.length; i += 1) {
+    assert.ok(delays[i] >= delays[i - 1] * 1.5, `each wait longer than the last: ${delays.join(', ')} ms`);
+  }
 });
 
 test('the refusal probe sends the token as a header, not in its URL, and honours retry_after', async () => {
