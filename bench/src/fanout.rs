@@ -38,6 +38,7 @@ struct StepData {
     lat_us: Vec<u32>,
     count: u64,
     bytes: u64,
+    first_us: u64,
     last_us: u64,
 }
 
@@ -68,6 +69,7 @@ impl Recorder {
                 s.lat_us.push(lat);
                 s.count += 1;
                 s.bytes += bytes as u64;
+                s.first_us = if s.count == 1 { now } else { s.first_us.min(now) };
                 s.last_us = s.last_us.max(now);
             }
         }
@@ -444,7 +446,6 @@ async fn send_step(
 async fn run_step(cfg: &FanoutConfig, crowd: &Crowd, rec: &Arc<Recorder>, step: u32, rate: u32) -> StepResult {
     let watched = &cfg.watched;
     let snap0 = CpuSnapshot::take(watched);
-    let t0_us = adapter::now_us() + 50_000;
     let mut peak = vec![0.0f64; watched.len()];
     let sending = {
         let cfg = cfg.clone();
@@ -487,8 +488,14 @@ async fn run_step(cfg: &FanoutConfig, crowd: &Crowd, rec: &Arc<Recorder>, step: 
     let received = data.count;
     let loss = expected.saturating_sub(received);
     let loss_pct = if expected > 0 { loss as f64 * 100.0 / expected as f64 } else { 0.0 };
-    // From the first scheduled send to the last delivery, at least the sending window itself.
-    let window = (data.last_us.saturating_sub(t0_us) as f64 / 1e6).max(cfg.step.as_secs_f64());
+    // The span the deliveries arrived over, plus one send interval (messages 1/rate apart span one interval
+    // less than the step): a server that keeps up at a steady lag reads its full rate, one that falls behind
+    // reads the rate it really delivered at.
+    let window = if received > 0 {
+        data.last_us.saturating_sub(data.first_us) as f64 / 1e6 + 1.0 / f64::from(rate.max(1))
+    } else {
+        cfg.step.as_secs_f64()
+    };
     let whole = snap0.usage(&snap2, watched);
     let server = snap0
         .usage(&snap1, watched)

@@ -66,8 +66,23 @@ pub struct IdleResult {
     pub procs: Vec<ProcMemory>,
 }
 
+/// Connections of the warm-up room.
+const WARM_UP_CONNECTIONS: usize = 50;
+
 /// Runs an idle-memory measurement on a fresh server.
 pub async fn run(cfg: &IdleConfig) -> anyhow::Result<IdleResult> {
+    // Warm-up: 50 members in another room first, so that what every server pays once (for Homeroom a room
+    // object, its SQLite and the compiled upgrade path; for Node the heap's first growth) is in the baseline
+    // instead of being divided among the measured connections. They stay connected until the end.
+    let warm_plan = JoinPlan {
+        adapter: cfg.adapter,
+        base: cfg.base.clone(),
+        rooms: vec![format!("{}-warm", cfg.room)],
+        members: WARM_UP_CONNECTIONS,
+        concurrency: cfg.join_concurrency,
+        budget: Duration::from_secs(120),
+    };
+    let mut warm = join_crowd(&warm_plan, &Recorder::new(0)).await?;
     procfs::settle(&cfg.watched, 3.0, Duration::from_secs(30)).await;
     let before: Vec<(u64, usize)> = cfg
         .watched
@@ -125,6 +140,7 @@ pub async fn run(cfg: &IdleConfig) -> anyhow::Result<IdleResult> {
         procs,
     };
     crowd.abort();
+    warm.abort();
     Ok(result)
 }
 

@@ -224,7 +224,7 @@ pub fn markdown(r: &SuiteResult) -> String {
     }
 
     // Homeroom CPU split.
-    let _ = writeln!(out, "\n#### Homeroom: where the CPU goes (µs of CPU per delivered frame, per process)\n");
+    let _ = writeln!(out, "\n#### Homeroom: where the CPU goes (µs of CPU per delivered message, per process; with batches a frame carries several)\n");
     let _ = writeln!(out, "| path | members | msg/s | delivered/s | inner workerd µs | proxy workerd µs | wrangler node µs | inner workerd CPU % | proxy workerd CPU % | inner busiest thread: run / wait % | proxy busiest thread: run / wait % |");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
     for e in r.series.iter().filter(|e| e.target.is_homeroom()) {
@@ -270,9 +270,9 @@ pub fn markdown(r: &SuiteResult) -> String {
     );
     let _ = writeln!(
         out,
-        "| server | joined | failed | p50 ms | p99 ms | max ms | last join done after s | server CPU % |"
+        "| server | joined | failed | p50 ms | p99 ms | max ms | load tool's worst start lag ms | last join done after s | server CPU % |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for e in &r.storms {
         match &e.result {
             Some(s) => {
@@ -285,7 +285,7 @@ pub fn markdown(r: &SuiteResult) -> String {
                     .join(" + ");
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {}{} | {} | {} | {} | {:.1} | {} |",
+                    "| {} | {} | {}{} | {} | {} | {} | {} | {:.1} | {} |",
                     e.target.name(),
                     s.ok,
                     s.failed,
@@ -293,12 +293,13 @@ pub fn markdown(r: &SuiteResult) -> String {
                     ms(s.p50_ms),
                     ms(s.p99_ms),
                     ms(s.max_ms),
+                    ms(s.max_start_lag_ms),
                     s.total_secs,
                     cpu
                 );
             }
             None => {
-                let _ = writeln!(out, "| {} | {} |||||||", e.target.name(), e.note.clone().unwrap_or_default());
+                let _ = writeln!(out, "| {} | {} ||||||||", e.target.name(), e.note.clone().unwrap_or_default());
             }
         }
     }

@@ -17,7 +17,7 @@
 
 use crate::procfs::{rss_kb, CpuSnapshot, Watched};
 use anyhow::Context;
-use homeroom_media_node::peer::{PeerOptions, TestPeer};
+use homeroom_media_node::peer::{stamp_us, PeerOptions, TestPeer};
 use homeroom_shared::auth::{MediaClaims, MediaPerms, TokenKey};
 use homeroom_tests::repo_root;
 use serde::Serialize;
@@ -67,6 +67,9 @@ pub struct StepResult {
     pub streams: usize,
     /// Media frames per second the subscribers should have received (what their publishers sent).
     pub expected_fps: f64,
+    /// Media frames per second each publisher sent in the window (nominal: 30 video + 50 audio = 80; less
+    /// means this tool fell behind and skipped frames).
+    pub publisher_fps: f64,
     /// Packets per second they received: the SFU's forwarded rate.
     pub forwarded_pps: f64,
     /// Share of the expected media frames that did not arrive.
@@ -80,6 +83,8 @@ pub struct StepResult {
     pub node_cpu_pct: f64,
     /// Node CPU per forwarded packet.
     pub node_us_per_packet: f64,
+    /// Node CPU per media frame received by a subscriber (independent of how an SFU packetizes).
+    pub node_us_per_frame: f64,
     pub node_rss_mib: f64,
     /// Share of one core this tool used (its peers decrypt and count every packet).
     pub client_cpu_pct: f64,
@@ -368,8 +373,6 @@ async fn wait_receiving(peers: &[&TestPeer], min_packets: u64, limit: Duration) 
 struct Counts {
     at: Instant,
     packets_received: Vec<u64>,
-    frames_received: Vec<u64>,
-    frames_sent: Vec<u64>,
     cpu: CpuSnapshot,
     steal: (u64, u64),
 }
@@ -379,8 +382,6 @@ impl Counts {
         Counts {
             at: Instant::now(),
             packets_received: peers.iter().map(|p| p.packets_received()).collect(),
-            frames_received: peers.iter().map(|p| p.frames_received()).collect(),
-            frames_sent: peers.iter().map(|p| p.frames_sent()).collect(),
             cpu: CpuSnapshot::take(&node.watched()),
             steal: crate::procfs::steal_ticks(),
         }
@@ -391,9 +392,16 @@ fn deltas(after: &[u64], before: &[u64]) -> Vec<u64> {
     after.iter().zip(before).map(|(a, b)| a.saturating_sub(*b)).collect()
 }
 
-/// Measures one window: `expected(frames_sent)` says how many media frames each peer should have received
-/// given how many every peer sent. Loss is counted in frames (audio packets and the last packet of each video
-/// frame), so that an SFU that re-packetizes (the baseline) is measured like one that forwards packets.
+/// How long after a window its frames may still arrive and count; a frame later than that is lost.
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// Measures one window. Frames are judged by their send stamp (the time they were due at the publisher):
+/// those stamped inside the window are expected, and each counts as received if it arrived by [`DRAIN`] after
+/// the window, so frames in flight at either edge of the window neither inflate nor hide loss.
+/// `expected(sent)` says how many frames each peer should have received given how many every peer sent in
+/// the window. A frame is an audio packet or the last packet of a video frame, so that an SFU that
+/// re-packetizes (the baseline) is measured like one that forwards packets; latency is that packet's, i.e.
+/// when the frame was complete.
 async fn measure(
     peers: &[&TestPeer],
     node: &SfuProcess,
@@ -402,12 +410,20 @@ async fn measure(
     expected: impl Fn(&[u64]) -> Vec<u64>,
 ) -> StepResult {
     for peer in peers {
-        peer.take_latencies();
+        peer.take_arrivals();
+        peer.take_sent_stamps();
     }
     let before = Counts::take(peers, node);
     tokio::time::sleep(config.measure).await;
     let after = Counts::take(peers, node);
-    let per_peer: Vec<Vec<u32>> = peers.iter().map(|p| p.take_latencies()).collect();
+    tokio::time::sleep(DRAIN).await;
+    let window = stamp_us(before.at)..stamp_us(after.at);
+    let sent: Vec<u64> =
+        peers.iter().map(|p| p.take_sent_stamps().iter().filter(|s| window.contains(s)).count() as u64).collect();
+    let per_peer: Vec<Vec<u32>> = peers
+        .iter()
+        .map(|p| p.take_arrivals().into_iter().filter(|a| window.contains(&a.sent_us)).map(|a| a.latency_us).collect())
+        .collect();
     // Peers whose own median is over the limit: one slow subscriber is a different problem from everyone late.
     let slow_peers = per_peer
         .iter()
@@ -422,12 +438,18 @@ async fn measure(
 
     let secs = after.at.duration_since(before.at).as_secs_f64().max(1e-3);
     let received: u64 = deltas(&after.packets_received, &before.packets_received).iter().sum();
-    let frames_received: u64 = deltas(&after.frames_received, &before.frames_received).iter().sum();
-    let frames_expected: u64 = expected(&deltas(&after.frames_sent, &before.frames_sent)).iter().sum();
+    let frames_received = latencies.len() as u64;
+    let frames_expected: u64 = expected(&sent).iter().sum();
     let loss_pct = if frames_expected == 0 {
         100.0
     } else {
         (1.0 - frames_received as f64 / frames_expected as f64).max(0.0) * 100.0
+    };
+    let publishers: Vec<u64> = sent.iter().copied().filter(|n| *n > 0).collect();
+    let publisher_fps = if publishers.is_empty() {
+        0.0
+    } else {
+        publishers.iter().sum::<u64>() as f64 / publishers.len() as f64 / secs
     };
     let usage = before.cpu.usage(&after.cpu, &node.watched());
     let steal_pct = {
@@ -446,6 +468,7 @@ async fn measure(
         size,
         streams,
         expected_fps: frames_expected as f64 / secs,
+        publisher_fps,
         forwarded_pps: received as f64 / secs,
         loss_pct,
         p50_ms: pct(50.0),
@@ -454,6 +477,7 @@ async fn measure(
         slow_peers,
         node_cpu_pct: node_cpu_secs / secs * 100.0,
         node_us_per_packet: if received == 0 { 0.0 } else { node_cpu_secs * 1e6 / received as f64 },
+        node_us_per_frame: if frames_received == 0 { 0.0 } else { node_cpu_secs * 1e6 / frames_received as f64 },
         node_rss_mib: rss_kb(node.pid).unwrap_or(0) as f64 / 1024.0,
         client_cpu_pct: before.cpu.own_pct(&after.cpu),
         steal_pct,
@@ -473,7 +497,8 @@ fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
 fn print_step(scenario: &str, step: &StepResult) {
     eprintln!(
         "  {scenario} {:>5}{}: forwarded {:>8.0} pkt/s, frame loss {:>5.2} %, p50 {:>6.1} ms, p99 {:>7.1} ms, \
-         SFU CPU {:>5.1} % ({:.2} µs/pkt), client CPU {:>5.1} %, slow peers {}, steal {:.0} %",
+         SFU CPU {:>5.1} % ({:.2} µs/pkt, {:.2} µs/frame), publisher {:.1} frames/s, client CPU {:>5.1} %, \
+         slow peers {}, steal {:.0} %",
         step.size,
         if step.window > 1 { " (2nd window)" } else { "" },
         step.forwarded_pps,
@@ -482,6 +507,8 @@ fn print_step(scenario: &str, step: &StepResult) {
         step.p99_ms,
         step.node_cpu_pct,
         step.node_us_per_packet,
+        step.node_us_per_frame,
+        step.publisher_fps,
         step.client_cpu_pct,
         step.slow_peers,
         step.steal_pct,
@@ -602,16 +629,22 @@ pub fn table(run: &RunResult, config: &SfuConfig) -> String {
     let unit = if run.scenario == "lecture" { "subscribers" } else { "rooms" };
     let mut out = format!(
         "#### {} — {}: {} kbps video + audio per publisher{}\n\n| {unit} | streams received | forwarded pkt/s | \
-         expected frames/s | frame loss % | p50 ms | p99 ms | max ms | slow peers | SFU CPU % | SFU µs / forwarded pkt | \
-         SFU RSS MiB | load tool CPU % | host steal % |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         expected frames/s | publisher frames/s | frame loss % | p50 ms | p99 ms | max ms | slow peers | SFU CPU % | \
+         SFU µs / forwarded pkt | SFU µs / delivered frame | SFU RSS MiB | load tool CPU % | host steal % |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         run.sfu,
         run.scenario,
         config.video_kbps,
-        if run.scenario == "classroom" { format!(", {} peers per room all-to-all", config.room_size) } else { String::new() },
+        if run.scenario == "classroom" {
+            format!(", {} peers per room all-to-all", config.room_size)
+        } else {
+            String::new()
+        },
     );
     for s in &run.steps {
         out.push_str(&format!(
-            "| {}{} | {} | {:.0} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} |\n",
+            "| {}{} | {} | {:.0} | {:.0} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} \
+             | {:.0} |\n",
             s.size,
             match (s.window, s.within_limits) {
                 (1, true) => "",
@@ -622,6 +655,7 @@ pub fn table(run: &RunResult, config: &SfuConfig) -> String {
             s.streams,
             s.forwarded_pps,
             s.expected_fps,
+            s.publisher_fps,
             s.loss_pct,
             s.p50_ms,
             s.p99_ms,
@@ -629,6 +663,7 @@ pub fn table(run: &RunResult, config: &SfuConfig) -> String {
             s.slow_peers,
             s.node_cpu_pct,
             s.node_us_per_packet,
+            s.node_us_per_frame,
             s.node_rss_mib,
             s.client_cpu_pct,
             s.steal_pct,

@@ -2,7 +2,7 @@
 //! renegotiations and counts what it receives. [`super::TestPeer`] drives it over UDP; [`crate::sim`] drives it
 //! in memory on a simulated clock.
 
-use super::media::{latency_of, tag_of, SyntheticStream};
+use super::media::{latency_of, stamp_of, tag_of, SyntheticStream};
 use crate::signal::{ClientSignal, NodeSignal, TrackInfo};
 use homeroom_shared::media::Quality;
 use homeroom_shared::protocol::MediaKind;
@@ -37,8 +37,10 @@ pub struct PeerOptions {
     pub quality: Option<Quality>,
     /// Send a keyframe this often besides the ones asked for (`None`: only on request, as browsers do).
     pub keyframe_every: Option<Duration>,
-    /// Keep the latency of every received packet sent by a peer of this process (the send stamp in its
-    /// payload against its arrival), for [`PeerCore::take_latencies`]. Load tools turn it on.
+    /// Keep the send stamp and latency of every media frame received from a peer of this process (audio
+    /// packets and the last packet of each video frame: a frame is there when its last packet is), and the
+    /// stamp of every frame sent, for [`PeerCore::take_arrivals`] and [`PeerCore::take_sent_stamps`]. Load
+    /// tools turn it on.
     pub record_latency: bool,
     /// The signalling the SFU speaks on the data channel.
     pub dialect: Dialect,
@@ -109,6 +111,15 @@ pub struct ReceivedTrack {
     /// The tag of the last packet received.
     pub last_tag: Option<String>,
     pub first_packet_at: Option<Instant>,
+}
+
+/// One media frame received from a peer of this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameArrival {
+    /// Its send stamp: when it was due at the sender, µs since the stamp epoch.
+    pub sent_us: u64,
+    /// Arrival minus send stamp, µs.
+    pub latency_us: u32,
 }
 
 /// Everything the peer observed so far.
@@ -220,7 +231,8 @@ pub struct PeerCore {
     /// The latest time fed in (str0m events carry none).
     last_now: Instant,
     /// Latencies of received packets in microseconds, when the options ask for them.
-    latencies: Option<Vec<u32>>,
+    arrivals: Option<Vec<FrameArrival>>,
+    sent_stamps: Option<Vec<u64>>,
     dialect: Dialect,
 }
 
@@ -321,7 +333,8 @@ impl PeerCore {
             outbox: Vec::new(),
             stats: PeerStats::new(now),
             last_now: now,
-            latencies: options.record_latency.then(Vec::new),
+            arrivals: options.record_latency.then(Vec::new),
+            sent_stamps: options.record_latency.then(Vec::new),
             dialect: options.dialect,
         };
         Ok((core, PeerOffer { sdp: offer.to_sdp_string(), screen_mids }))
@@ -404,10 +417,15 @@ impl PeerCore {
         true
     }
 
-    /// The latencies (µs) of the packets received since the last call; empty unless
+    /// The media frames received since the last call; empty unless [`PeerOptions::record_latency`].
+    pub fn take_arrivals(&mut self) -> Vec<FrameArrival> {
+        self.arrivals.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The send stamps (µs since the stamp epoch) of the frames sent since the last call; empty unless
     /// [`PeerOptions::record_latency`].
-    pub fn take_latencies(&mut self) -> Vec<u32> {
-        self.latencies.as_mut().map(std::mem::take).unwrap_or_default()
+    pub fn take_sent_stamps(&mut self) -> Vec<u64> {
+        self.sent_stamps.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The datagrams to send.
@@ -486,6 +504,7 @@ impl PeerCore {
             let Some(pt) = pt else {
                 continue;
             };
+            let stamp = packets.first().and_then(|p| stamp_of(&p.payload));
             let tag = packets.first().and_then(|p| tag_of(&p.payload)).unwrap_or_default();
             let mut written = 0;
             for packet in packets {
@@ -503,6 +522,9 @@ impl PeerCore {
             *self.stats.sent.entry(tag).or_default() += written;
             if written > 0 {
                 self.stats.frames_sent += 1;
+                if let (Some(stamps), Some(stamp)) = (self.sent_stamps.as_mut(), stamp) {
+                    stamps.push(stamp);
+                }
             }
         }
     }
@@ -648,13 +670,14 @@ impl PeerCore {
         };
         if audio || packet.header.marker {
             self.stats.frames_received += 1;
+            if let (Some(arrivals), Some(sent_us), Some(latency)) =
+                (self.arrivals.as_mut(), stamp_of(&packet.payload), latency_of(&packet.payload, packet.timestamp))
+            {
+                let latency_us = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
+                arrivals.push(FrameArrival { sent_us, latency_us });
+            }
         }
         entry.first_packet_at.get_or_insert(packet.timestamp);
-        if let (Some(latencies), Some(latency)) =
-            (self.latencies.as_mut(), latency_of(&packet.payload, packet.timestamp))
-        {
-            latencies.push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
-        }
         if entry.kind != Some(MediaKind::Audio) && detect_vp8_keyframe(&packet.payload) {
             entry.keyframes += 1;
         }

@@ -23,30 +23,38 @@ const TRAILER_LEN: usize = 11;
 const STAMP_MAGIC: [u8; 2] = *b"HR";
 
 /// The instant send stamps count from: the first time anyone in this process asked.
-pub(crate) fn stamp_epoch() -> Instant {
+pub fn stamp_epoch() -> Instant {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
 }
 
-/// The trailer of a payload sent at `now` on a stream tagged `tag`.
-fn trailer(now: Instant, tag: u8) -> [u8; TRAILER_LEN] {
-    let micros = u64::try_from(now.saturating_duration_since(stamp_epoch()).as_micros()).unwrap_or(u64::MAX);
+/// `at` as a send stamp: microseconds since [`stamp_epoch`].
+pub fn stamp_us(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(stamp_epoch()).as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The trailer of a payload stamped `stamp` on a stream tagged `tag`.
+fn trailer(stamp: u64, tag: u8) -> [u8; TRAILER_LEN] {
     let mut out = [tag; TRAILER_LEN];
     out[..2].copy_from_slice(&STAMP_MAGIC);
-    out[2..10].copy_from_slice(&micros.to_le_bytes());
+    out[2..10].copy_from_slice(&stamp.to_le_bytes());
     out
 }
 
-/// How long ago, at `received`, a synthetic payload was sent by a peer of this process: `None` for payloads
-/// without a plausible stamp (from another process, or not synthetic).
-pub(crate) fn latency_of(payload: &[u8], received: Instant) -> Option<Duration> {
+/// The send stamp of a synthetic payload: `None` for payloads without one (not synthetic).
+pub(crate) fn stamp_of(payload: &[u8]) -> Option<u64> {
     let trailer = payload.len().checked_sub(TRAILER_LEN).and_then(|at| payload.get(at..at + TRAILER_LEN - 1))?;
     let (magic, stamp) = trailer.split_at(2);
     if magic != STAMP_MAGIC {
         return None;
     }
-    let micros = u64::from_le_bytes(stamp.try_into().ok()?);
-    let sent = stamp_epoch().checked_add(Duration::from_micros(micros))?;
+    Some(u64::from_le_bytes(stamp.try_into().ok()?))
+}
+
+/// How long ago, at `received`, a synthetic payload was sent by a peer of this process: `None` for payloads
+/// without a plausible stamp (from another process, or not synthetic).
+pub(crate) fn latency_of(payload: &[u8], received: Instant) -> Option<Duration> {
+    let sent = stamp_epoch().checked_add(Duration::from_micros(stamp_of(payload)?))?;
     let latency = received.checked_duration_since(sent)?;
     (latency < Duration::from_secs(60)).then_some(latency)
 }
@@ -147,26 +155,32 @@ impl SyntheticStream {
         self.next_frame_at.is_none_or(|at| at <= now)
     }
 
-    /// The packets of the next frame, advancing the stream's clocks.
+    /// The packets of the next frame, advancing the stream's clocks. The frame is stamped with the time it
+    /// was due, not the time it is made: a sender that falls behind (a busy load tool) shows as latency
+    /// instead of hiding it.
     pub(crate) fn next_frame(&mut self, now: Instant) -> Vec<SyntheticPacket> {
-        let next = self.next_frame_at.map_or(now, |at| at + self.frame_interval);
-        // Do not try to catch up more than a frame after a stall.
-        self.next_frame_at = Some(if next + self.frame_interval < now { now + self.frame_interval } else { next });
-        let packets = if self.kind == MediaKind::Audio { self.audio_frame(now) } else { self.video_frame(now) };
+        let due = self.next_frame_at.unwrap_or(now);
+        let following = due + self.frame_interval;
+        // Do not try to catch up more than a frame after a stall: skip ahead, as an encoder drops frames.
+        self.next_frame_at =
+            Some(if following + self.frame_interval < now { now + self.frame_interval } else { following });
+        let stamp = stamp_us(due);
+        let packets =
+            if self.kind == MediaKind::Audio { self.audio_frame(stamp) } else { self.video_frame(now, stamp) };
         self.rtp_time = self.rtp_time.wrapping_add(self.ticks_per_frame);
         self.packets_sent += packets.len() as u64;
         packets
     }
 
-    fn audio_frame(&mut self, now: Instant) -> Vec<SyntheticPacket> {
+    fn audio_frame(&mut self, stamp: u64) -> Vec<SyntheticPacket> {
         let mut payload = vec![0x78; self.bytes_per_frame.saturating_sub(TRAILER_LEN)];
-        payload.extend_from_slice(&trailer(now, self.tag));
+        payload.extend_from_slice(&trailer(stamp, self.tag));
         let packet = SyntheticPacket { seq: self.seq, rtp_time: self.rtp_time, marker: false, payload };
         self.seq += 1;
         vec![packet]
     }
 
-    fn video_frame(&mut self, now: Instant) -> Vec<SyntheticPacket> {
+    fn video_frame(&mut self, now: Instant, stamp: u64) -> Vec<SyntheticPacket> {
         let periodic = match (self.keyframe_every, self.last_keyframe) {
             (Some(every), Some(last)) => now.saturating_duration_since(last) >= every,
             _ => false,
@@ -186,9 +200,19 @@ impl SyntheticStream {
         }
         frame.resize(self.bytes_per_frame.max(frame.len()), self.picture_id as u8);
 
-        let chunk_len = MAX_PAYLOAD - VP8_DESCRIPTOR_LEN - TRAILER_LEN;
-        let trailer = trailer(now, self.tag);
-        let chunks: Vec<&[u8]> = frame.chunks(chunk_len).collect();
+        // Equal packets, as libwebrtc's VP8 packetizer makes them (not full ones and a short last one).
+        let max_chunk = MAX_PAYLOAD - VP8_DESCRIPTOR_LEN - TRAILER_LEN;
+        let count = frame.len().div_ceil(max_chunk).max(1);
+        let (base, longer) = (frame.len() / count, frame.len() % count);
+        let trailer = trailer(stamp, self.tag);
+        let mut rest = frame.as_slice();
+        let chunks: Vec<&[u8]> = (0..count)
+            .map(|i| {
+                let (chunk, after) = rest.split_at((base + usize::from(i < longer)).min(rest.len()));
+                rest = after;
+                chunk
+            })
+            .collect();
         let count = chunks.len();
         let mut packets = Vec::with_capacity(count);
         for (i, chunk) in chunks.into_iter().enumerate() {
@@ -256,6 +280,7 @@ mod tests {
         assert!(packets.len() >= 2);
         for packet in &packets {
             assert!(packet.payload.len() <= MAX_PAYLOAD);
+            assert_eq!(stamp_of(&packet.payload), Some(1_500_000));
             let latency = latency_of(&packet.payload, sent + Duration::from_micros(2_345));
             assert_eq!(latency, Some(Duration::from_micros(2_345)));
             assert_eq!(latency_of(&packet.payload, sent - Duration::from_millis(1)), None, "received before sent");
@@ -265,5 +290,20 @@ mod tests {
         let magic_at = unstamped.len() - TRAILER_LEN;
         unstamped[magic_at] = b'x';
         assert_eq!(latency_of(&unstamped, sent + Duration::from_millis(1)), None, "no magic, no stamp");
+    }
+
+    #[test]
+    fn a_late_frame_keeps_the_time_it_was_due_and_frames_are_split_evenly() {
+        let start = stamp_epoch() + Duration::from_secs(10);
+        let mut video = SyntheticStream::video("1".into(), None, MediaKind::Video, 1200, 30, (640, 360), None);
+        let first = video.next_frame(start);
+        // 5,000 bytes in equal packets: six of 834 or 833 bytes of frame, not five full ones and a short one.
+        let sizes: Vec<usize> = first.iter().map(|p| p.payload.len()).collect();
+        assert_eq!(sizes.len(), 6, "{sizes:?}");
+        assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{sizes:?}");
+        // The next frame was due 33 ms later; made 20 ms after that, it still carries its due time.
+        let due = start + Duration::from_micros(33_333);
+        let late = video.next_frame(due + Duration::from_millis(20));
+        assert_eq!(stamp_of(&late[0].payload), Some(stamp_us(due)));
     }
 }

@@ -16,15 +16,16 @@
 //!
 //! The peer is driven by a tokio task that owns its UDP socket (bound on `127.0.0.1:0` unless told otherwise);
 //! [`TestPeer::stats`] returns a snapshot at most [`PeerOptions::snapshot_every`] old, while
-//! [`TestPeer::packets_received`] and [`TestPeer::take_latencies`] are always current (load tools use those). The sans-IO half, [`PeerCore`], can
+//! [`TestPeer::packets_received`] and [`TestPeer::take_arrivals`] are always current (load tools use those). The sans-IO half, [`PeerCore`], can
 //! also be driven in memory (see [`crate::sim`]).
 
 mod core;
 pub(crate) mod media;
 
 pub use self::core::{
-    Dialect, PeerCore, PeerCoreError, PeerOffer, PeerOptions, PeerStats, ReceivedTrack, SIMULCAST_LAYERS,
+    Dialect, FrameArrival, PeerCore, PeerCoreError, PeerOffer, PeerOptions, PeerStats, ReceivedTrack, SIMULCAST_LAYERS,
 };
+pub use self::media::{stamp_epoch, stamp_us};
 use homeroom_shared::media::Quality;
 use homeroom_shared::protocol::ApiError;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -45,8 +46,10 @@ struct Live {
     /// Media frames sent and received.
     frames_sent: AtomicU64,
     frames_received: AtomicU64,
-    /// Latencies (µs) not taken yet (only with [`PeerOptions::record_latency`]).
-    latencies: Mutex<Vec<u32>>,
+    /// Frames received and send stamps of frames sent, not taken yet (only with
+    /// [`PeerOptions::record_latency`]).
+    arrivals: Mutex<Vec<FrameArrival>>,
+    sent_stamps: Mutex<Vec<u64>>,
 }
 
 /// Why a test peer failed.
@@ -185,13 +188,15 @@ impl TestPeer {
         self.live.frames_received.load(Ordering::Relaxed)
     }
 
-    /// The latencies (µs) of the packets received since the last call, from peers of this process; empty
-    /// unless [`PeerOptions::record_latency`].
-    pub fn take_latencies(&self) -> Vec<u32> {
-        match self.live.latencies.lock() {
-            Ok(mut latencies) => std::mem::take(&mut *latencies),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
+    /// The media frames received since the last call from peers of this process; empty unless
+    /// [`PeerOptions::record_latency`].
+    pub fn take_arrivals(&self) -> Vec<FrameArrival> {
+        take_all(&self.live.arrivals)
+    }
+
+    /// The send stamps of the frames sent since the last call; empty unless [`PeerOptions::record_latency`].
+    pub fn take_sent_stamps(&self) -> Vec<u64> {
+        take_all(&self.live.sent_stamps)
     }
 
     /// Joins str0m's `chat` example SFU at `url` (its HTTPS endpoint, self-signed: `http` must accept that):
@@ -369,12 +374,8 @@ async fn drive(mut core: PeerCore, socket: UdpSocket, mut commands: mpsc::Unboun
         shared.live.sent.store(core.stats().sent.values().sum(), Ordering::Relaxed);
         shared.live.frames_sent.store(core.stats().frames_sent, Ordering::Relaxed);
         shared.live.frames_received.store(core.stats().frames_received, Ordering::Relaxed);
-        let latencies = core.take_latencies();
-        if !latencies.is_empty() {
-            if let Ok(mut kept) = shared.live.latencies.lock() {
-                kept.extend_from_slice(&latencies);
-            }
-        }
+        keep_all(&shared.live.arrivals, core.take_arrivals());
+        keep_all(&shared.live.sent_stamps, core.take_sent_stamps());
         if stopping || last_snapshot.elapsed() >= shared.every {
             last_snapshot = Instant::now();
             if let Ok(mut stats) = shared.stats.lock() {
@@ -384,5 +385,23 @@ async fn drive(mut core: PeerCore, socket: UdpSocket, mut commands: mpsc::Unboun
         if stopping {
             return;
         }
+    }
+}
+
+/// Everything in `kept`, leaving it empty.
+fn take_all<T>(kept: &Mutex<Vec<T>>) -> Vec<T> {
+    match kept.lock() {
+        Ok(mut kept) => std::mem::take(&mut *kept),
+        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+    }
+}
+
+/// Appends `new` to `kept` (nothing to do for an empty batch).
+fn keep_all<T>(kept: &Mutex<Vec<T>>, new: Vec<T>) {
+    if new.is_empty() {
+        return;
+    }
+    if let Ok(mut kept) = kept.lock() {
+        kept.extend(new);
     }
 }
