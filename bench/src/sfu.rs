@@ -2,18 +2,20 @@
 //!
 //! - **Lecture**: one publisher (synthetic VP8-shaped video at `video_kbps` plus Opus-shaped audio, no encoder
 //!   in the loop) and N subscribers. N grows step by step; at each step every subscriber must be receiving,
-//!   then a window of `measure` seconds counts what was sent and what arrived.
+//!   then two windows of `measure` seconds each count what was sent and what arrived; the second decides.
 //! - **Classroom**: R rooms of `room_size` peers, everyone publishing and receiving everyone else in the room.
 //!
 //! Every peer is a [`TestPeer`] (str0m in RTP mode, its own UDP socket, DTLS/SRTP like a browser) in this
-//! process. Each packet carries its send time (see `homeroom_media_node::peer`), so latency is arrival at the
-//! subscriber minus send at the publisher on one clock: node forwarding plus both peers' queues, including
-//! this tool's own when it runs short of CPU (its CPU is reported next to each row). Loss is what the
-//! subscribers did not get of what their publishers sent in the window. The node runs as its own process
-//! (the release binary, pinned with `taskset`), so its CPU per forwarded packet comes from `/proc`.
+//! process. Each frame carries the time it was due at its publisher (see `homeroom_media_node::peer`), so
+//! latency is a frame's completion at the subscriber (audio packet, last packet of a video frame) minus that
+//! time on one clock: node forwarding plus both peers' queues, including this tool's own when it runs short of
+//! CPU (its CPU and the publishers' achieved frame rate are reported next to each row). Loss is what the
+//! subscribers did not get, within a second after the window, of the frames their publishers stamped inside
+//! it. The node runs as its own process (the release binary, pinned with `taskset`), so its CPU per forwarded
+//! packet and per delivered frame comes from `/proc`.
 //!
-//! A run stops at the first step whose loss or p99 exceeds the limits; the last step within them is the
-//! maximum.
+//! A run stops at the first step whose second window exceeds the loss or p99 limit; the last step within them
+//! is the maximum.
 
 use crate::procfs::{rss_kb, CpuSnapshot, Watched};
 use anyhow::Context;
@@ -92,7 +94,7 @@ pub struct StepResult {
     pub steal_pct: f64,
     /// Whether the step is within the loss and p99 limits.
     pub within_limits: bool,
-    /// 1, or 2 for the window measured again right after one over the limits.
+    /// 1 for a step's first window, 2 for the one right after it, which decides the step.
     pub window: u32,
 }
 
@@ -109,8 +111,9 @@ pub struct RunResult {
 
 impl RunResult {
     /// The largest step within the limits.
+    /// The largest step whose second (deciding) window was within the limits.
     pub fn max_within_limits(&self) -> Option<usize> {
-        self.steps.iter().filter(|s| s.within_limits).map(|s| s.size).max()
+        self.steps.iter().filter(|s| s.window == 2 && s.within_limits).map(|s| s.size).max()
     }
 }
 
@@ -500,7 +503,7 @@ fn print_step(scenario: &str, step: &StepResult) {
          SFU CPU {:>5.1} % ({:.2} µs/pkt, {:.2} µs/frame), publisher {:.1} frames/s, client CPU {:>5.1} %, \
          slow peers {}, steal {:.0} %",
         step.size,
-        if step.window > 1 { " (2nd window)" } else { "" },
+        if step.window > 1 { " (2nd window)" } else { " (1st window)" },
         step.forwarded_pps,
         step.loss_pct,
         step.p50_ms,
@@ -525,25 +528,23 @@ fn signalling_client(kind: &SfuKind) -> anyhow::Result<reqwest::Client> {
     builder.build().context("building the HTTP client")
 }
 
-/// Measures a step; a window over the limits gets one more window right after, so that a transient (the
-/// joins' keyframes and bandwidth probing outlasting the settling time) is told from a steady state. Both
-/// windows are kept in the results. Returns whether the step's last window is within the limits.
+/// Measures a step in two windows, one right after the other, and judges it on the second: the steady state,
+/// not the joins' transient (keyframes and bandwidth probing outlasting the settling time) — whichever way the
+/// first window went. Both windows are kept in the results. Returns whether the second is within the limits.
 async fn measure_step<F, Fut>(run: &mut RunResult, scenario: &str, mut window: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = StepResult>,
 {
+    let mut within = false;
     for attempt in 1..=2 {
         let mut step = window().await;
         step.window = attempt;
         print_step(scenario, &step);
-        let within = step.within_limits;
+        within = step.within_limits;
         run.steps.push(step);
-        if within {
-            return true;
-        }
     }
-    false
+    within
 }
 
 /// One publisher, growing numbers of subscribers, on `kind`.
@@ -647,10 +648,10 @@ pub fn table(run: &RunResult, config: &SfuConfig) -> String {
              | {:.0} |\n",
             s.size,
             match (s.window, s.within_limits) {
-                (1, true) => "",
-                (1, false) => " ✗",
-                (_, true) => " (2nd window)",
-                (_, false) => " (2nd window) ✗",
+                (1, true) => " (1st window)",
+                (1, false) => " (1st window) ✗",
+                (_, true) => "",
+                (_, false) => " ✗",
             },
             s.streams,
             s.forwarded_pps,

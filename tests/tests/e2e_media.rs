@@ -87,20 +87,10 @@ async fn media_is_placed_by_region_flows_both_ways_obeys_mute_and_fails_over() {
     // The teacher mutes bob's audio: the node drops it (video keeps flowing).
     let mute = Req::ParticipantMute { id: UserId::parse("bob").unwrap(), kind: MediaKind::Audio, muted: true };
     assert!(matches!(teacher.request(mute).await.unwrap(), F::Ack(_)));
-    // The mute travels edge → node; packets already on the way may still land. Wait until bob's audio holds
-    // still for 300 ms (it flows at 50 packets/s, so audio still forwarded never does), bounded.
+    // The mute travels edge → node; packets already on the way may still land: wait until bob's audio holds
+    // still (bounded).
     let bob_audio = |s: &PeerStats| s.packets_from("bob", MediaKind::Audio);
-    let muting_since = Instant::now();
-    let mut last = bob_audio(&alice.stats());
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = bob_audio(&alice.stats());
-        if now == last {
-            break;
-        }
-        assert!(muting_since.elapsed() < Duration::from_secs(15), "muted audio keeps flowing: {last} → {now}");
-        last = now;
-    }
+    alice.wait_until_still(Duration::from_secs(15), bob_audio).await.expect("muted audio stops");
     let before = alice.stats();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = alice.stats();

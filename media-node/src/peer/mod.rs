@@ -292,6 +292,31 @@ impl TestPeer {
         }
     }
 
+    /// Waits until `count` holds still for 300 ms (a stream that stopped: packets already on their way have
+    /// landed) and returns the settled count; a stream at tens of packets a second never does. Fails with the
+    /// last stats if it is still moving after `timeout`.
+    pub async fn wait_until_still(
+        &self,
+        timeout: Duration,
+        count: impl Fn(&PeerStats) -> u64,
+    ) -> Result<u64, PeerError> {
+        const QUIET: Duration = Duration::from_millis(300);
+        let started = Instant::now();
+        let mut last = count(&self.stats());
+        loop {
+            tokio::time::sleep(QUIET).await;
+            let stats = self.stats();
+            let now = count(&stats);
+            if now == last {
+                return Ok(now);
+            }
+            if started.elapsed() >= timeout {
+                return Err(PeerError::Timeout { waited: timeout, stats: Box::new(stats) });
+            }
+            last = now;
+        }
+    }
+
     /// `DELETE`s the session with the peer's token; returns the HTTP status.
     pub async fn delete(&self) -> Result<u16, PeerError> {
         self.delete_with(&self.token.clone()).await
