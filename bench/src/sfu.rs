@@ -110,7 +110,6 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    /// The largest step within the limits.
     /// The largest step whose second (deciding) window was within the limits.
     pub fn max_within_limits(&self) -> Option<usize> {
         self.steps.iter().filter(|s| s.window == 2 && s.within_limits).map(|s| s.size).max()

@@ -6,16 +6,16 @@
 //! - **STUN** binding requests carry `USERNAME = "<node ufrag>:<client ufrag>"`. The node ufrag is unique per
 //!   session, so STUN is always routed by it. Routing teaches nothing: the session's `Rtc` checks the
 //!   request's MESSAGE-INTEGRITY (the ICE password only the client has), and only when it answers with a
-//!   binding *success* does the core [`Demux::confirm`] the source address for that session (the client's
+//!   binding *success* does the core `Demux::confirm` the source address for that session (the client's
 //!   ICE candidate, usually peer-reflexive since the node is ICE-lite).
 //! - **Everything else** (DTLS, SRTP, SRTCP) is routed by the source address learned that way: one hash lookup.
 //!
 //! Invariants: an address maps to at most one session; only a verified request moves an address, so a spoofed
 //! packet cannot steal a live client's address, while an address a NAT handed to another client (a rebinding,
 //! a reused port behind a school's NAT) follows that client's first verified request instead of staying with
-//! a stale session — once the session that holds it has not confirmed it for [`ADDRESS_HOLD`]: a live
+//! a stale session — once the session that holds it has not confirmed it for `ADDRESS_HOLD`: a live
 //! client re-confirms its address with every consent check (RFC 7675: about every 5 s), so a participant
-//! who spoofs its victim's address on a request signed with its *own* credentials cannot take it; a session keeps at most [`MAX_ADDRS_PER_SESSION`] addresses (the oldest goes first); all of
+//! who spoofs its victim's address on a request signed with its *own* credentials cannot take it; a session keeps at most `MAX_ADDRS_PER_SESSION` addresses (the oldest goes first); all of
 //! a session's entries go when the session goes.
 
 use super::ids::SessionId;

@@ -2,7 +2,7 @@
 //! renegotiations and counts what it receives. [`super::TestPeer`] drives it over UDP; [`crate::sim`] drives it
 //! in memory on a simulated clock.
 
-use super::media::{latency_of, stamp_of, tag_of, SyntheticStream};
+use super::media::{latency_since, stamp_of, tag_of, SyntheticStream};
 use crate::signal::{ClientSignal, NodeSignal, TrackInfo};
 use homeroom_shared::media::Quality;
 use homeroom_shared::protocol::MediaKind;
@@ -230,7 +230,7 @@ pub struct PeerCore {
     stats: PeerStats,
     /// The latest time fed in (str0m events carry none).
     last_now: Instant,
-    /// Latencies of received packets in microseconds, when the options ask for them.
+    /// Frames received and send stamps of frames sent, when the options ask for them.
     arrivals: Option<Vec<FrameArrival>>,
     sent_stamps: Option<Vec<u64>>,
     dialect: Dialect,
@@ -670,9 +670,8 @@ impl PeerCore {
         };
         if audio || packet.header.marker {
             self.stats.frames_received += 1;
-            if let (Some(arrivals), Some(sent_us), Some(latency)) =
-                (self.arrivals.as_mut(), stamp_of(&packet.payload), latency_of(&packet.payload, packet.timestamp))
-            {
+            let stamped = stamp_of(&packet.payload).and_then(|s| Some((s, latency_since(s, packet.timestamp)?)));
+            if let (Some(arrivals), Some((sent_us, latency))) = (self.arrivals.as_mut(), stamped) {
                 let latency_us = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
                 arrivals.push(FrameArrival { sent_us, latency_us });
             }

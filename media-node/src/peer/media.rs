@@ -6,7 +6,7 @@
 //! of every packet is a tag** naming the stream it was sent on (`a` audio, `v` camera, `s` screen, or the
 //! simulcast rid's first byte, e.g. `l`/`m`/`h`), so a receiver can tell which layer reached it. Before the tag
 //! come a **send stamp**: two magic bytes `HR` and the microseconds since this process's [`stamp_epoch`]
-//! (little-endian u64), so a receiver in the same process measures how long the packet took ([`latency_of`]).
+//! (little-endian u64), so a receiver in the same process measures how long the packet took ([`latency_since`]).
 //! Every packet of a frame carries its frame's stamp; an SFU that re-packetizes frames (str0m's `chat`
 //! example) keeps it at the end of each frame's last packet.
 
@@ -23,12 +23,12 @@ const TRAILER_LEN: usize = 11;
 const STAMP_MAGIC: [u8; 2] = *b"HR";
 
 /// The instant send stamps count from: the first time anyone in this process asked.
-pub fn stamp_epoch() -> Instant {
+pub(crate) fn stamp_epoch() -> Instant {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
 }
 
-/// `at` as a send stamp: microseconds since [`stamp_epoch`].
+/// `at` as a send stamp: microseconds since the stamp epoch (the first time anyone in this process asked).
 pub fn stamp_us(at: Instant) -> u64 {
     u64::try_from(at.saturating_duration_since(stamp_epoch()).as_micros()).unwrap_or(u64::MAX)
 }
@@ -53,8 +53,15 @@ pub(crate) fn stamp_of(payload: &[u8]) -> Option<u64> {
 
 /// How long ago, at `received`, a synthetic payload was sent by a peer of this process: `None` for payloads
 /// without a plausible stamp (from another process, or not synthetic).
-pub(crate) fn latency_of(payload: &[u8], received: Instant) -> Option<Duration> {
-    let sent = stamp_epoch().checked_add(Duration::from_micros(stamp_of(payload)?))?;
+#[cfg(test)]
+fn latency_of(payload: &[u8], received: Instant) -> Option<Duration> {
+    latency_since(stamp_of(payload)?, received)
+}
+
+/// How long before `received` the send stamp `stamp` was: `None` if implausible (in the future, or more than a
+/// minute ago: another process's clock).
+pub(crate) fn latency_since(stamp: u64, received: Instant) -> Option<Duration> {
+    let sent = stamp_epoch().checked_add(Duration::from_micros(stamp))?;
     let latency = received.checked_duration_since(sent)?;
     (latency < Duration::from_secs(60)).then_some(latency)
 }

@@ -25,7 +25,7 @@ pub(crate) mod media;
 pub use self::core::{
     Dialect, FrameArrival, PeerCore, PeerCoreError, PeerOffer, PeerOptions, PeerStats, ReceivedTrack, SIMULCAST_LAYERS,
 };
-pub use self::media::{stamp_epoch, stamp_us};
+pub use self::media::stamp_us;
 use homeroom_shared::media::Quality;
 use homeroom_shared::protocol::ApiError;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
