@@ -595,6 +595,48 @@ fn a_ping_in_a_busy_room_is_answered_with_a_bare_pong() {
 }
 
 #[test]
+fn in_a_busy_room_joins_wait_for_a_lazier_flush_and_chat_takes_them_along() {
+    // Coalescing from two connections, a 20 ms window; churn alone may wait 250 ms (a tiny lazy budget).
+    let limits =
+        Limits { coalesce_ms: 20, coalesce_min_conns: 2, coalesce_lazy_frames_per_sec: 10, ..Limits::default() };
+    let mut s = Sim::new(limits);
+    let a = s.join("a", Role::Student);
+    let b = s.join("b", Role::Student);
+    s.settle();
+    s.take(a);
+    let _c = s.join("c", Role::Student);
+    assert_eq!(s.take(a).len(), 1, "the first event of a quiet room goes out at once");
+    let d = s.join("d", Role::Student);
+    assert!(matches!(&s.take(d)[..], [F::Welcome(_)]), "the joiner's welcome is never held");
+    s.advance(200);
+    assert!(s.take(a).is_empty(), "d's join is held past the 20 ms window");
+    s.advance(60);
+    let joined: Vec<_> = s.take(a).into_iter().filter(|f| matches!(f, F::ParticipantJoined { .. })).collect();
+    assert_eq!(joined.len(), 1, "flushed once the lazy hold is over");
+
+    // Held churn goes out with the next chat message, at the end of that message's window, in order.
+    s.advance(100);
+    s.take(a);
+    s.take(b);
+    let _e = s.join("e", Role::Student);
+    s.take(a);
+    let _f = s.join("f", Role::Student);
+    s.advance(5);
+    send(&mut s, b, "m", "hello");
+    s.advance(20);
+    let frames = s.take(a);
+    let kinds: Vec<&str> = frames
+        .iter()
+        .map(|f| match f {
+            F::ParticipantJoined { .. } => "joined",
+            F::ChatMessage { .. } => "chat",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["joined", "chat"], "f's join, then the message, within the message's window: {frames:?}");
+}
+
+#[test]
 fn an_author_whose_chat_was_revoked_cannot_edit_or_delete_either() {
     let mut s = sim();
     let t = s.join("t", Role::Teacher);

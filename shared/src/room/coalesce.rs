@@ -10,9 +10,17 @@
 //! - inside an open window everything is queued (order kept per connection);
 //! - at the window's end the queue is flushed: each connection gets its queued texts as one frame (a JSON
 //!   array of frames, for clients that asked with `?batch=1`; one frame each otherwise). If anything was
-//!   flushed a new window opens; an empty window closes, so a quiet room answers immediately again.
+//!   flushed a new window opens; an empty window closes, so a quiet room answers immediately again;
+//! - membership churn is lazy ([`Urgency::Lazy`]: joins, leaves, presence, read marks): a queue that holds
+//!   nothing else is not flushed at the window's end but held, window after window, for as long as the
+//!   lazier budget allows (`lazy_frames_per_sec`: 2,000 frames/s holds it 250 ms at 500 connections). A
+//!   class arriving is then a flush every quarter second instead of one every window — a fifth of the sends —
+//!   while a chat message still flushes at the end of its window, taking the waiting churn with it.
 //!
-//! Closing a connection flushes first, so nothing queued for it is lost or reordered after its close.
+//! Invariants: texts leave in the order they were queued, per connection; a window is open whenever anything
+//! is queued, and it never ends later than one (normal) window from now, so whoever waits for
+//! [`Coalescer::window_end`] is never late for a prompt frame queued meanwhile. Closing a connection flushes
+//! first, so nothing queued for it is lost or reordered after its close.
 
 use super::Output;
 use crate::ids::ConnId;
@@ -23,6 +31,16 @@ use std::sync::Arc;
 /// The longest a window is stretched for a big room.
 pub(crate) const MAX_WINDOW_MS: u64 = 250;
 
+/// How long a queued text may wait for its flush.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Urgency {
+    /// Conversation, moderation, replies: flushed at the end of the window it was queued in.
+    Prompt,
+    /// Membership churn (joined, left, presence, read marks): may wait within the lazier frame budget, and
+    /// goes out sooner with the next prompt text.
+    Lazy,
+}
+
 /// The queue and the window.
 #[derive(Debug, Default)]
 pub(crate) struct Coalescer {
@@ -30,13 +48,28 @@ pub(crate) struct Coalescer {
     min_conns: usize,
     /// Frames per second a room's flushes may cost (0: the window is always `window_ms`).
     frames_per_sec: u64,
+    /// Frames per second a room's flushes of lazy texts alone may cost (0: lazy texts are prompt).
+    lazy_frames_per_sec: u64,
     window_until: Option<Timestamp>,
     pending: Vec<(Vec<ConnId>, Arc<str>)>,
+    /// When the oldest queued text was queued.
+    queued_since: Option<Timestamp>,
+    /// Whether a prompt text is queued.
+    prompt_queued: bool,
 }
 
 impl Coalescer {
-    pub(crate) fn new(window_ms: u64, min_conns: usize, frames_per_sec: u64) -> Self {
-        Coalescer { window_ms, min_conns, frames_per_sec, window_until: None, pending: Vec::new() }
+    pub(crate) fn new(window_ms: u64, min_conns: usize, frames_per_sec: u64, lazy_frames_per_sec: u64) -> Self {
+        Coalescer {
+            window_ms,
+            min_conns,
+            frames_per_sec,
+            lazy_frames_per_sec,
+            window_until: None,
+            pending: Vec::new(),
+            queued_since: None,
+            prompt_queued: false,
+        }
     }
 
     /// The window for a room of `room_conns` connections: `window_ms`, stretched so that one frame per
@@ -47,6 +80,18 @@ impl Coalescer {
         }
         let stretched = (room_conns as u64).saturating_mul(1000).div_ceil(self.frames_per_sec);
         self.window_ms.max(stretched.min(MAX_WINDOW_MS))
+    }
+
+    /// How long lazy texts alone may stay queued in a room of `room_conns` connections: long enough that
+    /// their flushes stay within `lazy_frames_per_sec`, at most [`MAX_WINDOW_MS`], never shorter than a
+    /// window.
+    pub(crate) fn lazy_len(&self, room_conns: usize) -> u64 {
+        let window = self.window_len(room_conns);
+        if self.lazy_frames_per_sec == 0 {
+            return window;
+        }
+        let stretched = (room_conns as u64).saturating_mul(1000).div_ceil(self.lazy_frames_per_sec);
+        window.max(stretched.min(MAX_WINDOW_MS))
     }
 
     /// When the queue must be flushed, if anything is queued.
@@ -70,11 +115,13 @@ impl Coalescer {
 
     /// Sends or queues `text` for `to`. `room_conns` is the number of open connections; `batch` says which
     /// of them asked for batched frames (used when a late or shrunk window is flushed here first).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn emit(
         &mut self,
         outbox: &mut VecDeque<Output>,
         to: Vec<ConnId>,
         text: Arc<str>,
+        urgency: Urgency,
         room_conns: usize,
         batch: impl Fn(ConnId) -> bool,
         now: Timestamp,
@@ -86,6 +133,8 @@ impl Coalescer {
         let in_window = self.window_until.is_some_and(|until| now < until);
         if enabled && in_window {
             self.pending.push((to, text));
+            self.queued_since.get_or_insert(now);
+            self.prompt_queued |= urgency == Urgency::Prompt;
             return;
         }
         if !self.pending.is_empty() {
@@ -96,7 +145,9 @@ impl Coalescer {
         self.window_until = enabled.then(|| now.plus_ms(self.window_len(room_conns)));
     }
 
-    /// Flushes the queue if its window is over; opens a new window if anything was flushed.
+    /// Flushes the queue if its window is over; opens a new window if anything was flushed. A queue of lazy
+    /// texts only, queued less than [`Self::lazy_len`] ago, is held: the window is renewed instead, ending
+    /// no later than the lazy deadline.
     pub(crate) fn flush_due(
         &mut self,
         outbox: &mut VecDeque<Output>,
@@ -108,6 +159,13 @@ impl Coalescer {
         if now < until {
             return;
         }
+        if let Some(since) = self.queued_since.filter(|_| !self.prompt_queued) {
+            let lazy_due = since.plus_ms(self.lazy_len(room_conns));
+            if now < lazy_due {
+                self.window_until = Some(now.plus_ms(self.window_len(room_conns)).min(lazy_due));
+                return;
+            }
+        }
         let flushed = !self.pending.is_empty();
         self.flush_all(outbox, batch);
         self.window_until = flushed.then(|| now.plus_ms(self.window_len(room_conns)));
@@ -115,6 +173,8 @@ impl Coalescer {
 
     /// Flushes everything queued now (before a close, or when the room shrinks).
     pub(crate) fn flush_all(&mut self, outbox: &mut VecDeque<Output>, batch: impl Fn(ConnId) -> bool) {
+        self.queued_since = None;
+        self.prompt_queued = false;
         if self.pending.is_empty() {
             return;
         }
@@ -159,11 +219,17 @@ impl Coalescer {
             to.retain(|c| *c != conn);
         }
         self.pending.retain(|(to, _)| !to.is_empty());
+        if self.pending.is_empty() {
+            self.queued_since = None;
+            self.prompt_queued = false;
+        }
     }
 
     /// Forgets everything (the room was cleared and every connection closed).
     pub(crate) fn reset(&mut self) {
         self.pending.clear();
+        self.queued_since = None;
+        self.prompt_queued = false;
         self.window_until = None;
     }
 }
@@ -184,13 +250,13 @@ mod tests {
 
     #[test]
     fn quiet_rooms_send_at_once_and_busy_rooms_batch_per_window() {
-        let mut c = Coalescer::new(20, 2, 0);
+        let mut c = Coalescer::new(20, 2, 0, 0);
         let mut out = VecDeque::new();
         let all = vec![ConnId(1), ConnId(2)];
-        c.emit(&mut out, all.clone(), Arc::from("{\"a\":1}"), 2, |_| true, Timestamp(0));
+        c.emit(&mut out, all.clone(), Arc::from("{\"a\":1}"), Urgency::Prompt, 2, |_| true, Timestamp(0));
         assert_eq!(texts(&out).len(), 1, "the first event goes out at once");
-        c.emit(&mut out, all.clone(), Arc::from("{\"b\":2}"), 2, |_| true, Timestamp(5));
-        c.emit(&mut out, vec![ConnId(2)], Arc::from("{\"c\":3}"), 2, |_| true, Timestamp(6));
+        c.emit(&mut out, all.clone(), Arc::from("{\"b\":2}"), Urgency::Prompt, 2, |_| true, Timestamp(5));
+        c.emit(&mut out, vec![ConnId(2)], Arc::from("{\"c\":3}"), Urgency::Prompt, 2, |_| true, Timestamp(6));
         assert_eq!(texts(&out).len(), 1, "queued inside the window");
         assert_eq!(c.next_flush(), Some(Timestamp(20)));
         c.flush_due(&mut out, |conn| conn == ConnId(2), 2, Timestamp(20));
@@ -201,7 +267,7 @@ mod tests {
         assert_eq!(c.window_until, Some(Timestamp(40)));
         c.flush_due(&mut out, |_| true, 2, Timestamp(40));
         assert_eq!(c.window_until, None);
-        c.emit(&mut out, all, Arc::from("{\"d\":4}"), 2, |_| true, Timestamp(41));
+        c.emit(&mut out, all, Arc::from("{\"d\":4}"), Urgency::Prompt, 2, |_| true, Timestamp(41));
         assert_eq!(texts(&out).len(), 4, "a quiet room answers immediately again");
     }
 
@@ -209,15 +275,15 @@ mod tests {
     fn a_window_flushed_by_the_next_event_keeps_each_connections_framing() {
         // The room shrinks below `min_conns` with frames queued (a member left mid-window): the next event
         // flushes them first, and a connection that never asked for batches still gets one frame per text.
-        let mut c = Coalescer::new(20, 3, 0);
+        let mut c = Coalescer::new(20, 3, 0, 0);
         let mut out = VecDeque::new();
         let all = vec![ConnId(1), ConnId(2), ConnId(3)];
         let batch = |conn: ConnId| conn == ConnId(2);
-        c.emit(&mut out, all.clone(), Arc::from("{\"a\":1}"), 3, batch, Timestamp(0));
-        c.emit(&mut out, all.clone(), Arc::from("{\"b\":2}"), 3, batch, Timestamp(5));
-        c.emit(&mut out, all, Arc::from("{\"c\":3}"), 3, batch, Timestamp(6));
+        c.emit(&mut out, all.clone(), Arc::from("{\"a\":1}"), Urgency::Prompt, 3, batch, Timestamp(0));
+        c.emit(&mut out, all.clone(), Arc::from("{\"b\":2}"), Urgency::Prompt, 3, batch, Timestamp(5));
+        c.emit(&mut out, all, Arc::from("{\"c\":3}"), Urgency::Prompt, 3, batch, Timestamp(6));
         assert_eq!(texts(&out).len(), 1, "two queued");
-        c.emit(&mut out, vec![ConnId(1), ConnId(2)], Arc::from("{\"d\":4}"), 2, batch, Timestamp(7));
+        c.emit(&mut out, vec![ConnId(1), ConnId(2)], Arc::from("{\"d\":4}"), Urgency::Prompt, 2, batch, Timestamp(7));
         let sent = texts(&out);
         for (to, text) in &sent {
             if to.contains(&1) || to.contains(&3) {
@@ -232,10 +298,10 @@ mod tests {
 
     #[test]
     fn small_rooms_never_queue() {
-        let mut c = Coalescer::new(20, 50, 0);
+        let mut c = Coalescer::new(20, 50, 0, 0);
         let mut out = VecDeque::new();
         for i in 0..5 {
-            c.emit(&mut out, vec![ConnId(1)], Arc::from(format!("{i}")), 3, |_| true, Timestamp(i));
+            c.emit(&mut out, vec![ConnId(1)], Arc::from(format!("{i}")), Urgency::Prompt, 3, |_| true, Timestamp(i));
         }
         assert_eq!(texts(&out).len(), 5);
         assert_eq!(c.next_flush(), None);
@@ -243,24 +309,77 @@ mod tests {
 
     #[test]
     fn big_rooms_get_longer_windows_within_the_frame_budget() {
-        let c = Coalescer::new(20, 50, 10_000);
+        let c = Coalescer::new(20, 50, 10_000, 0);
         assert_eq!(c.window_len(50), 20, "small enough for the base window");
         assert_eq!(c.window_len(200), 20);
         assert_eq!(c.window_len(500), 50);
         assert_eq!(c.window_len(1000), 100, "1,000 frames per flush, 10 flushes a second");
         assert_eq!(c.window_len(100_000), MAX_WINDOW_MS);
-        assert_eq!(Coalescer::new(20, 50, 0).window_len(100_000), 20, "0: no stretching");
+        assert_eq!(Coalescer::new(20, 50, 0, 0).window_len(100_000), 20, "0: no stretching");
 
-        let mut c = Coalescer::new(20, 2, 10_000);
+        let mut c = Coalescer::new(20, 2, 10_000, 0);
         let mut out = VecDeque::new();
         let all: Vec<ConnId> = (0..1000).map(ConnId).collect();
-        c.emit(&mut out, all.clone(), Arc::from("{\"a\":1}"), 1000, |_| true, Timestamp(0));
+        c.emit(&mut out, all.clone(), Arc::from("{\"a\":1}"), Urgency::Prompt, 1000, |_| true, Timestamp(0));
         assert_eq!(c.window_until, Some(Timestamp(100)));
-        c.emit(&mut out, all, Arc::from("{\"b\":2}"), 1000, |_| true, Timestamp(30));
+        c.emit(&mut out, all, Arc::from("{\"b\":2}"), Urgency::Prompt, 1000, |_| true, Timestamp(30));
         c.flush_due(&mut out, |_| true, 1000, Timestamp(50));
         assert_eq!(texts(&out).len(), 1, "still inside the stretched window");
         c.flush_due(&mut out, |_| true, 1000, Timestamp(100));
         assert_eq!(texts(&out).len(), 2);
         assert_eq!(c.window_until, Some(Timestamp(200)));
+    }
+
+    #[test]
+    fn membership_churn_alone_is_held_within_the_lazy_budget() {
+        // 500 connections: a 50 ms window (10,000 frames/s), churn held up to 250 ms (2,000 frames/s).
+        let mut c = Coalescer::new(20, 50, 10_000, 2_000);
+        assert_eq!(c.lazy_len(500), 250);
+        assert_eq!(c.lazy_len(100), 50, "100 connections: 20 flushes a second fit the lazy budget");
+        assert_eq!(c.lazy_len(60), 30);
+        assert_eq!(c.lazy_len(10), 20, "never shorter than the window");
+        assert_eq!(Coalescer::new(20, 50, 10_000, 0).lazy_len(500), 50, "0: churn is prompt");
+        let mut out = VecDeque::new();
+        let all: Vec<ConnId> = (0..500).map(ConnId).collect();
+        let joined = |n: u64| Arc::from(format!("{{\"joined\":{n}}}"));
+        c.emit(&mut out, all.clone(), joined(0), Urgency::Lazy, 500, |_| true, Timestamp(0));
+        assert_eq!(texts(&out).len(), 1, "the first event of a quiet room still goes out at once");
+        c.emit(&mut out, all.clone(), joined(1), Urgency::Lazy, 500, |_| true, Timestamp(10));
+        c.emit(&mut out, all.clone(), joined(2), Urgency::Lazy, 500, |_| true, Timestamp(40));
+        // Each window end renews the window (never more than one window ahead) until 10 + 250 ms.
+        let mut ends = Vec::new();
+        while texts(&out).len() == 1 {
+            let at = c.window_end().expect("a window stays open while churn is held");
+            ends.push(at.0);
+            c.flush_due(&mut out, |_| true, 500, at);
+        }
+        assert_eq!(ends, [50, 100, 150, 200, 250, 260]);
+        assert_eq!(texts(&out)[1].1, "[{\"joined\":1},{\"joined\":2}]", "one frame for the whole hold");
+        assert_eq!(c.window_end(), Some(Timestamp(310)), "a flush opens the next window");
+    }
+
+    #[test]
+    fn a_prompt_text_takes_the_held_churn_with_it_at_the_end_of_its_window() {
+        let mut c = Coalescer::new(20, 50, 10_000, 2_000);
+        let mut out = VecDeque::new();
+        let all: Vec<ConnId> = (0..500).map(ConnId).collect();
+        c.emit(&mut out, all.clone(), Arc::from("{\"j\":0}"), Urgency::Lazy, 500, |_| true, Timestamp(0));
+        c.emit(&mut out, all.clone(), Arc::from("{\"j\":1}"), Urgency::Lazy, 500, |_| true, Timestamp(10));
+        c.flush_due(&mut out, |_| true, 500, Timestamp(50));
+        assert_eq!(texts(&out).len(), 1, "held");
+        c.emit(&mut out, all.clone(), Arc::from("{\"chat\":1}"), Urgency::Prompt, 500, |_| true, Timestamp(70));
+        assert_eq!(c.window_end(), Some(Timestamp(100)), "the held window still ends within one window");
+        c.flush_due(&mut out, |_| true, 500, Timestamp(100));
+        assert_eq!(texts(&out)[1].1, "[{\"j\":1},{\"chat\":1}]", "queued order, in one frame");
+        // Forgetting every queued text resets the hold: the next churn waits its own full budget.
+        c.emit(&mut out, vec![ConnId(7)], Arc::from("{\"j\":2}"), Urgency::Lazy, 500, |_| true, Timestamp(120));
+        c.forget(ConnId(7));
+        c.emit(&mut out, all, Arc::from("{\"j\":3}"), Urgency::Lazy, 500, |_| true, Timestamp(140));
+        let mut last = Timestamp(0);
+        while texts(&out).len() == 2 {
+            last = c.window_end().expect("held in an open window");
+            c.flush_due(&mut out, |_| true, 500, last);
+        }
+        assert_eq!(last, Timestamp(390), "held from 140, not from the forgotten text at 120");
     }
 }

@@ -67,6 +67,10 @@ pub struct Limits {
     /// that one frame per connection per window stays within it (0: never stretch). Var
     /// `COALESCE_FRAMES_PER_SEC`.
     pub coalesce_frames_per_sec: u32,
+    /// Frames per second a busy room's flushes of membership churn alone (joins, leaves, presence, read
+    /// marks) may cost: such a queue is held up to 250 ms to stay within it, and goes out sooner with the next
+    /// chat message (0: churn is flushed like everything else). Var `COALESCE_LAZY_FRAMES_PER_SEC`.
+    pub coalesce_lazy_frames_per_sec: u32,
 }
 
 impl Default for Limits {
@@ -100,6 +104,7 @@ impl Default for Limits {
             coalesce_ms: 20,
             coalesce_min_conns: 50,
             coalesce_frames_per_sec: 10_000,
+            coalesce_lazy_frames_per_sec: 2_000,
         }
     }
 }
@@ -188,6 +193,9 @@ impl Limits {
         }
         if let Some(n) = num("COALESCE_FRAMES_PER_SEC", 0, 10_000_000)? {
             l.coalesce_frames_per_sec = to_u32(n);
+        }
+        if let Some(n) = num("COALESCE_LAZY_FRAMES_PER_SEC", 0, 10_000_000)? {
+            l.coalesce_lazy_frames_per_sec = to_u32(n);
         }
         if let Some(value) = var("PERSIST_MESSAGES") {
             l.persist_messages = match value.trim() {
@@ -284,11 +292,14 @@ mod tests {
         let vars = |name: &str| match name {
             "ROOM_CAPACITY" => Some("30".to_owned()),
             "PERSIST_MESSAGES" => Some("false".to_owned()),
+            "COALESCE_LAZY_FRAMES_PER_SEC" => Some("0".to_owned()),
             _ => None,
         };
         let l = Limits::from_vars(vars).unwrap();
         assert_eq!(l.capacity, 30);
         assert!(!l.persist_messages);
+        assert_eq!(l.coalesce_lazy_frames_per_sec, 0);
+        assert_eq!(Limits::default().coalesce_lazy_frames_per_sec, 2_000);
         let err = Limits::from_vars(|n| (n == "RATE_BURST").then(|| "lots".to_owned())).unwrap_err();
         assert_eq!(err.name, "RATE_BURST");
     }

@@ -1,7 +1,7 @@
 //! Client frames: limits, parsing, idempotency, and one handler per request type.
 
 use super::admin::Actor;
-use super::{internal, Output, Room, TimerKey};
+use super::{internal, Output, Room, TimerKey, Urgency};
 use crate::ids::{ConnId, UserId};
 use crate::protocol::{
     close, parse_client_frame, Ack, ApiError, ChatMessage, ClientRequest, ErrorCode, LeaveReason, MediaFlags, Sender,
@@ -109,7 +109,7 @@ impl<S: RoomStore> Room<S> {
         if let (true, Some(rid)) = (tracked, frame.rid.as_deref()) {
             match self.store.reply(&user, rid) {
                 Ok(Some(reply)) => {
-                    self.emit(vec![conn], Arc::from(reply));
+                    self.emit(vec![conn], Arc::from(reply), Urgency::Prompt);
                     return;
                 }
                 Ok(None) => {}
@@ -135,7 +135,7 @@ impl<S: RoomStore> Room<S> {
                     }
                 }
                 if self.conns.contains_key(&conn) {
-                    self.emit(vec![conn], Arc::from(text));
+                    self.emit(vec![conn], Arc::from(text), Urgency::Prompt);
                 }
             }
             Ok(Reply::Frame(frame)) => self.send(conn, &frame),

@@ -32,6 +32,7 @@
 
 mod admin;
 mod coalesce;
+use coalesce::Urgency;
 pub mod config;
 mod handlers;
 mod media;
@@ -189,6 +190,18 @@ pub struct Room<S: RoomStore> {
     replies_stored: u64,
 }
 
+/// How soon `frame` must reach the room: membership churn may wait for a lazier flush
+/// ([`coalesce::Urgency`]); everything else goes out at the end of its window.
+fn urgency(frame: &ServerFrame) -> Urgency {
+    match frame {
+        ServerFrame::ParticipantJoined { .. }
+        | ServerFrame::ParticipantLeft { .. }
+        | ServerFrame::Presence { .. }
+        | ServerFrame::Read { .. } => Urgency::Lazy,
+        _ => Urgency::Prompt,
+    }
+}
+
 fn internal(e: StoreError) -> ApiError {
     ApiError::new(ErrorCode::Internal, e.to_string())
 }
@@ -272,8 +285,12 @@ impl<S: RoomStore> Room<S> {
                 meta
             }
         };
-        let (limits_window, limits_min, limits_fps) =
-            (limits.coalesce_ms, limits.coalesce_min_conns as usize, u64::from(limits.coalesce_frames_per_sec));
+        let coalescer = coalesce::Coalescer::new(
+            limits.coalesce_ms,
+            limits.coalesce_min_conns as usize,
+            u64::from(limits.coalesce_frames_per_sec),
+            u64::from(limits.coalesce_lazy_frames_per_sec),
+        );
         let (tenant, room_id) = match meta.address.split_once('/') {
             Some((t, r)) => (TenantId::parse(t).ok(), RoomId::parse(r).ok()),
             None => (None, None),
@@ -289,7 +306,7 @@ impl<S: RoomStore> Room<S> {
             conns: BTreeMap::new(),
             timers: Timers::default(),
             outbox: VecDeque::new(),
-            coalescer: coalesce::Coalescer::new(limits_window, limits_min, limits_fps),
+            coalescer,
             clock: now,
             poisoned: false,
             replies_stored: 0,
@@ -899,14 +916,14 @@ impl<S: RoomStore> Room<S> {
     // ----- sending and logging ---------------------------------------------------------------------------
 
     fn send(&mut self, conn: ConnId, frame: &ServerFrame) {
-        self.emit(vec![conn], Arc::from(frame.to_json()));
+        self.emit(vec![conn], Arc::from(frame.to_json()), Urgency::Prompt);
     }
 
     /// Sends (or, in a busy room, queues) `text` for `to`.
-    fn emit(&mut self, to: Vec<ConnId>, text: Arc<str>) {
+    fn emit(&mut self, to: Vec<ConnId>, text: Arc<str>, urgency: Urgency) {
         let conns = &self.conns;
         let batch = |c: ConnId| conns.get(&c).is_some_and(|c| c.record.batch);
-        self.coalescer.emit(&mut self.outbox, to, text, conns.len(), batch, self.clock);
+        self.coalescer.emit(&mut self.outbox, to, text, urgency, conns.len(), batch, self.clock);
     }
 
     /// When queued frames must be flushed ([`Room::flush`]); sooner than [`Room::next_deadline`], so the
@@ -955,7 +972,7 @@ impl<S: RoomStore> Room<S> {
     fn broadcast(&mut self, except: Option<ConnId>, frame: &ServerFrame) {
         let to: Vec<ConnId> = self.conns.keys().copied().filter(|c| Some(*c) != except).collect();
         if !to.is_empty() {
-            self.emit(to, Arc::from(frame.to_json()));
+            self.emit(to, Arc::from(frame.to_json()), urgency(frame));
         }
     }
 
@@ -968,13 +985,14 @@ impl<S: RoomStore> Room<S> {
         make: impl FnOnce(u64, Timestamp) -> ServerFrame,
     ) -> Result<u64, ApiError> {
         let seq = self.meta.seq + 1;
-        let text = make(seq, now).to_json();
+        let frame = make(seq, now);
+        let text = frame.to_json();
         self.store.append_event(seq, &text).map_err(internal)?;
         self.meta.seq = seq;
         self.store.save_meta(&self.meta).map_err(internal)?;
         let to: Vec<ConnId> = self.conns.keys().copied().filter(|c| Some(*c) != skip).collect();
         if !to.is_empty() {
-            self.emit(to, Arc::from(text));
+            self.emit(to, Arc::from(text), urgency(&frame));
         }
         if seq.is_multiple_of(64) {
             self.trim(seq)?;
