@@ -31,6 +31,15 @@ use std::sync::Arc;
 /// The longest a window is stretched for a big room.
 pub(crate) const MAX_WINDOW_MS: u64 = 250;
 
+/// How long a flush interval must be for one frame per connection to stay within `frames_per_sec`, at most
+/// [`MAX_WINDOW_MS`] (0 frames/s: no stretching).
+fn stretched(room_conns: usize, frames_per_sec: u64) -> u64 {
+    if frames_per_sec == 0 {
+        return 0;
+    }
+    (room_conns as u64).saturating_mul(1000).div_ceil(frames_per_sec).min(MAX_WINDOW_MS)
+}
+
 /// How long a queued text may wait for its flush.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Urgency {
@@ -75,23 +84,14 @@ impl Coalescer {
     /// The window for a room of `room_conns` connections: `window_ms`, stretched so that one frame per
     /// connection per window stays within `frames_per_sec`, at most [`MAX_WINDOW_MS`].
     pub(crate) fn window_len(&self, room_conns: usize) -> u64 {
-        if self.frames_per_sec == 0 {
-            return self.window_ms;
-        }
-        let stretched = (room_conns as u64).saturating_mul(1000).div_ceil(self.frames_per_sec);
-        self.window_ms.max(stretched.min(MAX_WINDOW_MS))
+        self.window_ms.max(stretched(room_conns, self.frames_per_sec))
     }
 
     /// How long lazy texts alone may stay queued in a room of `room_conns` connections: long enough that
     /// their flushes stay within `lazy_frames_per_sec`, at most [`MAX_WINDOW_MS`], never shorter than a
     /// window.
     pub(crate) fn lazy_len(&self, room_conns: usize) -> u64 {
-        let window = self.window_len(room_conns);
-        if self.lazy_frames_per_sec == 0 {
-            return window;
-        }
-        let stretched = (room_conns as u64).saturating_mul(1000).div_ceil(self.lazy_frames_per_sec);
-        window.max(stretched.min(MAX_WINDOW_MS))
+        self.window_len(room_conns).max(stretched(room_conns, self.lazy_frames_per_sec))
     }
 
     /// When the queue must be flushed, if anything is queued.
