@@ -168,6 +168,31 @@ pub fn pin(pid: u32, cpus: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The CPUs this process may run on (`Cpus_allowed_list` of `/proc/self/status`, `taskset -c` syntax).
+pub fn own_cpus() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Cpus_allowed_list:"))?;
+    line.split(':').nth(1).map(|v| v.trim().to_owned())
+}
+
+/// Lowers every thread of `pid` to the lowest scheduling priority (`renice -n 19` per thread).
+pub fn deprioritize(pid: u32) -> anyhow::Result<()> {
+    let tasks =
+        std::fs::read_dir(format!("/proc/{pid}/task")).with_context(|| format!("listing the threads of {pid}"))?;
+    for task in tasks.flatten() {
+        let tid = task.file_name().to_string_lossy().into_owned();
+        let out = Command::new("renice")
+            .args(["-n", "19", "-p", &tid])
+            .output()
+            .context("running renice (util-linux) to deprioritize wrangler's CLI")?;
+        // A thread that ended meanwhile is no loss.
+        if !out.status.success() && std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists() {
+            anyhow::bail!("renice -n 19 -p {tid} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+    }
+    Ok(())
+}
+
 /// A server process whose resources are reported, under a label (`inner workerd`, `node`, ...).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Watched {

@@ -14,7 +14,8 @@
 //!   `package.json`), which print `listening <port>` and exit when this process goes away.
 //!
 //! Every server starts under `taskset -c <cpus>` (inherited by all its processes and threads), and
-//! [`Server::pin`] re-pins all threads later (`taskset -a -p`).
+//! [`Server::pin`] re-pins all threads later (`taskset -a -p`) — except wrangler's CLI, which serves
+//! nothing and is moved beside the load tool at the lowest priority ([`cli_pids`]).
 
 use crate::procfs::{self, Watched};
 use anyhow::Context;
@@ -150,15 +151,18 @@ impl Server {
         self.target == target || (self.target.is_homeroom() && target.is_homeroom())
     }
 
-    /// Re-pins every thread of every server process to `cpus`.
+    /// Re-pins every thread of every server process to `cpus`. wrangler's CLI (its node processes and
+    /// esbuild) goes beside the load tool instead, at the lowest priority ([`cli_pids`]).
     pub fn pin(&mut self, cpus: &str) -> anyhow::Result<()> {
         self.cpus = cpus.to_owned();
-        let mut pids: Vec<u32> = self.watched.iter().map(|w| w.pid).collect();
-        if let Some(e) = &self.edge {
-            pids.push(e.wrangler);
-        }
-        for pid in pids {
+        let cli = self.edge.as_ref().map(cli_pids).unwrap_or_default();
+        for pid in self.watched.iter().map(|w| w.pid).filter(|pid| !cli.contains(pid)) {
             procfs::pin(pid, cpus)?;
+        }
+        let beside_tool = procfs::own_cpus().unwrap_or_else(|| cpus.to_owned());
+        for pid in cli {
+            procfs::pin(pid, &beside_tool)?;
+            procfs::deprioritize(pid)?;
         }
         Ok(())
     }
@@ -333,6 +337,29 @@ async fn wait_http_ok(url: &str, limit: Duration, server: &mut Server) -> anyhow
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     anyhow::bail!("wrangler dev not ready on {url} after {limit:?}:\n{}", server.log_tail())
+}
+
+/// wrangler's CLI processes: the wrangler node process, the `wrangler` launcher above it and the helpers
+/// below it (esbuild) — everything of `wrangler dev` but the two workerds. None of them is in the data path,
+/// but wrangler's V8 runs major collections some seconds after start-up (≈ 150 ms of a core, several times
+/// in a row, `perf`: `ConcurrentMarking::RunMajor`); on the server's core that stalled every join of a
+/// storm behind it (p99 60–155 ms in about one storm in three). So [`Server::pin`] moves them beside the
+/// load tool at the lowest priority (docs/benchmarks.md, "Join storm").
+fn cli_pids(edge: &EdgeProcs) -> Vec<u32> {
+    let procs = procfs::processes();
+    let mut pids = vec![edge.wrangler];
+    if let Some((_, parent)) = procs.get(&edge.wrangler) {
+        if procs.get(parent).is_some_and(|(comm, _)| comm == "node") {
+            pids.push(*parent);
+        }
+    }
+    pids.extend(
+        procs
+            .iter()
+            .filter(|(pid, (comm, ppid))| *ppid == edge.wrangler && comm != "workerd" && **pid != edge.wrangler)
+            .map(|(pid, _)| *pid),
+    );
+    pids
 }
 
 /// Finds the proxy workerd (listening on `port`), its parent (wrangler) and the inner workerd (its sibling),

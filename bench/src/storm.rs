@@ -42,7 +42,20 @@ pub struct StormResult {
     pub max_start_lag_ms: f64,
     /// Server CPU from the first connect to the last successful confirmation.
     pub server: Vec<ProcUsage>,
+    /// The slowest joins, slowest first: when each was due (ms after the storm began) and its latency, so
+    /// a tail can be told to be one stall (joins due together) or spread over the storm.
+    pub slowest: Vec<SlowJoin>,
 }
+
+/// One of a storm's slowest joins ([`StormResult::slowest`]).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct SlowJoin {
+    pub due_ms: f64,
+    pub latency_ms: f64,
+}
+
+/// How many of the slowest joins a storm reports.
+const SLOWEST: usize = 8;
 
 /// Runs a join storm.
 pub async fn run(cfg: &StormConfig) -> anyhow::Result<StormResult> {
@@ -53,7 +66,7 @@ pub async fn run(cfg: &StormConfig) -> anyhow::Result<StormResult> {
     let tokens: Vec<Option<String>> =
         (0..cfg.joins).map(|i| minter.as_ref().map(|m| m.token(&format!("s{i}"), Role::Student))).collect();
     let rec = Recorder::new(0);
-    let results: Arc<Mutex<Vec<Result<f64, String>>>> = Arc::default();
+    let results: Arc<Mutex<Vec<Result<SlowJoin, String>>>> = Arc::default();
     let max_lag_us = Arc::new(AtomicU64::new(0));
     let snap0 = CpuSnapshot::take(&cfg.watched);
     let start = Instant::now();
@@ -72,7 +85,8 @@ pub async fn run(cfg: &StormConfig) -> anyhow::Result<StormResult> {
             match adapter::join_within(adapter, &base, &room, token.as_deref(), Duration::from_secs(60)).await {
                 Ok(ws) => {
                     if let Ok(mut r) = results.lock() {
-                        r.push(Ok(at.elapsed().as_secs_f64() * 1000.0));
+                        let due_ms = (at - start).as_secs_f64() * 1000.0;
+                        r.push(Ok(SlowJoin { due_ms, latency_ms: at.elapsed().as_secs_f64() * 1000.0 }));
                     }
                     member_loop(ws, adapter, rec, None).await;
                 }
@@ -106,7 +120,10 @@ pub async fn run(cfg: &StormConfig) -> anyhow::Result<StormResult> {
     for t in &tasks {
         t.abort();
     }
-    let mut ok: Vec<f64> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+    let mut joins: Vec<SlowJoin> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+    joins.sort_by(|a, b| b.latency_ms.total_cmp(&a.latency_ms));
+    let slowest = joins.iter().take(SLOWEST).copied().collect();
+    let mut ok: Vec<f64> = joins.iter().map(|j| j.latency_ms).collect();
     ok.sort_by(f64::total_cmp);
     let first_error = results.iter().find_map(|r| r.as_ref().err().cloned());
     let pct = |p: f64| -> f64 {
@@ -127,5 +144,6 @@ pub async fn run(cfg: &StormConfig) -> anyhow::Result<StormResult> {
         total_secs,
         max_start_lag_ms: max_lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
         server: snap0.usage(&snap1, &cfg.watched),
+        slowest,
     })
 }

@@ -5,7 +5,12 @@
 //! 1. make sure the core is loaded — after hibernation or a cold start it is rebuilt from SQLite and the
 //!    attachments of the live WebSockets ([`Room::restore`]);
 //! 2. translate the event into one call on the core, passing `Date.now()`;
-//! 3. apply the core's outputs in order (send, close, rewrite an attachment);
+//! 3. apply the core's outputs in order (send, close, rewrite an attachment). Sends go through the
+//!    [`Outbox`]: a WebSocket event or the alarm writes one chunk ([`outbox::CHUNK`] sockets) at once and
+//!    the rest chunk by chunk with a yield to the event loop in between (`drain_outbox`), so
+//!    a join arriving during a flush to a thousand members is served between chunks; a connection with
+//!    frames still waiting gets its later ones (and its close) behind them. An HTTP request writes all at
+//!    once (its answer must not wait), except to a connection with frames waiting;
 //! 4. set the alarm to the core's next deadline;
 //! 5. see that what the core queued in a busy room's flush window goes out at the window's end: WebSocket
 //!    events and the alarm pump the windows inside their own event (nobody waits for their answer), HTTP
@@ -26,8 +31,9 @@ use crate::media_control;
 use crate::registry_object::{self, LostCall, PlaceCall, ReleaseCall};
 use crate::router::{ACTOR_HEADER, ADDRESS_HEADER, GEO_HEADER, IDENTITY_HEADER};
 use crate::sql_store::SqlStore;
-use crate::{clock, config, http};
+use crate::{clock, config, http, send};
 use homeroom_shared::auth::Identity;
+use homeroom_shared::outbox::{self, Delivery, Outbox};
 use homeroom_shared::placement::Geo;
 use homeroom_shared::protocol::{close, ApiError, ErrorCode};
 use homeroom_shared::pump::{Beat, PumpLease};
@@ -37,6 +43,7 @@ use homeroom_shared::{ConnId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use wasm_bindgen::JsValue;
 use worker::{
     durable_object, DurableObject, Env, Method, Request, Response, ScheduledTime, State, WebSocket,
     WebSocketIncomingMessage, WebSocketPair,
@@ -52,6 +59,20 @@ pub struct RoomObject {
     alarm_at: Cell<Option<Timestamp>>,
     /// Which handler pumps the flush windows ([`homeroom_shared::pump`]).
     pump: RefCell<PumpLease>,
+    /// Socket deliveries not written yet ([`homeroom_shared::outbox`]).
+    outbox: RefCell<Outbox<JsValue>>,
+}
+
+/// Hands one delivery to the sockets (a socket that has gone away is skipped; its close event follows).
+fn deliver(sockets: &mut HashMap<ConnId, WebSocket>, delivery: Delivery<JsValue>) {
+    match delivery {
+        Delivery::Text { text, to } => send::send_to_all(&text, to.iter().filter_map(|conn| sockets.get(conn))),
+        Delivery::Close { conn, code, reason } => {
+            if let Some(ws) = sockets.remove(&conn) {
+                let _ = ws.close(Some(code), Some(reason));
+            }
+        }
+    }
 }
 
 /// The longest a room waits for the node registry or a media node ([`RoomObject::media_io`]).
@@ -166,11 +187,15 @@ impl RoomObject {
 
     /// Applies the core's outputs in order and returns the ones that need IO beyond the sockets; drops the
     /// cache after a storage failure.
-    fn apply_outputs(&self) -> Vec<Output> {
+    ///
+    /// Socket deliveries go through the [`Outbox`]: at most `budget` sockets are written now, the rest wait
+    /// for [`Self::drain_outbox`], and a connection with frames waiting gets its later ones behind them.
+    fn apply_outputs(&self, mut budget: usize) -> Vec<Output> {
         let mut deferred = Vec::new();
         let mut slot = self.room.borrow_mut();
         let Some(room) = slot.as_mut() else { return deferred };
         let mut sockets = self.sockets.borrow_mut();
+        let mut outbox = self.outbox.borrow_mut();
         let poisoned = room.is_poisoned();
         if poisoned {
             // What the window had queued goes out with the rest, or it would be lost with the cache.
@@ -179,11 +204,13 @@ impl RoomObject {
         while let Some(output) = room.poll_output() {
             match output {
                 Output::Send { to, text } => {
-                    crate::send::send_to_all(&text, to.iter().filter_map(|conn| sockets.get(conn)));
+                    let text = send::js_text(&text);
+                    let now = outbox.send(text.clone(), to, &mut budget);
+                    send::send_to_all(&text, now.iter().filter_map(|conn| sockets.get(conn)));
                 }
                 Output::Close { conn, code, reason } => {
-                    if let Some(ws) = sockets.remove(&conn) {
-                        let _ = ws.close(Some(code), Some(reason));
+                    if let Some(close) = outbox.close(conn, code, reason) {
+                        deliver(&mut sockets, close);
                     }
                 }
                 Output::Attach { record } => {
@@ -210,9 +237,17 @@ impl RoomObject {
     /// `Pump::Alarm` (HTTP requests: upgrades, probes, admin calls) never waits for a window, because its
     /// response (an upgrade's `101`) would wait with it: if frames stay queued and nobody is pumping, the
     /// alarm is set for the window's end and the alarm handler pumps.
+    ///
+    /// Socket writes beyond one [`outbox::CHUNK`] are left to a handler that may take its time: an inline
+    /// one drains the outbox here; a request writes everything at once unless a connection already has
+    /// frames waiting (then an inline handler is draining them).
     async fn finish(&self, pump: Pump) {
+        let budget = match pump {
+            Pump::Inline => outbox::CHUNK,
+            Pump::Alarm => usize::MAX,
+        };
         loop {
-            let deferred = self.apply_outputs();
+            let deferred = self.apply_outputs(budget);
             if deferred.is_empty() {
                 break;
             }
@@ -222,6 +257,7 @@ impl RoomObject {
         }
         match pump {
             Pump::Inline => {
+                self.drain_outbox().await;
                 self.sync_alarm(None).await;
                 self.pump_flushes().await;
             }
@@ -260,9 +296,10 @@ impl RoomObject {
             if self.with_room(None, |room, now| room.tick(now)).is_err() {
                 break;
             }
-            for output in self.apply_outputs() {
+            for output in self.apply_outputs(outbox::CHUNK) {
                 self.media_io(output).await;
             }
+            self.drain_outbox().await;
             match beat {
                 // The deadlines run here may have moved the next one.
                 Beat::Pump => self.sync_alarm(None).await,
@@ -276,6 +313,28 @@ impl RoomObject {
             }
         }
         self.pump.borrow_mut().end(pumper);
+    }
+
+    /// Writes what waits in the outbox, [`outbox::CHUNK`] sockets at a time, yielding to the event loop
+    /// between chunks so that requests arriving meanwhile (a joiner's upgrade) are served in between. Several
+    /// handlers may drain at once: each takes the oldest chunk, so the order is kept.
+    async fn drain_outbox(&self) {
+        loop {
+            let chunk = self.outbox.borrow_mut().next_chunk(outbox::CHUNK);
+            if chunk.is_empty() {
+                return;
+            }
+            {
+                let mut sockets = self.sockets.borrow_mut();
+                for delivery in chunk {
+                    deliver(&mut sockets, delivery);
+                }
+            }
+            if self.outbox.borrow().is_empty() {
+                return;
+            }
+            worker::Delay::from(std::time::Duration::from_millis(0)).await;
+        }
     }
 
     fn address(&self) -> Option<String> {
@@ -543,6 +602,7 @@ impl DurableObject for RoomObject {
             sockets: RefCell::new(HashMap::new()),
             alarm_at: Cell::new(None),
             pump: RefCell::new(PumpLease::default()),
+            outbox: RefCell::new(Outbox::default()),
         }
     }
 

@@ -7,6 +7,7 @@
 //!   [`room::Output`]s out, durable state behind the synchronous [`room::store::RoomStore`] port.
 //! - [`media`]: the edge ↔ media node contract (heartbeats, control commands).
 //! - [`placement`]: the media-node registry (leases) and room placement (region, distance, load).
+//! - [`outbox`]: a room object's socket deliveries in chunks, each connection's frames kept in order.
 //! - [`pump`]: the lease that decides which event handler of a room object pumps its flush windows.
 //! - [`header`]: ASCII-only JSON for the Worker's internal headers to its objects.
 //! - [`ids`], [`time`]: validated identifiers and the millisecond clock the adapters pass in.
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod header;
 pub mod ids;
 pub mod media;
+pub mod outbox;
 pub mod placement;
 pub mod protocol;
 pub mod pump;
