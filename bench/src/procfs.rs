@@ -175,21 +175,18 @@ pub fn own_cpus() -> Option<String> {
     line.split(':').nth(1).map(|v| v.trim().to_owned())
 }
 
-/// Lowers every thread of `pid` to the lowest scheduling priority (`renice -n 19` per thread).
+/// Puts every thread of `pid` in the idle scheduling class (`chrt --idle --all-tasks -p 0 PID`): it then
+/// runs only on a CPU that nothing else wants.
 pub fn deprioritize(pid: u32) -> anyhow::Result<()> {
-    let tasks =
-        std::fs::read_dir(format!("/proc/{pid}/task")).with_context(|| format!("listing the threads of {pid}"))?;
-    for task in tasks.flatten() {
-        let tid = task.file_name().to_string_lossy().into_owned();
-        let out = Command::new("renice")
-            .args(["-n", "19", "-p", &tid])
-            .output()
-            .context("running renice (util-linux) to deprioritize wrangler's CLI")?;
-        // A thread that ended meanwhile is no loss.
-        if !out.status.success() && std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists() {
-            anyhow::bail!("renice -n 19 -p {tid} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-        }
-    }
+    let out = Command::new("chrt")
+        .args(["--idle", "--all-tasks", "-p", "0", &pid.to_string()])
+        .output()
+        .context("running chrt (util-linux) to deprioritize wrangler's CLI")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "chrt --idle --all-tasks -p 0 {pid} failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     Ok(())
 }
 
