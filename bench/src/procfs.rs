@@ -156,16 +156,7 @@ pub fn steal_ticks() -> (u64, u64) {
 
 /// Sets the CPU affinity of every thread of `pid` (`taskset -a -p -c CPUS PID`).
 pub fn pin(pid: u32, cpus: &str) -> anyhow::Result<()> {
-    let out = Command::new("taskset")
-        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
-        .output()
-        .context("running taskset (util-linux) to pin a server process")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "taskset -a -p -c {cpus} {pid} failed: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
+    util_linux("taskset", &["-a", "-p", "-c", cpus, &pid.to_string()], "to pin a server process")
 }
 
 /// The CPUs this process may run on (`Cpus_allowed_list` of `/proc/self/status`, `taskset -c` syntax).
@@ -178,13 +169,19 @@ pub fn own_cpus() -> Option<String> {
 /// Puts every thread of `pid` in the idle scheduling class (`chrt --idle --all-tasks -p 0 PID`): it then
 /// runs only on a CPU that nothing else wants.
 pub fn deprioritize(pid: u32) -> anyhow::Result<()> {
-    let out = Command::new("chrt")
-        .args(["--idle", "--all-tasks", "-p", "0", &pid.to_string()])
+    util_linux("chrt", &["--idle", "--all-tasks", "-p", "0", &pid.to_string()], "to deprioritize wrangler's CLI")
+}
+
+/// Runs a util-linux tool and fails with its stderr if it fails.
+fn util_linux(program: &str, args: &[&str], purpose: &str) -> anyhow::Result<()> {
+    let out = Command::new(program)
+        .args(args)
         .output()
-        .context("running chrt (util-linux) to deprioritize wrangler's CLI")?;
+        .with_context(|| format!("running {program} (util-linux) {purpose}"))?;
     anyhow::ensure!(
         out.status.success(),
-        "chrt --idle --all-tasks -p 0 {pid} failed: {}",
+        "{program} {} failed: {}",
+        args.join(" "),
         String::from_utf8_lossy(&out.stderr).trim()
     );
     Ok(())
