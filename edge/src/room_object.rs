@@ -205,7 +205,7 @@ impl RoomObject {
             match output {
                 Output::Send { to, text } => {
                     let text = send::js_text(&text);
-                    let now = outbox.send(text.clone(), to, &mut budget);
+                    let now = outbox.send(&text, to, &mut budget);
                     send::send_to_all(&text, now.iter().filter_map(|conn| sockets.get(conn)));
                 }
                 Output::Close { conn, code, reason } => {
