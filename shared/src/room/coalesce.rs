@@ -4,9 +4,11 @@
 //! A frame's cost in the runtime is mostly per send, not per byte, so a room of a thousand members that
 //! relays every event as its own frame spends its time in the send path. The rule (Nagle-like, per room):
 //! - a room smaller than `min_conns`, or with no window open, sends at once — and opens a window of
-//!   `window_ms`, or longer in a big room: a flush costs one frame per connection, so the window is stretched
-//!   to keep a room within `frames_per_sec` frames per second (1,000 connections at 10,000 frames/s: 100 ms),
-//!   up to [`MAX_WINDOW_MS`];
+//!   `window_ms`, or longer in a big room whose sends have used up its frame budget: each send or flush
+//!   costs the frames it wrote, and the room may spend `frames_per_sec` frames per second with
+//!   [`CREDIT_FLUSHES`] flushes of credit (a generic cell rate algorithm: `Coalescer::paid_until_us`). A lecture of 1,000 at 10,000
+//!   frames/s gets its messages at once up to 10 a second; beyond that the windows stretch to 100 ms (at
+//!   most [`MAX_WINDOW_MS`]), one flush per window;
 //! - inside an open window everything is queued (order kept per connection);
 //! - at the window's end the queue is flushed: each connection gets its queued texts as one frame (a JSON
 //!   array of frames, for clients that asked with `?batch=1`; one frame each otherwise). If anything was
@@ -17,8 +19,9 @@
 //!   class arriving is then a flush every quarter second instead of one every window — a fifth of the sends —
 //!   while a chat message still flushes at the end of its window, taking the waiting churn with it.
 //!
-//! Invariants: texts leave in the order they were queued, per connection; a window is open whenever anything
-//! is queued, and it never ends later than one (normal) window from now, so whoever waits for
+//! Invariants: texts leave in the order they were queued, per connection; a room's flushes cost at most
+//! `frames_per_sec` frames per second plus the credit; a window is open whenever anything is queued, and it
+//! never ends later than one (stretched) window from now, so whoever waits for
 //! [`Coalescer::window_end`] is never late for a prompt frame queued meanwhile. Closing a connection flushes
 //! first, so nothing queued for it is lost or reordered after its close.
 
@@ -30,6 +33,11 @@ use std::sync::Arc;
 
 /// The longest a window is stretched for a big room.
 pub(crate) const MAX_WINDOW_MS: u64 = 250;
+
+/// How many flushes to everyone a quiet room may write at the pace of the base window before its windows
+/// stretch: the credit, which also absorbs a sender's jitter (two messages arriving close together) in a room
+/// sending near its budget.
+pub(crate) const CREDIT_FLUSHES: u64 = 2;
 
 /// How long a flush interval must be for one frame per connection to stay within `frames_per_sec`, at most
 /// [`MAX_WINDOW_MS`] (0 frames/s: no stretching).
@@ -60,6 +68,10 @@ pub(crate) struct Coalescer {
     /// Frames per second a room's flushes of lazy texts alone may cost (0: lazy texts are prompt).
     lazy_frames_per_sec: u64,
     window_until: Option<Timestamp>,
+    /// When (µs on the room's clock) the frame budget has paid for every frame sent so far (`None`: nothing
+    /// sent yet). Each send or flush adds its frames at `frames_per_sec`; it never lags `now` by more than
+    /// [`CREDIT_FLUSHES`] flushes to everyone (the credit). The next window ends no sooner than this.
+    paid_until_us: Option<u64>,
     pending: Vec<(Vec<ConnId>, Arc<str>)>,
     /// When the oldest queued text was queued.
     queued_since: Option<Timestamp>,
@@ -75,6 +87,7 @@ impl Coalescer {
             frames_per_sec,
             lazy_frames_per_sec,
             window_until: None,
+            paid_until_us: None,
             pending: Vec::new(),
             queued_since: None,
             prompt_queued: false,
@@ -92,6 +105,24 @@ impl Coalescer {
     /// window.
     pub(crate) fn lazy_len(&self, room_conns: usize) -> u64 {
         self.window_len(room_conns).max(stretched(room_conns, self.lazy_frames_per_sec))
+    }
+
+    /// Charges the frame budget for `frames` written `now` and returns when the next window ends: after
+    /// `window_ms`, or once the budget has paid for them if that is later, but never more than one
+    /// [`Self::window_len`] from `now` (a room beyond the budget even at [`MAX_WINDOW_MS`] is not held
+    /// longer; nor is its debt kept, so a room that shrinks is not punished for it).
+    fn charge(&mut self, frames: usize, room_conns: usize, now: Timestamp) -> Timestamp {
+        let now_us = now.0.saturating_mul(1000);
+        let cost_us = |frames: usize| match self.frames_per_sec {
+            0 => 0,
+            per_sec => (frames as u64).saturating_mul(1_000_000) / per_sec,
+        };
+        let floor_us = now_us.saturating_sub(cost_us(room_conns).saturating_mul(CREDIT_FLUSHES));
+        let latest_us = now.plus_ms(self.window_len(room_conns)).0.saturating_mul(1000);
+        let paid_us = self.paid_until_us.unwrap_or(0).max(floor_us).saturating_add(cost_us(frames));
+        let paid_us = paid_us.min(latest_us);
+        self.paid_until_us = Some(paid_us);
+        now.plus_ms(self.window_ms).max(Timestamp(paid_us.div_ceil(1000)))
     }
 
     /// When the queue must be flushed, if anything is queued.
@@ -139,10 +170,12 @@ impl Coalescer {
         }
         if !self.pending.is_empty() {
             // A window ended without its flush (a late timer) or the room shrank: keep the order.
+            // (Both frames are charged as one send, which keeps the next window within one window from now.)
             self.flush_all(outbox, batch);
         }
+        let frames = to.len();
         outbox.push_back(Output::Send { to, text });
-        self.window_until = enabled.then(|| now.plus_ms(self.window_len(room_conns)));
+        self.window_until = enabled.then(|| self.charge(frames, room_conns, now));
     }
 
     /// Flushes the queue if its window is over; opens a new window if anything was flushed. A queue of lazy
@@ -166,18 +199,19 @@ impl Coalescer {
                 return;
             }
         }
-        let flushed = !self.pending.is_empty();
-        self.flush_all(outbox, batch);
-        self.window_until = flushed.then(|| now.plus_ms(self.window_len(room_conns)));
+        let frames = self.flush_all(outbox, batch);
+        self.window_until = (frames > 0).then(|| self.charge(frames, room_conns, now));
     }
 
-    /// Flushes everything queued now (before a close, or when the room shrinks).
-    pub(crate) fn flush_all(&mut self, outbox: &mut VecDeque<Output>, batch: impl Fn(ConnId) -> bool) {
+    /// Flushes everything queued now (before a close, or when the room shrinks); returns the number of
+    /// frames written.
+    pub(crate) fn flush_all(&mut self, outbox: &mut VecDeque<Output>, batch: impl Fn(ConnId) -> bool) -> usize {
         self.queued_since = None;
         self.prompt_queued = false;
         if self.pending.is_empty() {
-            return;
+            return 0;
         }
+        let mut frames = 0;
         let pending = std::mem::take(&mut self.pending);
         // Which queued texts each connection gets, in order.
         let mut per_conn: BTreeMap<ConnId, Vec<usize>> = BTreeMap::new();
@@ -204,13 +238,16 @@ impl Coalescer {
                     frame.push_str(part);
                 }
                 frame.push(']');
+                frames += conns.len();
                 outbox.push_back(Output::Send { to: conns, text: Arc::from(frame) });
             } else {
                 for text in texts.iter().filter_map(pick) {
+                    frames += conns.len();
                     outbox.push_back(Output::Send { to: conns.clone(), text });
                 }
             }
         }
+        frames
     }
 
     /// Drops what is queued for a connection that went away.
@@ -308,7 +345,7 @@ mod tests {
     }
 
     #[test]
-    fn big_rooms_get_longer_windows_within_the_frame_budget() {
+    fn big_rooms_get_longer_windows_once_their_frame_budget_is_spent() {
         let c = Coalescer::new(20, 50, 10_000, 0);
         assert_eq!(c.window_len(50), 20, "small enough for the base window");
         assert_eq!(c.window_len(200), 20);
@@ -320,18 +357,90 @@ mod tests {
         let mut c = Coalescer::new(20, 2, 10_000, 0);
         let mut out = VecDeque::new();
         let all: Vec<ConnId> = (0..1000).map(ConnId).collect();
-        c.emit(&mut out, all.clone(), Arc::from("{\"a\":1}"), Urgency::Prompt, 1000, |_| true, Timestamp(0));
-        assert_eq!(c.window_until, Some(Timestamp(100)));
-        c.emit(&mut out, all, Arc::from("{\"b\":2}"), Urgency::Prompt, 1000, |_| true, Timestamp(30));
-        c.flush_due(&mut out, |_| true, 1000, Timestamp(50));
-        assert_eq!(texts(&out).len(), 1, "still inside the stretched window");
-        c.flush_due(&mut out, |_| true, 1000, Timestamp(100));
-        assert_eq!(texts(&out).len(), 2);
-        assert_eq!(c.window_until, Some(Timestamp(200)));
+        let text = |n: u64| Arc::from(format!("{{\"m\":{n}}}"));
+        let t = |ms: u64| Timestamp(1_000 + ms);
+        c.emit(&mut out, all.clone(), text(0), Urgency::Prompt, 1000, |_| true, t(0));
+        assert_eq!(c.window_until, Some(t(20)), "a quiet room has credit: the base window");
+        c.flush_due(&mut out, |_| true, 1000, t(20));
+        assert_eq!(c.window_until, None);
+        c.emit(&mut out, all.clone(), text(1), Urgency::Prompt, 1000, |_| true, t(30));
+        assert_eq!(c.window_until, Some(t(50)), "still credit");
+        c.emit(&mut out, all.clone(), text(2), Urgency::Prompt, 1000, |_| true, t(50));
+        assert_eq!(texts(&out).len(), 3, "three sends at once: the first and two flushes of credit");
+        assert_eq!(c.window_until, Some(t(100)), "then the budget: 1,000 frames per 100 ms");
+        c.emit(&mut out, all, text(3), Urgency::Prompt, 1000, |_| true, t(60));
+        c.flush_due(&mut out, |_| true, 1000, t(70));
+        assert_eq!(texts(&out).len(), 3, "still inside the stretched window");
+        c.flush_due(&mut out, |_| true, 1000, t(100));
+        assert_eq!(texts(&out).len(), 4);
+        assert_eq!(c.window_until, Some(t(200)));
+    }
+
+    /// Drives a room of 100 connections with a budget of 1,000 frames/s and 20 ms windows (the arithmetic of
+    /// 1,000 at 10,000 frames/s: a flush per 100 ms) with one message every `period_ms` (+ `jitter_ms` every
+    /// other one) and its ack to the sender for `secs`, flushing at every window end as the pump does.
+    /// Returns how long each message waited and how many frames were written.
+    fn lecture(period_ms: u64, jitter_ms: u64, secs: u64) -> (Vec<u64>, usize) {
+        let mut c = Coalescer::new(20, 50, 1_000, 0);
+        let mut out = VecDeque::new();
+        let all: Vec<ConnId> = (0..100).map(ConnId).collect();
+        let mut waits = Vec::new();
+        let mut queued: Vec<u64> = Vec::new();
+        let count = secs * 1000 / period_ms;
+        for n in 0..count {
+            let at = 1_000 + n * period_ms + jitter_ms * (n % 2);
+            while let Some(end) = c.window_end().filter(|end| end.0 <= at) {
+                let before = out.len();
+                c.flush_due(&mut out, |_| true, 100, end);
+                if out.len() > before {
+                    waits.extend(queued.drain(..).map(|q| end.0 - q));
+                }
+            }
+            let before = out.len();
+            c.emit(&mut out, all.clone(), Arc::from(format!("{n}")), Urgency::Prompt, 100, |_| true, Timestamp(at));
+            if out.len() > before {
+                waits.push(0);
+            } else {
+                queued.push(at);
+            }
+            // The sender's ack (one frame) follows every message, as in the room.
+            c.emit(&mut out, vec![ConnId(0)], Arc::from("ack"), Urgency::Prompt, 100, |_| true, Timestamp(at));
+        }
+        while let Some(end) = c.window_end() {
+            let before = out.len();
+            c.flush_due(&mut out, |_| true, 100, end);
+            if out.len() > before {
+                waits.extend(queued.drain(..).map(|q| end.0 - q));
+            }
+        }
+        let frames = out.iter().map(|o| if let Output::Send { to, .. } = o { to.len() } else { 0 }).sum();
+        (waits, frames)
+    }
+
+    #[test]
+    fn a_lecture_within_its_frame_budget_gets_every_message_at_once() {
+        // 9 messages/s: 900 frames/s and the acks, within the budget of 1,000.
+        let (waits, frames) = lecture(110, 5, 10);
+        assert_eq!(waits.len(), 90);
+        assert!(waits.iter().all(|w| *w == 0), "waits: {waits:?}");
+        assert_eq!(frames, 90 * 101);
+    }
+
+    #[test]
+    fn a_lecture_beyond_its_frame_budget_batches_and_stays_within_it() {
+        for period in [50, 20, 5] {
+            let (waits, frames) = lecture(period, 3, 10);
+            // 10 s at 1,000 frames/s, plus the two flushes of credit and the last one.
+            assert!(frames <= 10_400, "{period} ms apart: {frames} frames in 10 s");
+            assert!(frames >= 9_500, "{period} ms apart: {frames} frames, the budget not used");
+            let worst = waits.iter().max().copied().unwrap_or(0);
+            assert!(worst <= 100, "{period} ms apart: a message waited {worst} ms, more than one window");
+        }
     }
 
     #[test]
     fn membership_churn_alone_is_held_within_the_lazy_budget() {
+        let t = |ms: u64| Timestamp(1_000 + ms);
         // 500 connections: a 50 ms window (10,000 frames/s), churn held up to 250 ms (2,000 frames/s).
         let mut c = Coalescer::new(20, 50, 10_000, 2_000);
         assert_eq!(c.lazy_len(500), 250);
@@ -342,44 +451,48 @@ mod tests {
         let mut out = VecDeque::new();
         let all: Vec<ConnId> = (0..500).map(ConnId).collect();
         let joined = |n: u64| Arc::from(format!("{{\"joined\":{n}}}"));
-        c.emit(&mut out, all.clone(), joined(0), Urgency::Lazy, 500, |_| true, Timestamp(0));
+        c.emit(&mut out, all.clone(), joined(0), Urgency::Lazy, 500, |_| true, t(0));
         assert_eq!(texts(&out).len(), 1, "the first event of a quiet room still goes out at once");
-        c.emit(&mut out, all.clone(), joined(1), Urgency::Lazy, 500, |_| true, Timestamp(10));
-        c.emit(&mut out, all.clone(), joined(2), Urgency::Lazy, 500, |_| true, Timestamp(40));
+        c.emit(&mut out, all.clone(), joined(1), Urgency::Lazy, 500, |_| true, t(10));
+        c.flush_due(&mut out, |_| true, 500, t(20));
+        assert_eq!(texts(&out).len(), 1, "held at the end of its window");
+        c.emit(&mut out, all.clone(), joined(2), Urgency::Lazy, 500, |_| true, t(40));
         // Each window end renews the window (never more than one window ahead) until 10 + 250 ms.
         let mut ends = Vec::new();
         while texts(&out).len() == 1 {
             let at = c.window_end().expect("a window stays open while churn is held");
-            ends.push(at.0);
+            ends.push(at.0 - 1_000);
             c.flush_due(&mut out, |_| true, 500, at);
         }
-        assert_eq!(ends, [50, 100, 150, 200, 250, 260]);
+        assert_eq!(ends, [70, 120, 170, 220, 260]);
         assert_eq!(texts(&out)[1].1, "[{\"joined\":1},{\"joined\":2}]", "one frame for the whole hold");
-        assert_eq!(c.window_end(), Some(Timestamp(310)), "a flush opens the next window");
+        assert_eq!(c.window_end(), Some(t(280)), "a flush opens the next window");
     }
 
     #[test]
     fn a_prompt_text_takes_the_held_churn_with_it_at_the_end_of_its_window() {
+        let t = |ms: u64| Timestamp(1_000 + ms);
         let mut c = Coalescer::new(20, 50, 10_000, 2_000);
         let mut out = VecDeque::new();
         let all: Vec<ConnId> = (0..500).map(ConnId).collect();
-        c.emit(&mut out, all.clone(), Arc::from("{\"j\":0}"), Urgency::Lazy, 500, |_| true, Timestamp(0));
-        c.emit(&mut out, all.clone(), Arc::from("{\"j\":1}"), Urgency::Lazy, 500, |_| true, Timestamp(10));
-        c.flush_due(&mut out, |_| true, 500, Timestamp(50));
+        c.emit(&mut out, all.clone(), Arc::from("{\"j\":0}"), Urgency::Lazy, 500, |_| true, t(0));
+        c.emit(&mut out, all.clone(), Arc::from("{\"j\":1}"), Urgency::Lazy, 500, |_| true, t(10));
+        c.flush_due(&mut out, |_| true, 500, t(50));
         assert_eq!(texts(&out).len(), 1, "held");
-        c.emit(&mut out, all.clone(), Arc::from("{\"chat\":1}"), Urgency::Prompt, 500, |_| true, Timestamp(70));
-        assert_eq!(c.window_end(), Some(Timestamp(100)), "the held window still ends within one window");
-        c.flush_due(&mut out, |_| true, 500, Timestamp(100));
+        c.emit(&mut out, all.clone(), Arc::from("{\"chat\":1}"), Urgency::Prompt, 500, |_| true, t(70));
+        assert_eq!(c.window_end(), Some(t(100)), "the held window still ends within one window");
+        c.flush_due(&mut out, |_| true, 500, t(100));
         assert_eq!(texts(&out)[1].1, "[{\"j\":1},{\"chat\":1}]", "queued order, in one frame");
+        assert_eq!(c.window_end(), Some(t(120)), "the budget has room: the next window is the base one");
         // Forgetting every queued text resets the hold: the next churn waits its own full budget.
-        c.emit(&mut out, vec![ConnId(7)], Arc::from("{\"j\":2}"), Urgency::Lazy, 500, |_| true, Timestamp(120));
+        c.emit(&mut out, vec![ConnId(7)], Arc::from("{\"j\":2}"), Urgency::Lazy, 500, |_| true, t(110));
         c.forget(ConnId(7));
-        c.emit(&mut out, all, Arc::from("{\"j\":3}"), Urgency::Lazy, 500, |_| true, Timestamp(140));
-        let mut last = Timestamp(0);
+        c.emit(&mut out, all, Arc::from("{\"j\":3}"), Urgency::Lazy, 500, |_| true, t(115));
+        let mut last = t(0);
         while texts(&out).len() == 2 {
             last = c.window_end().expect("held in an open window");
             c.flush_due(&mut out, |_| true, 500, last);
         }
-        assert_eq!(last, Timestamp(390), "held from 140, not from the forgotten text at 120");
+        assert_eq!(last, t(365), "held from 115, not from the forgotten text at 110");
     }
 }

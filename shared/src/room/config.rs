@@ -63,9 +63,8 @@ pub struct Limits {
     pub coalesce_ms: u64,
     /// Rooms with fewer connections never coalesce. Var `COALESCE_MIN_CONNECTIONS`.
     pub coalesce_min_conns: u32,
-    /// Frames per second a busy room's flushes may cost: big rooms get windows longer than `coalesce_ms` so
-    /// that one frame per connection per window stays within it (0: never stretch). Var
-    /// `COALESCE_FRAMES_PER_SEC`.
+    /// Frames per second a busy room's sends and flushes may cost, with one flush of credit: a big room that
+    /// has spent it gets windows longer than `coalesce_ms` (0: never stretch). Var `COALESCE_FRAMES_PER_SEC`.
     pub coalesce_frames_per_sec: u32,
     /// Frames per second a busy room's flushes of membership churn alone (joins, leaves, presence, read
     /// marks) may cost: such a queue is held up to 250 ms to stay within it, and goes out sooner with the next
