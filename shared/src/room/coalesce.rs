@@ -6,9 +6,9 @@
 //! - a room smaller than `min_conns`, or with no window open, sends at once — and opens a window of
 //!   `window_ms`, or longer in a big room whose sends have used up its frame budget: each send or flush
 //!   costs the frames it wrote, and the room may spend `frames_per_sec` frames per second with
-//!   [`CREDIT_FLUSHES`] flushes of credit (a generic cell rate algorithm: `Coalescer::paid_until_us`). A lecture of 1,000 at 10,000
-//!   frames/s gets its messages at once up to 10 a second; beyond that the windows stretch to 100 ms (at
-//!   most [`MAX_WINDOW_MS`]), one flush per window;
+//!   [`CREDIT_FLUSHES`] flushes of credit (a generic cell rate algorithm: `Coalescer::paid_until_us`). A
+//!   lecture of 1,000 at 10,000 frames/s gets its messages at once up to 10 a second; beyond that the
+//!   windows stretch to 100 ms (at most [`MAX_WINDOW_MS`]), one flush per window;
 //! - inside an open window everything is queued (order kept per connection);
 //! - at the window's end the queue is flushed: each connection gets its queued texts as one frame (a JSON
 //!   array of frames, for clients that asked with `?batch=1`; one frame each otherwise). If anything was
@@ -168,12 +168,11 @@ impl Coalescer {
             self.prompt_queued |= urgency == Urgency::Prompt;
             return;
         }
+        let mut frames = to.len();
         if !self.pending.is_empty() {
             // A window ended without its flush (a late timer) or the room shrank: keep the order.
-            // (Both frames are charged as one send, which keeps the next window within one window from now.)
-            self.flush_all(outbox, batch);
+            frames += self.flush_all(outbox, batch);
         }
-        let frames = to.len();
         outbox.push_back(Output::Send { to, text });
         self.window_until = enabled.then(|| self.charge(frames, room_conns, now));
     }
