@@ -933,6 +933,25 @@ fn a_restart_without_connections_removes_stale_participants() {
     assert_eq!(s.room().participants().len(), 1);
 }
 
+#[test]
+fn a_room_emptied_by_a_restart_is_wiped_one_idle_ttl_later_however_often_it_is_evicted() {
+    let mut s = sim();
+    let a = s.join("a", Role::Student);
+    send(&mut s, a, "1", "before the restart");
+    // The runtime restarts: the only socket is gone without a close event, so nothing stored says when the
+    // room emptied. The wake after the restart decides it; later wakes must not start the idle period anew.
+    s.forget_without_close(a);
+    s.hibernate();
+    let ttl = s.limits.idle_room_ttl_ms;
+    for _ in 0..3 {
+        s.advance(ttl / 3);
+        s.hibernate();
+    }
+    s.advance(ttl / 3);
+    assert_eq!(s.room().store().load_meta().unwrap(), None, "wiped one idle TTL after the restart emptied it");
+    assert!(s.room().history(None, None).unwrap().0.is_empty());
+}
+
 mod media {
     use super::*;
     use homeroom_shared::auth::TokenKey;

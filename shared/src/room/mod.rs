@@ -258,7 +258,11 @@ impl<S: RoomStore> Room<S> {
         now: Timestamp,
     ) -> Result<Self, StoreError> {
         let mut store = store;
-        let meta = match store.load_meta()? {
+        let loaded = store.load_meta()?;
+        // Whether the room has a meta row (saving one for a room woken without its address would leave a row
+        // that names no room).
+        let stored = loaded.is_some() || address.is_some();
+        let meta = match loaded {
             Some(mut meta) => {
                 if let Some(address) = address.filter(|_| meta.address.is_empty()) {
                     meta.address = address.to_owned();
@@ -351,7 +355,19 @@ impl<S: RoomStore> Room<S> {
             room.schedule_member(&id);
         }
         if room.conns.is_empty() {
-            let since = *room.meta.empty_since.get_or_insert(now);
+            let since = match room.meta.empty_since {
+                Some(since) => since,
+                None => {
+                    // The room emptied without a close event (its sockets died with the runtime). Its idle
+                    // period starts now and is stored: otherwise every later wake would start it anew and the
+                    // room would never be wiped.
+                    room.meta.empty_since = Some(now);
+                    if stored {
+                        room.store.save_meta(&room.meta)?;
+                    }
+                    now
+                }
+            };
             room.timers.set(TimerKey::RoomCleanup, since.plus_ms(room.limits.idle_room_ttl_ms));
         }
         Ok(room)
