@@ -25,8 +25,10 @@ step "build the media node and homeroom-sfu-load" \
 # assets, copied out of Cargo's registry for the str0m version in our Cargo.lock), built as a binary of a
 # throwaway crate in target/str0m-chat with the dependencies the example declares. (Building the example inside
 # the copied crate would resolve str0m's every optional and dev dependency, and some are not on every registry
-# mirror.) It listens on the machine's first non-loopback IPv4 address and HTTPS port 3000, as its source says
-# browsers need.
+# mirror.) It listens on the first non-loopback IPv4 address it finds and on HTTPS port 3000, as its source
+# says browsers need — so a run with the baseline happens in a private network namespace of its own
+# (`unshare --net`): loopback plus one private address (BASELINE_IP) on it, nothing that leaves the machine,
+# and port 3000 cannot collide with anything outside.
 build_chat() {
   local manifest src version
   manifest=$(cargo metadata --locked --format-version 1 \
@@ -59,17 +61,20 @@ tracing-subscriber = { version = "0.3.16", features = ["env-filter", "std"] }
 TOML
   (cd target/str0m-chat && CARGO_TARGET_DIR="$ROOT/target" cargo build --release -q --bin str0m-chat)
 }
-chat=()
-# `hostname -I` lists the machine's addresses other than loopback.
+BASELINE_IP=10.254.0.1
+chat=() netns=()
 if [ "$smoke" = 1 ]; then
-  # The smoke run (CI) stays on loopback and skips the baseline's build: it checks our node and the tool.
-  echo "smoke: the str0m chat baseline is skipped (it needs a non-loopback address)" >&2
-elif ! hostname -I 2>/dev/null | grep -Eq '(^| )[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+'; then
-  echo "warning: no non-loopback IPv4 address; str0m's chat example needs one, so the baseline is skipped" >&2
+  # The smoke run (CI) skips the baseline's build: it checks our node and the tool.
+  echo "smoke: the str0m chat baseline is skipped" >&2
+elif [ "$(id -u)" != 0 ] || ! command -v unshare >/dev/null || ! command -v ip >/dev/null; then
+  echo "warning: the str0m chat baseline runs in a private network namespace (root, unshare, ip); skipped" >&2
 else
   step "build the baseline: str0m's chat example (published crate)" build_chat
   chat=(--chat-binary target/release/str0m-chat)
+  # shellcheck disable=SC2016  # $@ is the inner shell's
+  netns=(unshare --net -- bash -c \
+    "ip link set lo up && ip addr add $BASELINE_IP/32 dev lo && exec \"\$@\"" netns)
 fi
 echo "media node on CPU $server_cpus, peers on CPU $load_cpus, time limit ${limit}s" >&2
-exec timeout --kill-after=30 "$limit" taskset -c "$load_cpus" \
+exec timeout --kill-after=30 "$limit" "${netns[@]}" taskset -c "$load_cpus" \
   target/release/homeroom-sfu-load --node-cpus "$server_cpus" "${chat[@]}" "$@"

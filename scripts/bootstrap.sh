@@ -162,6 +162,9 @@ setup_nightly() {
     || log "no nightly toolchain: scripts/fuzz.sh will not run"
 }
 
+# The scripts and tests use curl (health checks), python3 (the independent token forger of the attack tests)
+# and ip (the SFU baseline's private network namespace); a minimal Debian 12 may lack them.
+apt_install curl python3 iproute2
 setup_wasm_toolchain
 cargo_tool wasm-bindgen wasm-bindgen-cli "$WASM_BINDGEN_VERSION"
 cargo_tool worker-build worker-build "$WORKER_BUILD_VERSION" --locked

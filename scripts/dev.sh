@@ -42,6 +42,7 @@ setsid env WRANGLER_SEND_METRICS=false node_modules/.bin/wrangler dev --ip 127.0
 pids+=($!)
 for _ in $(seq 1 300); do
   curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
+  kill -0 "${pids[0]}" 2>/dev/null || break  # wrangler exited (build error, port taken): say so now
   sleep 0.2
 done
 curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null || { echo "[dev] the edge did not start:" >&2; tail -30 "$LOGS/edge.log" >&2; exit 1; }
@@ -54,6 +55,7 @@ setsid env NODE_SECRET="$NODE_SECRET" target/debug/homeroom-media-node --http-ad
 pids+=($!)
 for _ in $(seq 1 100); do
   curl -fsS "http://$MEDIA_HTTP/healthz" >/dev/null 2>&1 && break
+  kill -0 "${pids[1]}" 2>/dev/null || break
   sleep 0.1
 done
 curl -fsS "http://$MEDIA_HTTP/healthz" >/dev/null || { echo "[dev] the media node did not start:" >&2; tail -30 "$LOGS/media-node.log" >&2; exit 1; }

@@ -30,7 +30,7 @@ RUN_DIR="$ROOT/target/browser/run-$$"
 log() { printf '[test-browser] %s\n' "$*" >&2; }
 
 if [ "$unit_only" = 1 ]; then
-  step "client library unit tests (node --test)" node --test tests/browser/unit/
+  step "client library unit tests (node --test)" node --test tests/browser/unit/*.test.mjs
   exit 0
 fi
 
@@ -41,7 +41,7 @@ if ! dpkg-query -W -f='${Status}' fonts-noto-color-emoji 2>/dev/null | grep -q "
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-color-emoji >/dev/null 2>&1 \
     || log "could not install fonts-noto-color-emoji; screenshots will show boxes for emoji"
 fi
-step "client library unit tests (node --test)" node --test tests/browser/unit/
+step "client library unit tests (node --test)" node --test tests/browser/unit/*.test.mjs
 step "build the Worker" bash scripts/build-edge.sh
 if [ "$media" = 1 ]; then
   step "build the media node" cargo build --locked -q -p homeroom-media-node --bin homeroom-media-node

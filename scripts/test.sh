@@ -20,7 +20,11 @@ done
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 total=$SECONDS
-step "bootstrap" bash scripts/bootstrap.sh --browser
+if [ "$quick" = 1 ]; then
+  step "bootstrap" bash scripts/bootstrap.sh
+else
+  step "bootstrap (with Chromium for the browser suite)" bash scripts/bootstrap.sh --browser
+fi
 step "format" cargo fmt --all --check
 step "clippy (native, all targets)" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "clippy (wasm32: edge, shared)" \
@@ -29,7 +33,7 @@ step "build the Worker" bash scripts/build-edge.sh
 step "wrangler deploy --dry-run" \
   env WRANGLER_SEND_METRICS=false node_modules/.bin/wrangler deploy --dry-run --outdir target/deploy-dry-run
 step "native tests" cargo test --locked -p homeroom-shared -p homeroom-media-node -p homeroom-bench
-step "browser client unit tests" node --test tests/browser/unit/
+step "browser client unit tests" node --test tests/browser/unit/*.test.mjs
 if [ "$quick" = 0 ]; then
   rm -rf target/e2e
   step "end-to-end and reliability tests (wrangler dev, media nodes)" cargo test --locked -p homeroom-tests

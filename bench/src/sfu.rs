@@ -144,7 +144,8 @@ pub struct SfuProcess {
     kind: SfuKind,
     /// Homeroom: the node's `http://…`; chat: its `https://IP:3000/`.
     pub url: String,
-    /// The address peers bind to (the chat example listens on the machine's first non-loopback address).
+    /// The address peers bind to. The chat example listens on the first non-loopback address it finds; under
+    /// `scripts/bench-sfu.sh` that is a private address on loopback in the run's own network namespace.
     pub peer_ip: IpAddr,
     pub pid: u32,
 }
