@@ -1033,6 +1033,57 @@ mod media {
     }
 
     #[test]
+    fn a_permissions_change_re_asserts_every_mute_on_the_media_node() {
+        let mut s = sim();
+        let t = s.join("t", Role::Teacher);
+        let a = s.join("a", Role::Student);
+        s.request(a, Some("m"), Req::MediaJoin { region: None });
+        place(&mut s, node("n1"));
+        s.request(t, Some("v"), Req::ParticipantMute { id: uid("a"), kind: MediaKind::Video, muted: true });
+        // The node may not know the video mute (a's next media token carries video as not permitted, and the
+        // node admits that session with no mute to remember); the next `perms` command must not lift it.
+        s.media.clear();
+        s.request(t, Some("au"), Req::ParticipantMute { id: uid("a"), kind: MediaKind::Audio, muted: true });
+        let commands: Vec<ControlCommand> = s
+            .media
+            .drain(..)
+            .filter_map(|o| match o {
+                Output::MediaControl { command, .. } => Some(command),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            matches!(&commands[..], [
+                ControlCommand::Perms { perms, .. },
+                ControlCommand::Mute { kind: MediaKind::Audio, muted: true, .. },
+                ControlCommand::Mute { kind: MediaKind::Video, muted: true, .. },
+            ] if perms.audio && perms.video),
+            "permissions, then every mute in force, each once: {commands:?}"
+        );
+        s.media.clear();
+        s.request(t, Some("vu"), Req::ParticipantMute { id: uid("a"), kind: MediaKind::Video, muted: false });
+        let commands: Vec<&ControlCommand> = s
+            .media
+            .iter()
+            .filter_map(|o| match o {
+                Output::MediaControl { command, .. } => Some(command),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            matches!(
+                &commands[..],
+                [
+                    ControlCommand::Perms { .. },
+                    ControlCommand::Mute { kind: MediaKind::Audio, muted: true, .. },
+                    ControlCommand::Mute { kind: MediaKind::Video, muted: false, .. },
+                ]
+            ),
+            "an unmute: the mutes still in force, then the unmute: {commands:?}"
+        );
+    }
+
+    #[test]
     fn moderation_reaches_the_media_node_and_node_loss_tells_everyone() {
         let mut s = sim();
         let t = s.join("t", Role::Teacher);

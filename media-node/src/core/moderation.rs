@@ -93,7 +93,8 @@ impl ModerationMemo {
     }
 
     /// What a new session of `participant` in `room`, with a token issued at `issued_secs`, gets: each
-    /// decision made in or after the token's second applies; older ones are in the token already.
+    /// decision made in or after the token's second applies (older ones are in the token already), and a mute
+    /// still in force applies whatever the token's age.
     pub fn admission(&self, room: &str, participant: &str, issued_secs: Option<u64>) -> Admission {
         let Some(decision) = self.decisions.get(&key(room, participant)) else { return Admission::AsIssued };
         let applies = |at: u64| issued_secs.is_none_or(|iat| iat <= at);
@@ -104,7 +105,9 @@ impl ModerationMemo {
         let mut any = false;
         for kind in KINDS {
             if let Some(Some((flag, at))) = decision.mutes.get(slot(kind)) {
-                if applies(*at) {
+                // A mute in force applies to every token: one issued during the mute carries the kind as not
+                // permitted, and without the remembered mute a later `perms` command would lift it.
+                if *flag || applies(*at) {
                     muted.set(kind, *flag);
                     any = true;
                 }
@@ -191,7 +194,7 @@ mod tests {
     #[test]
     fn each_decision_keeps_its_own_time() {
         // Kicked at 100, back after the ban with a token of 200, muted at 300: the kick does not apply to the
-        // token of 200, the mute does.
+        // token of 200, the mute does — and to a token of 301 too, since it is still in force.
         let now = Instant::now();
         let mut memo = ModerationMemo::default();
         memo.kicked("t/math", "bob", now, 100);
@@ -200,7 +203,9 @@ mod tests {
         muted.set(MediaKind::Audio, true);
         assert_eq!(memo.admission("t/math", "bob", Some(200)), Admission::Restricted { muted, perms: None });
         assert_eq!(memo.admission("t/math", "bob", Some(90)), Admission::Kicked);
-        assert_eq!(memo.admission("t/math", "bob", Some(301)), Admission::AsIssued);
+        assert_eq!(memo.admission("t/math", "bob", Some(301)), Admission::Restricted { muted, perms: None });
+        memo.muted("t/math", "bob", MediaKind::Audio, false, now, 400);
+        assert_eq!(memo.admission("t/math", "bob", Some(401)), Admission::AsIssued, "lifted: newer tokens as issued");
     }
 
     #[test]

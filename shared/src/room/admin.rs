@@ -137,7 +137,11 @@ impl<S: RoomStore> Room<S> {
         moderation.muted.set(kind, muted);
         self.store.put_moderation(target, &moderation).map_err(internal)?;
         let seq = self.recompute(target, &moderation, None, now)?;
-        self.control_mute(target, kind, muted);
+        // A mute that changed the participant went out with its `perms` command (`control_perms` re-asserts
+        // every mute); an unmute, or a mute that changed nothing, is sent on its own.
+        if !muted || seq.is_none() {
+            self.control_mute(target, kind, muted);
+        }
         Ok(seq)
     }
 

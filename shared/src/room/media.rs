@@ -110,12 +110,23 @@ impl<S: RoomStore> Room<S> {
         self.control(ControlCommand::Kick { room, participant: user.to_string() });
     }
 
+    /// Sends `user`'s permissions to the node, then re-asserts each of its mutes.
+    ///
+    /// Mutes travel as `mute` commands of their own, so the node can tell a mute from a missing permission. A
+    /// `perms` command replaces the sessions' permissions, and the node may not know every mute: a media token
+    /// issued during a mute already carries that kind as not permitted, so the node admitted its session with
+    /// no mute to remember (or the node restarted since). Re-asserting the mutes after the permissions keeps a
+    /// mute in force however the node learned of it.
     pub(super) fn control_perms(&mut self, user: &UserId) {
         let Ok(p) = self.participant(user) else { return };
         let room = self.meta.address.clone();
-        // Mutes travel as `mute` commands of their own, so the node can tell a mute from a missing permission.
         let perms = MediaPerms::from_room(p.perms, crate::protocol::MediaFlags::default());
         self.control(ControlCommand::Perms { room, participant: user.to_string(), perms });
+        for kind in [MediaKind::Audio, MediaKind::Video, MediaKind::Screen] {
+            if p.muted.get(kind) {
+                self.control_mute(user, kind, true);
+            }
+        }
     }
 
     /// The room's media ends (clear, idle wipe): close it on the node and release the placement.
