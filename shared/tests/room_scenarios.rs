@@ -143,6 +143,16 @@ fn replies_edits_and_deletes_follow_ownership() {
     assert!(ft.iter().any(|f| matches!(f, F::ChatDeleted { id: d, .. } if *d == id)));
     s.request(a, Some("7"), Req::ChatEdit { id, text: "gone?".into() });
     assert_eq!(error_code(&s.take(a)), Some(ErrorCode::NotFound));
+
+    // A moderator acts on messages of roles up to its own: a teacher cannot rewrite an admin's announcement.
+    let announced = s.admin(|room, now| room.announce("exam moved to Friday", "Office", now)).unwrap();
+    s.take(t);
+    s.request(t, Some("8"), Req::ChatEdit { id: announced.id.clone(), text: "exam cancelled".into() });
+    assert_eq!(error_code(&s.take(t)), Some(ErrorCode::Forbidden));
+    s.request(t, Some("9"), Req::ChatDelete { id: announced.id.clone() });
+    assert_eq!(error_code(&s.take(t)), Some(ErrorCode::Forbidden));
+    let (page, _) = s.room().history(None, None).unwrap();
+    assert!(page.iter().any(|m| m.id == announced.id && m.text == "exam moved to Friday"));
 }
 
 #[test]
@@ -739,6 +749,29 @@ fn reconnecting_does_not_refill_the_rate_limit() {
     s.advance(1_000);
     send(&mut s, one, "y", "after the refill");
     assert!(error_code(&s.take(one)).is_none(), "the bucket refills as usual");
+}
+
+#[test]
+fn refusals_before_parsing_still_answer_the_request_by_its_rid() {
+    let mut s = sim();
+    let a = s.join("a", Role::Student);
+    s.take(a);
+    // Over the limit: the client's pending request is answered, so it can stop waiting for it.
+    for i in 0..s.limits.rate_burst {
+        send(&mut s, a, &format!("ok{i}"), "within the burst");
+    }
+    s.take(a);
+    send(&mut s, a, "over", "one too many");
+    assert!(
+        matches!(&s.take(a)[..], [F::Error(e)] if e.code == ErrorCode::RateLimited && e.rid.as_deref() == Some("over"))
+    );
+    s.advance(2_000);
+    let big =
+        format!(r#"{{"type":"chat.send","rid":"big","text":"{}"}}"#, "x".repeat(s.limits.max_frame_bytes as usize));
+    s.say(a, &big);
+    assert!(
+        matches!(&s.take(a)[..], [F::Error(e)] if e.code == ErrorCode::TooLarge && e.rid.as_deref() == Some("big"))
+    );
 }
 
 #[test]

@@ -182,6 +182,22 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
     }
 }
 
+/// The `rid` of a frame refused before it is parsed (too large, over the rate limit), so that the refusal
+/// answers the request it refuses. Reads nothing else of the frame; `None` when the frame is not a JSON
+/// object or its `rid` is missing or not a valid one.
+pub fn peek_rid(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct RidOnly {
+        rid: Option<String>,
+    }
+    // A derived struct would also read a JSON array (`["r1"]`) by position.
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let rid = serde_json::from_str::<RidOnly>(text).ok()?.rid?;
+    (!rid.is_empty() && rid.chars().count() <= MAX_RID_CHARS).then_some(rid)
+}
+
 fn read_rid(map: &Map<String, Value>) -> Result<Option<String>, FrameError> {
     match map.get("rid") {
         None | Some(Value::Null) => Ok(None),
@@ -238,6 +254,18 @@ mod tests {
         assert!(err.error.message.contains("longer than 64"));
         assert!(parse_client_frame(r#"{"type":"typing","active":true,"rid":5}"#).is_err());
         assert!(parse_client_frame(r#"{"type":"typing","active":true,"rid":""}"#).is_err());
+    }
+
+    #[test]
+    fn a_refused_frame_still_names_its_rid() {
+        assert_eq!(peek_rid(r#"{"type":"chat.send","rid":"r7","text":"hi"}"#).as_deref(), Some("r7"));
+        assert_eq!(peek_rid(r#"{"text":"x","rid":"late"}"#).as_deref(), Some("late"), "anywhere in the object");
+        assert_eq!(peek_rid(r#"{"type":"typing","active":true}"#), None);
+        assert_eq!(peek_rid(r#"{"rid":5}"#), None);
+        assert_eq!(peek_rid(r#"{"rid":""}"#), None);
+        assert_eq!(peek_rid(&format!(r#"{{"rid":"{}"}}"#, "r".repeat(MAX_RID_CHARS + 1))), None);
+        assert_eq!(peek_rid("not json"), None);
+        assert_eq!(peek_rid(r#"["rid"]"#), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ pub mod codes;
 pub mod model;
 pub mod server;
 
-pub use client::{parse_client_frame, ClientFrame, ClientRequest, FrameError, MAX_RID_CHARS};
+pub use client::{parse_client_frame, peek_rid, ClientFrame, ClientRequest, FrameError, MAX_RID_CHARS};
 pub use codes::{close, ApiError, ErrorCode};
 pub use model::{
     ChatMessage, LeaveReason, MediaFlags, MediaKind, NodeInfo, Participant, Perms, PermsPatch, Role, Sender, Status,

@@ -4,8 +4,8 @@ use super::admin::Actor;
 use super::{internal, Output, Room, TimerKey, Urgency};
 use crate::ids::{ConnId, UserId};
 use crate::protocol::{
-    close, parse_client_frame, Ack, ApiError, ChatMessage, ClientRequest, ErrorCode, LeaveReason, MediaFlags, Sender,
-    ServerFrame, Status,
+    close, parse_client_frame, peek_rid, Ack, ApiError, ChatMessage, ClientRequest, ErrorCode, LeaveReason, MediaFlags,
+    Sender, ServerFrame, Status,
 };
 use crate::room::store::RoomStore;
 use crate::time::Timestamp;
@@ -76,7 +76,7 @@ impl<S: RoomStore> Room<S> {
                 ErrorCode::TooLarge,
                 format!("frame of {} bytes exceeds the {} byte limit", text.len(), limits.max_frame_bytes),
             );
-            self.send_error(conn, None, error);
+            self.send_error(conn, peek_rid(text), error);
             self.strike(conn, now);
             return;
         }
@@ -88,7 +88,7 @@ impl<S: RoomStore> Room<S> {
                     limits.rate_per_sec, limits.rate_burst
                 ),
             );
-            self.send_error(conn, None, error);
+            self.send_error(conn, peek_rid(text), error);
             self.strike(conn, now);
             return;
         }
@@ -323,7 +323,8 @@ impl<S: RoomStore> Room<S> {
         Ok(Reply::Ack { seq: Some(seq), id: Some(id), exp: None })
     }
 
-    /// The message `id`, if `user` may change it (its author, or a moderator).
+    /// The message `id`, if `user` may change it: its author, or a moderator whose role is at least the
+    /// author's (the moderation authority rule: a teacher cannot rewrite an admin's announcement).
     fn editable_message(&self, user: &UserId, id: &str) -> Result<ChatMessage, ApiError> {
         Self::check_message_id(id)?;
         let message =
@@ -332,6 +333,13 @@ impl<S: RoomStore> Room<S> {
             })?;
         let me = self.participant(user)?;
         if me.perms.moderate {
+            if message.from.id != *user && message.from.role > me.role {
+                return Err(forbidden(format!(
+                    "a {} cannot change a message from a {}",
+                    me.role.as_str(),
+                    message.from.role.as_str()
+                )));
+            }
             return Ok(message);
         }
         if message.from.id != *user {
