@@ -197,9 +197,12 @@ impl NodeRegistry {
 
     fn list(&self) -> Result<Response, ApiError> {
         let now = clock::now();
+        // Live leases only, without expiring anything here: `fetch` expired what was due before this call and
+        // told the rooms; a lease that lapsed since is left for the next expiry, which tells its rooms too.
         let view = self.with_registry(|r| {
-            r.expire(now);
-            Ok(NodesView { nodes: r.nodes(), placements: r.placements() })
+            let nodes: Vec<_> = r.nodes().into_iter().filter(|n| n.expires_at > now).collect();
+            let placements = r.placements().into_iter().filter(|p| nodes.iter().any(|n| n.id == p.node)).collect();
+            Ok(NodesView { nodes, placements })
         })?;
         Ok(http::json(200, &view))
     }

@@ -533,7 +533,8 @@ impl RoomObject {
                 let mut limit = None;
                 let mut bad = None;
                 if let Some(url) = &query {
-                    for (k, v) in url.query_pairs() {
+                    // An empty value (`?before=&limit=`, as the contract spells the route) means absent.
+                    for (k, v) in url.query_pairs().filter(|(_, v)| !v.is_empty()) {
                         match &*k {
                             "before" => {
                                 before = v.parse::<u64>().map(Some).unwrap_or_else(|_| {

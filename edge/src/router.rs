@@ -61,15 +61,18 @@ pub async fn handle(raw: web_sys::Request, env: Env) -> Response {
     }
     let req = Request::from(raw);
     match segments.as_slice() {
-        ["healthz"] => json(
-            200,
-            &Health {
-                ok: true,
-                service: "homeroom-edge",
-                protocol: PROTOCOL_VERSION,
-                version: env!("CARGO_PKG_VERSION"),
-            },
-        ),
+        ["healthz"] => match method {
+            Method::Get | Method::Head => json(
+                200,
+                &Health {
+                    ok: true,
+                    service: "homeroom-edge",
+                    protocol: PROTOCOL_VERSION,
+                    version: env!("CARGO_PKG_VERSION"),
+                },
+            ),
+            _ => method_not_allowed("GET"),
+        },
         ["v1", "rooms", room] => match method {
             Method::Get => admin_room(req, &env, room, "/admin/info", Method::Get).await,
             _ => method_not_allowed("GET"),

@@ -156,6 +156,18 @@ fn replies_edits_and_deletes_follow_ownership() {
 }
 
 #[test]
+fn a_lowered_history_limit_applies_at_once() {
+    let mut s = sim();
+    let a = s.join("a", Role::Student);
+    send_many(&mut s, a, 25);
+    s.take(a);
+    let patch = SettingsPatch { history_limit: Some(Some(10)), ..SettingsPatch::default() };
+    s.admin(|room, _| room.update_settings(&patch)).unwrap();
+    let (page, more) = s.room().history(None, Some(100)).unwrap();
+    assert_eq!((page.len(), more), (10, false), "only the newest 10 are kept");
+}
+
+#[test]
 fn history_pages_backwards_and_respects_persistence() {
     let mut s = sim();
     let a = s.join("a", Role::Student);
@@ -1061,6 +1073,25 @@ mod media {
                 if participant == "a" && !perms.audio && !perms.video)
             ),
             "the media node is told to stop forwarding it: {:?}",
+            s.media
+        );
+    }
+
+    #[test]
+    fn a_placement_answered_after_its_connection_left_is_released_with_the_room() {
+        let mut s = sim();
+        let _t = s.join("t", Role::Teacher);
+        let a = s.join("a", Role::Student);
+        s.request(a, Some("m"), Req::MediaJoin { region: None });
+        // The tab closes while the registry places the room: the registry holds the placement anyway.
+        s.drop_conn(a);
+        place(&mut s, node("n1"));
+        assert_eq!(s.admin(|room, now| room.info(now)).media.map(|n| n.id).as_deref(), Some("n1"));
+        s.media.clear();
+        s.admin(|room, now| room.clear(now)).unwrap();
+        assert!(
+            s.media.iter().any(|o| matches!(o, Output::ReleaseMedia)),
+            "the clear releases the placement: {:?}",
             s.media
         );
     }

@@ -57,6 +57,11 @@ async fn health_and_refusals_before_upgrade() {
     let health: serde_json::Value =
         http.get(format!("{}/healthz", edge.http())).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["ok"], true);
+    let post = http.post(format!("{}/healthz", edge.http())).send().await.unwrap();
+    assert_eq!(
+        (post.status().as_u16(), post.headers().get("allow").map(|v| v.to_str().unwrap_or(""))),
+        (405, Some("GET"))
+    );
 
     let m = minter();
     let refuse = |room: &str, token: String| Connect::new(&edge.ws(), room, &token);
@@ -385,6 +390,10 @@ async fn admin_api_reads_announces_pages_kicks_and_limits_capacity() {
     assert_eq!(page["messages"][0]["text"], "Exam at 10");
     let bad = http.get(url("/messages?limit=abc")).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(bad.status().as_u16(), 400);
+    // The contract spells the route `?before=&limit=`: empty values mean absent.
+    let page: serde_json::Value =
+        http.get(url("/messages?before=&limit=")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+    assert_eq!(page["messages"][0]["text"], "Exam at 10");
 
     let settings =
         http.post(url("/settings")).bearer_auth(&admin).json(&serde_json::json!({"capacity": 1})).send().await.unwrap();

@@ -309,6 +309,12 @@ impl<S: RoomStore> Room<S> {
             self.poisoned = true;
             internal(e)
         })?;
+        // A lowered history limit applies at once, not at the next trim.
+        let history_limit = self.effective_settings().history_limit;
+        self.store.trim_messages(history_limit).map_err(|e| {
+            self.poisoned = true;
+            internal(e)
+        })?;
         Ok(self.meta.settings.clone())
     }
 }

@@ -37,7 +37,17 @@ impl<S: RoomStore> Room<S> {
         now: Timestamp,
     ) {
         self.run_timers(now);
-        let Some(user) = self.conns.get(&conn).map(|c| c.record.user.clone()) else { return };
+        let Some(user) = self.conns.get(&conn).map(|c| c.record.user.clone()) else {
+            // The connection went away (or the room was cleared) while the registry placed the room. The
+            // registry holds the placement all the same: remember it, so that a clear or the idle wipe
+            // releases it rather than leaving it counted against the node until its lease ends.
+            if let Ok(node) = placed {
+                if let Err(e) = self.remember_node(node) {
+                    self.poisoned |= e.code == ErrorCode::Internal;
+                }
+            }
+            return;
+        };
         match placed.and_then(|node| self.grant_media(&user, rid.clone(), node, now)) {
             Ok(frame) => self.send(conn, &frame),
             Err(e) => {
@@ -54,10 +64,7 @@ impl<S: RoomStore> Room<S> {
         node: NodeInfo,
         now: Timestamp,
     ) -> Result<ServerFrame, ApiError> {
-        if self.meta.media.as_ref() != Some(&node) {
-            self.meta.media = Some(node.clone());
-            self.store.save_meta(&self.meta).map_err(internal)?;
-        }
+        self.remember_node(node.clone())?;
         let p = self.participant(user)?;
         let expires_at = now.as_secs() + self.limits.media_token_ttl_ms / 1000;
         let caps = MediaCaps::for_role(p.role);
@@ -73,6 +80,15 @@ impl<S: RoomStore> Room<S> {
         };
         let token = self.keys.media.sign(&claims).map_err(|e| e.to_api())?;
         Ok(ServerFrame::MediaAssigned { rid, node, token, expires_at })
+    }
+
+    /// The room's media is on `node` (stored when it changes).
+    fn remember_node(&mut self, node: NodeInfo) -> Result<(), ApiError> {
+        if self.meta.media.as_ref() != Some(&node) {
+            self.meta.media = Some(node);
+            self.store.save_meta(&self.meta).map_err(internal)?;
+        }
+        Ok(())
     }
 
     /// The registry lost the room's node (`node_id`): forget it and tell everyone to `media.join` again.
