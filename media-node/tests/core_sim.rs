@@ -400,3 +400,39 @@ fn a_large_room_is_offered_to_a_newcomer_in_one_signalling_message() {
     assert!(largest > 128 * 1024, "the offer needed more than str0m's default send buffer: {largest} bytes");
     assert!(largest / CAMERAS < 2_500, "the node's codec list keeps an m-line small: {} bytes", largest / CAMERAS);
 }
+
+#[test]
+fn an_offer_answered_late_is_sent_again_unchanged_and_renegotiation_keeps_working() {
+    let mut net = SimNetwork::new();
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
+    net.run_for(Duration::from_secs(1));
+    // Bob's browser takes 12 s to apply the node's offer of alice's tracks: past the node's 10 s offer timeout,
+    // so the node sends it again while bob is still busy with the first copy.
+    net.peer_mut(bob).unwrap().set_answer_delay(Duration::from_secs(12));
+    let _alice = net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
+    net.run_for(Duration::from_secs(14));
+    net.peer_mut(bob).unwrap().set_answer_delay(Duration::ZERO);
+    net.run_for(Duration::from_secs(12));
+    let video = net.peer(bob).unwrap().stats().packets_from("alice", MediaKind::Video);
+    assert!(video > 100, "alice's video reaches bob after the late answer: {video} packets");
+    // A later change still negotiates: carol joins and bob is offered her tracks, at once now.
+    let _carol = net.join(&SimIdentity::new("carol", "t/math"), &PeerOptions::publisher()).unwrap();
+    net.run_for(Duration::from_secs(3));
+    let stats = net.peer(bob).unwrap().stats();
+    assert!(stats.packets_from("carol", MediaKind::Video) > 20, "bob receives carol's video too");
+    let refused: Vec<&String> = stats.errors.iter().filter(|e| !e.contains("no node offer outstanding")).collect();
+    assert!(refused.is_empty(), "bob applied every offer (the copy's second answer is the only error): {refused:?}");
+}
+
+#[test]
+fn a_client_that_never_answers_the_nodes_offer_is_closed() {
+    let mut net = SimNetwork::new();
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
+    net.run_for(Duration::from_secs(1));
+    net.peer_mut(bob).unwrap().set_answer_delay(Duration::from_secs(3600));
+    let _alice = net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
+    net.run_for(Duration::from_secs(35));
+    assert!(!net.peer(bob).unwrap().stats().closed, "still open while the offer is sent again");
+    net.run_for(Duration::from_secs(10));
+    assert!(net.peer(bob).unwrap().stats().closed, "closed after four unanswered sends of one offer");
+}

@@ -72,8 +72,10 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
 const REMB_INTERVAL: Duration = Duration::from_secs(1);
 /// Bandwidth set aside per received audio track when splitting a subscriber's estimate among its videos.
 const AUDIO_RESERVE_BPS: u64 = 64_000;
-/// A node offer not answered within this long is dropped and offered again.
+/// A node offer not answered within this long is sent again, unchanged ([`session::Session::resend_offer`]).
 const OFFER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A session whose client answered none of this many sends of one offer is closed: its signalling is broken.
+const MAX_OFFER_RESENDS: u32 = 3;
 
 /// A session whose ICE and DTLS are not both up this long after its offer is closed: STUN alone (a client that
 /// never finishes DTLS) must not hold a session slot.
@@ -364,11 +366,12 @@ impl Sfu {
         if self.sessions_of(&request.room, Some(&request.participant)).len() >= MAX_SESSIONS_PER_PARTICIPANT {
             return Err(CreateError::TooManySessions { limit: MAX_SESSIONS_PER_PARTICIPANT });
         }
-        let (perms, muted) = match self.moderation.admission(&request.room, &request.participant, request.issued_at) {
-            moderation::Admission::AsIssued => (request.perms, MediaFlags::default()),
-            moderation::Admission::Kicked => return Err(CreateError::Kicked),
-            moderation::Admission::Restricted { muted, perms } => (perms.unwrap_or(request.perms), muted),
-        };
+        let (perms, muted) =
+            match self.moderation.admission(&request.room, &request.participant, request.issued_at, request.perms) {
+                moderation::Admission::AsIssued => (request.perms, MediaFlags::default()),
+                moderation::Admission::Kicked => return Err(CreateError::Kicked),
+                moderation::Admission::Restricted { muted, perms } => (perms.unwrap_or(request.perms), muted),
+            };
         let offer = SdpOffer::from_sdp_string(&request.offer_sdp).map_err(|e| CreateError::BadOffer(e.to_string()))?;
         let mut rtc = self.build_rtc(now);
         let candidate =
@@ -1145,9 +1148,20 @@ impl Sfu {
                 self.io.closing.push((session.id, CloseReason::ConnectTimeout));
             }
             if session.offered_at.is_some_and(|at| now.saturating_duration_since(at) > OFFER_TIMEOUT) {
-                tracing::warn!(session = %session.id, "the client did not answer the node's offer; offering again");
-                session.pending_offer = None;
-                session.rollback_negotiation();
+                if session.offer_resends >= MAX_OFFER_RESENDS {
+                    tracing::warn!(
+                        session = %session.id, sends = session.offer_resends + 1,
+                        "the client answered none of the sends of the node's offer; closing the session"
+                    );
+                    session.offered_at = None;
+                    self.io.closing.push((session.id, CloseReason::Error));
+                } else {
+                    tracing::warn!(session = %session.id, "the client did not answer the node's offer; sending it again");
+                    if let Err(reason) = session.resend_offer(now) {
+                        tracing::debug!(session = %session.id, %reason, "could not send the offer again; will retry");
+                    }
+                    drain(&mut self.io, session);
+                }
             }
             if session.pending_offer.is_none() && session.channel.is_some() && session.has_pending_changes() {
                 // Retries an offer that could not be sent (full channel) or was dropped above.

@@ -93,9 +93,15 @@ impl ModerationMemo {
     }
 
     /// What a new session of `participant` in `room`, with a token issued at `issued_secs`, gets: each
-    /// decision made in or after the token's second applies (older ones are in the token already), and a mute
-    /// still in force applies whatever the token's age.
-    pub fn admission(&self, room: &str, participant: &str, issued_secs: Option<u64>) -> Admission {
+    /// decision made in or after the token's second applies (older ones are in the token already), and so
+    /// does a mute still in force of a kind the token does not permit.
+    pub fn admission(
+        &self,
+        room: &str,
+        participant: &str,
+        issued_secs: Option<u64>,
+        token_perms: MediaPerms,
+    ) -> Admission {
         let Some(decision) = self.decisions.get(&key(room, participant)) else { return Admission::AsIssued };
         let applies = |at: u64| issued_secs.is_none_or(|iat| iat <= at);
         if decision.kicked_at.is_some_and(applies) {
@@ -105,9 +111,11 @@ impl ModerationMemo {
         let mut any = false;
         for kind in KINDS {
             if let Some(Some((flag, at))) = decision.mutes.get(slot(kind)) {
-                // A mute in force applies to every token: one issued during the mute carries the kind as not
-                // permitted, and without the remembered mute a later `perms` command would lift it.
-                if *flag || applies(*at) {
+                // A mute in force also applies to a newer token that does not permit the kind: the edge issued
+                // it during the mute (folded into its perms), and without the remembered mute a later `perms`
+                // command, which carries permissions and not mutes, would lift it. A newer token that permits
+                // the kind was issued after an unmute.
+                if applies(*at) || (*flag && !permits(token_perms, kind)) {
                     muted.set(kind, *flag);
                     any = true;
                 }
@@ -142,6 +150,14 @@ impl ModerationMemo {
     }
 }
 
+fn permits(perms: MediaPerms, kind: MediaKind) -> bool {
+    match kind {
+        MediaKind::Audio => perms.audio,
+        MediaKind::Video => perms.video,
+        MediaKind::Screen => perms.screen,
+    }
+}
+
 fn key(room: &str, participant: &str) -> (String, String) {
     (room.to_owned(), participant.to_owned())
 }
@@ -156,14 +172,14 @@ mod tests {
     fn decisions_apply_to_tokens_issued_up_to_their_second() {
         let now = Instant::now();
         let mut memo = ModerationMemo::default();
-        assert_eq!(memo.admission("t/math", "bob", Some(100)), Admission::AsIssued);
+        assert_eq!(memo.admission("t/math", "bob", Some(100), ALL), Admission::AsIssued);
         memo.kicked("t/math", "bob", now, 1_000);
-        assert_eq!(memo.admission("t/math", "bob", Some(999)), Admission::Kicked);
-        assert_eq!(memo.admission("t/math", "bob", Some(1_000)), Admission::Kicked, "the same second counts");
-        assert_eq!(memo.admission("t/math", "bob", None), Admission::Kicked, "no iat: older than everything");
-        assert_eq!(memo.admission("t/math", "bob", Some(1_001)), Admission::AsIssued, "a newer token");
-        assert_eq!(memo.admission("t/art", "bob", Some(1)), Admission::AsIssued, "another room");
-        assert_eq!(memo.admission("t/math", "eve", Some(1)), Admission::AsIssued, "another participant");
+        assert_eq!(memo.admission("t/math", "bob", Some(999), ALL), Admission::Kicked);
+        assert_eq!(memo.admission("t/math", "bob", Some(1_000), ALL), Admission::Kicked, "the same second counts");
+        assert_eq!(memo.admission("t/math", "bob", None, ALL), Admission::Kicked, "no iat: older than everything");
+        assert_eq!(memo.admission("t/math", "bob", Some(1_001), ALL), Admission::AsIssued, "a newer token");
+        assert_eq!(memo.admission("t/art", "bob", Some(1), ALL), Admission::AsIssued, "another room");
+        assert_eq!(memo.admission("t/math", "eve", Some(1), ALL), Admission::AsIssued, "another participant");
     }
 
     #[test]
@@ -175,15 +191,18 @@ mod tests {
         memo.perms("t/math", "amy", screen_off, now, 60);
         let mut muted = MediaFlags::default();
         muted.set(MediaKind::Audio, true);
-        assert_eq!(memo.admission("t/math", "amy", Some(40)), Admission::Restricted { muted, perms: Some(screen_off) });
+        assert_eq!(
+            memo.admission("t/math", "amy", Some(40), ALL),
+            Admission::Restricted { muted, perms: Some(screen_off) }
+        );
         memo.muted("t/math", "amy", MediaKind::Audio, false, now, 70);
         assert_eq!(
-            memo.admission("t/math", "amy", Some(40)),
+            memo.admission("t/math", "amy", Some(40), ALL),
             Admission::Restricted { muted: MediaFlags::default(), perms: Some(screen_off) },
             "an unmute lifts the remembered mute"
         );
         assert_eq!(
-            memo.admission("t/math", "amy", Some(65)),
+            memo.admission("t/math", "amy", Some(65), ALL),
             Admission::Restricted { muted: MediaFlags::default(), perms: None },
             "the perms of second 60 are in a token of second 65 already"
         );
@@ -194,18 +213,24 @@ mod tests {
     #[test]
     fn each_decision_keeps_its_own_time() {
         // Kicked at 100, back after the ban with a token of 200, muted at 300: the kick does not apply to the
-        // token of 200, the mute does — and to a token of 301 too, since it is still in force.
+        // token of 200, the mute does; to a token of 301 only if that token does not permit audio.
         let now = Instant::now();
         let mut memo = ModerationMemo::default();
         memo.kicked("t/math", "bob", now, 100);
         memo.muted("t/math", "bob", MediaKind::Audio, true, now, 300);
         let mut muted = MediaFlags::default();
         muted.set(MediaKind::Audio, true);
-        assert_eq!(memo.admission("t/math", "bob", Some(200)), Admission::Restricted { muted, perms: None });
-        assert_eq!(memo.admission("t/math", "bob", Some(90)), Admission::Kicked);
-        assert_eq!(memo.admission("t/math", "bob", Some(301)), Admission::Restricted { muted, perms: None });
+        assert_eq!(memo.admission("t/math", "bob", Some(200), ALL), Admission::Restricted { muted, perms: None });
+        assert_eq!(memo.admission("t/math", "bob", Some(90), ALL), Admission::Kicked);
+        assert_eq!(memo.admission("t/math", "bob", Some(301), ALL), Admission::AsIssued, "issued after an unmute");
+        let no_audio = MediaPerms { audio: false, ..ALL };
+        assert_eq!(
+            memo.admission("t/math", "bob", Some(301), no_audio),
+            Admission::Restricted { muted, perms: None },
+            "issued during the mute: the mute stays, so that a later perms command cannot lift it"
+        );
         memo.muted("t/math", "bob", MediaKind::Audio, false, now, 400);
-        assert_eq!(memo.admission("t/math", "bob", Some(401)), Admission::AsIssued, "lifted: newer tokens as issued");
+        assert_eq!(memo.admission("t/math", "bob", Some(401), no_audio), Admission::AsIssued, "lifted");
     }
 
     #[test]
@@ -222,7 +247,7 @@ mod tests {
             memo.kicked("t/big", &format!("u{i}"), start + Duration::from_millis(i as u64), 10);
         }
         assert_eq!(memo.len(), MAX_DECISIONS);
-        assert_eq!(memo.admission("t/big", "u0", Some(1)), Admission::AsIssued, "the oldest went first");
-        assert_eq!(memo.admission("t/big", &format!("u{}", MAX_DECISIONS + 9), Some(1)), Admission::Kicked);
+        assert_eq!(memo.admission("t/big", "u0", Some(1), ALL), Admission::AsIssued, "the oldest went first");
+        assert_eq!(memo.admission("t/big", &format!("u{}", MAX_DECISIONS + 9), Some(1), ALL), Admission::Kicked);
     }
 }

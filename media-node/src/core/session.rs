@@ -13,7 +13,7 @@ use homeroom_shared::media::{MediaCaps, Quality};
 use homeroom_shared::protocol::{MediaFlags, MediaKind};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use str0m::bwe::Bitrate;
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::channel::ChannelId;
@@ -108,10 +108,17 @@ pub(crate) struct Session {
     /// Session-wide quality preference for received simulcast tracks.
     pub(crate) quality: Quality,
     pub(crate) pending_offer: Option<SdpPendingOffer>,
-    /// When the outstanding node offer went out.
+    /// When the outstanding node offer (last) went out.
     pub(crate) offered_at: Option<Instant>,
-    /// Renegotiation offers that could not be sent in a row (for the log).
+    /// The outstanding node offer's SDP, sent again as it is while unanswered ([`Session::resend_offer`]).
+    offered_sdp: Option<String>,
+    /// How often the outstanding offer was sent again.
+    pub(crate) offer_resends: u32,
+    /// Renegotiation offers that could not be sent in a row (for the log and the backoff).
     pub(crate) offer_failures: u32,
+    /// After a failed offer, none is built again before this (the failure repeats: a full buffer drains in
+    /// moments, an offer over the message limit stays over it, and building one costs the node's loop).
+    next_offer_at: Option<Instant>,
     pub(crate) bwe_estimate: Option<Bitrate>,
     pub(crate) bwe_desired: Option<(u64, u64)>,
     pub(crate) created_at: Instant,
@@ -121,6 +128,13 @@ pub(crate) struct Session {
     pub(crate) close_reason: Option<CloseReason>,
     /// Forwarded packets were written to `rtc` and it has not been drained since (see `Sfu::flush`).
     pub(crate) needs_drain: bool,
+}
+
+/// How long a session waits before building an offer again after `failures` failed ones in a row: 250 ms,
+/// doubling, at most 10 s.
+fn offer_backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(6);
+    (Duration::from_millis(250) * (1u32 << doublings)).min(Duration::from_secs(10))
 }
 
 /// Who a session belongs to, for authorising `DELETE` and for control commands.
@@ -163,7 +177,10 @@ impl Session {
             quality,
             pending_offer: None,
             offered_at: None,
+            offered_sdp: None,
+            offer_resends: 0,
             offer_failures: 0,
+            next_offer_at: None,
             bwe_estimate: None,
             bwe_desired: None,
             created_at: now,
@@ -340,6 +357,9 @@ impl Session {
         if self.channel.is_none() || self.pending_offer.is_some() || !self.rtc.is_alive() {
             return false;
         }
+        if self.next_offer_at.is_some_and(|at| now < at) {
+            return false;
+        }
         let mut change = self.rtc.sdp_api();
         let mut touched = Vec::new();
         for (key, sub) in self.subscriptions.iter_mut() {
@@ -377,27 +397,47 @@ impl Session {
         };
         self.pending_offer = Some(pending);
         self.offered_at = Some(now);
-        let message = NodeSignal::Offer { sdp: offer.to_sdp_string(), tracks: self.track_infos() };
+        self.offer_resends = 0;
+        let sdp = offer.to_sdp_string();
+        let message = NodeSignal::Offer { sdp: sdp.clone(), tracks: self.track_infos() };
         if let Err(reason) = self.send_signal(&message) {
             self.offer_failures = self.offer_failures.saturating_add(1);
-            // Retried every housekeeping tick: log the first failure and then ever more rarely.
+            let backoff = offer_backoff(self.offer_failures);
+            self.next_offer_at = Some(now + backoff);
+            // Log the first failure and then ever more rarely.
             if self.offer_failures.is_power_of_two() {
                 tracing::warn!(
                     session = %self.id, participant = %self.participant, %reason, attempts = self.offer_failures,
-                    "could not send the renegotiation offer; will retry"
+                    retry_in_ms = backoff.as_millis() as u64, "could not send the renegotiation offer; will retry"
                 );
             }
             self.pending_offer = None;
             self.rollback_negotiation();
             return false;
         }
+        self.offered_sdp = Some(sdp);
         self.offer_failures = 0;
+        self.next_offer_at = None;
         true
+    }
+
+    /// Sends the outstanding node offer again, unchanged: the client may have lost it, or may be answering it
+    /// late. A *different* offer would not do: a client that applied the first one would find the second's
+    /// m-lines out of order and refuse every offer after it. A client that answers both gets an error for the
+    /// second answer, which changes nothing. Caller drains `rtc` afterwards.
+    pub(crate) fn resend_offer(&mut self, now: Instant) -> Result<(), String> {
+        let Some(sdp) = self.offered_sdp.clone().filter(|_| self.pending_offer.is_some()) else {
+            return Err("no node offer outstanding".into());
+        };
+        self.offered_at = Some(now);
+        self.offer_resends = self.offer_resends.saturating_add(1);
+        self.send_signal(&NodeSignal::Offer { sdp, tracks: self.track_infos() })
     }
 
     /// Returns subscriptions of a dropped node offer to their "to do" states.
     pub(crate) fn rollback_negotiation(&mut self) {
         self.offered_at = None;
+        self.offered_sdp = None;
         for sub in self.subscriptions.values_mut() {
             match sub.state {
                 OutState::Negotiating(_) => sub.state = OutState::ToOpen,
@@ -413,6 +453,7 @@ impl Session {
             return Err("there is no node offer outstanding to answer".into());
         };
         self.offered_at = None;
+        self.offered_sdp = None;
         if let Err(e) = self.rtc.sdp_api().accept_answer(pending, answer) {
             self.rollback_negotiation();
             return Err(format!("the answer does not fit the node's offer: {e}"));
@@ -463,6 +504,15 @@ mod tests {
             Quality::default(),
             now,
         )
+    }
+
+    #[test]
+    fn failed_offers_back_off_from_250_ms_to_10_s() {
+        let ms = |failures| offer_backoff(failures).as_millis();
+        assert_eq!(
+            [ms(1), ms(2), ms(3), ms(5), ms(6), ms(7), ms(u32::MAX)],
+            [250, 500, 1_000, 4_000, 8_000, 10_000, 10_000]
+        );
     }
 
     #[test]

@@ -234,6 +234,10 @@ pub struct PeerCore {
     arrivals: Option<Vec<FrameArrival>>,
     sent_stamps: Option<Vec<u64>>,
     dialect: Dialect,
+    /// How long the peer takes to answer a node offer (a slow `setRemoteDescription`; zero: at once).
+    answer_delay: Duration,
+    /// Node offers waiting for their answer: when it is due, the SDP and the track list.
+    held_offers: Vec<(Instant, String, Vec<TrackInfo>)>,
 }
 
 /// A peer's first offer, for `POST /v1/sessions`.
@@ -336,6 +340,8 @@ impl PeerCore {
             arrivals: options.record_latency.then(Vec::new),
             sent_stamps: options.record_latency.then(Vec::new),
             dialect: options.dialect,
+            answer_delay: Duration::ZERO,
+            held_offers: Vec::new(),
         };
         Ok((core, PeerOffer { sdp: offer.to_sdp_string(), screen_mids }))
     }
@@ -442,7 +448,13 @@ impl PeerCore {
         } else {
             None
         };
-        media.map_or(rtc_deadline, |at| at.min(rtc_deadline))
+        let held = self.held_offers.iter().map(|(due, _, _)| *due).min();
+        [media, held].into_iter().flatten().fold(rtc_deadline, Instant::min)
+    }
+
+    /// Answers node offers `delay` after they arrive, like a browser busy applying a large description.
+    pub fn set_answer_delay(&mut self, delay: Duration) {
+        self.answer_delay = delay;
     }
 
     /// A datagram arrived from `source`.
@@ -462,6 +474,14 @@ impl PeerCore {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
         if self.rtc.handle_input(Input::Timeout(now)).is_ok() {
+            self.drain();
+        }
+        if self.held_offers.iter().any(|(due, _, _)| *due <= now) {
+            let (due, later) = std::mem::take(&mut self.held_offers).into_iter().partition(|(due, _, _)| *due <= now);
+            self.held_offers = later;
+            for (_, sdp, tracks) in due {
+                self.answer_node_offer(&sdp, tracks);
+            }
             self.drain();
         }
         if self.stats.connected_at.is_some() && self.rtc.is_alive() {
@@ -610,6 +630,14 @@ impl PeerCore {
             self.stats.ignored_offers += 1;
             return;
         }
+        if !self.answer_delay.is_zero() {
+            self.held_offers.push((self.last_now + self.answer_delay, sdp.to_owned(), tracks));
+            return;
+        }
+        self.answer_node_offer(sdp, tracks);
+    }
+
+    fn answer_node_offer(&mut self, sdp: &str, tracks: Vec<TrackInfo>) {
         let answer = SdpOffer::from_sdp_string(sdp)
             .map_err(|e| e.to_string())
             .and_then(|offer| self.rtc.sdp_api().accept_offer(offer).map_err(|e| e.to_string()));
