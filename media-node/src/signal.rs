@@ -15,6 +15,11 @@ use serde::{Deserialize, Serialize};
 
 /// Longest signalling message the node accepts or sends, in bytes (SDP of a large room included).
 pub const MAX_SIGNAL_BYTES: usize = 256 * 1024;
+/// Signalling messages a session may send per second, after a burst of [`SIGNAL_BURST`]: far above what a
+/// client does (an answer per node offer, an offer per screen share, a quality change per click), far below
+/// what would keep the node's media loop busy.
+pub const SIGNAL_RATE_PER_SEC: u32 = 20;
+pub const SIGNAL_BURST: u32 = 50;
 
 /// A message from the client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

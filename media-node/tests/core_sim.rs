@@ -436,3 +436,28 @@ fn a_client_that_never_answers_the_nodes_offer_is_closed() {
     net.run_for(Duration::from_secs(10));
     assert!(net.peer(bob).unwrap().stats().closed, "closed after four unanswered sends of one offer");
 }
+
+#[test]
+fn a_client_flooding_signalling_messages_is_told_and_the_room_goes_on() {
+    use homeroom_shared::media::Quality;
+    let mut net = SimNetwork::new();
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
+    let _alice = net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
+    net.run_for(Duration::from_secs(2));
+    for _ in 0..300 {
+        net.peer_mut(bob).unwrap().set_quality(Quality::Low, None);
+    }
+    net.run_for(Duration::from_secs(1));
+    let limited = |net: &SimNetwork| {
+        net.peer(bob).unwrap().stats().errors.iter().filter(|e| e.contains("too many signalling messages")).count()
+    };
+    let refused = limited(&net);
+    assert!((200..=260).contains(&refused), "beyond the burst of 50 (plus ≈ 20 refilled), refused: {refused}");
+    // The budget refills; a client at a sane pace is never refused, and media kept flowing.
+    net.run_for(Duration::from_secs(3));
+    let video = net.peer(bob).unwrap().stats().packets_from("alice", MediaKind::Video);
+    net.peer_mut(bob).unwrap().set_quality(Quality::High, None);
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(limited(&net), refused);
+    assert!(net.peer(bob).unwrap().stats().packets_from("alice", MediaKind::Video) > video + 20);
+}

@@ -44,7 +44,7 @@ pub(crate) mod throttle;
 pub(crate) mod track;
 
 use crate::metrics::{DropReason, KeyframeSource, Metrics};
-use crate::signal::{ClientSignal, NodeSignal, MAX_SIGNAL_BYTES};
+use crate::signal::{ClientSignal, NodeSignal, MAX_SIGNAL_BYTES, SIGNAL_BURST, SIGNAL_RATE_PER_SEC};
 use demux::Demux;
 use forward::{OutState, PacketView, Publisher, Subscription};
 use homeroom_shared::auth::MediaPerms;
@@ -851,6 +851,22 @@ impl Sfu {
                 tracing::debug!(session = %session.id, %reason, "could not report it to the client");
             }
         };
+        let since_created = now.saturating_duration_since(session.created_at).as_millis() as u64;
+        if !session.signal_budget.try_take(1, since_created) {
+            // Each message costs the node's one media loop (an offer is parsed, accepted and answered); a
+            // client sending more than any real one does only gets told so.
+            tracing::debug!(session = %session.id, "signalling message over the session's rate; dropped");
+            let message = format!(
+                "too many signalling messages: at most {SIGNAL_RATE_PER_SEC} per second with bursts of \
+                 {SIGNAL_BURST}; this one was dropped"
+            );
+            let error = NodeSignal::Error { code: ErrorCode::RateLimited, message };
+            if let Err(reason) = session.send_signal(&error) {
+                tracing::debug!(session = %session.id, %reason, "could not report it to the client");
+            }
+            drain(&mut self.io, session);
+            return;
+        }
         if data.data.len() > MAX_SIGNAL_BYTES {
             reply_error(session, format!("signalling messages are limited to {MAX_SIGNAL_BYTES} bytes"));
             drain(&mut self.io, session);
@@ -1001,13 +1017,19 @@ impl Sfu {
     fn select_layers(&mut self, now: Instant, only: Option<SessionId>) {
         // Tracks whose publisher may not publish them now (muted, not permitted) get no menu, so nobody asks
         // their publisher for keyframes that would be dropped anyway.
+        // For one session (its `quality` message, its answer), only the menus of what it receives.
+        let wanted: Option<HashSet<TrackKey>> = only
+            .map(|id| self.sessions.get(&id).map(|s| s.subscriptions.values().map(|sub| sub.source).collect()))
+            .map(Option::unwrap_or_default);
         let menus: HashMap<TrackKey, track::LayerMenu> = self
             .sessions
             .values()
             .flat_map(|s| {
+                let wanted = wanted.as_ref();
                 s.published
                     .values()
-                    .filter(|t| t.is_video() && s.may_publish(t.kind))
+                    .filter(move |t| t.is_video() && s.may_publish(t.kind))
+                    .filter(move |t| wanted.is_none_or(|w| w.contains(&t.key)))
                     .map(move |t| (t.key, t.menu(now, &s.caps)))
             })
             .collect();

@@ -7,10 +7,11 @@
 use super::forward::{OutState, PacketView, Subscription, Verdict};
 use super::ids::{SessionId, TrackKey};
 use super::track::PublishedTrack;
-use crate::signal::{NodeSignal, TrackInfo, MAX_SIGNAL_BYTES};
+use crate::signal::{NodeSignal, TrackInfo, MAX_SIGNAL_BYTES, SIGNAL_BURST, SIGNAL_RATE_PER_SEC};
 use homeroom_shared::auth::MediaPerms;
 use homeroom_shared::media::{MediaCaps, Quality};
 use homeroom_shared::protocol::{MediaFlags, MediaKind};
+use homeroom_shared::room::rate::TokenBucket;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -128,6 +129,8 @@ pub(crate) struct Session {
     pub(crate) close_reason: Option<CloseReason>,
     /// Forwarded packets were written to `rtc` and it has not been drained since (see `Sfu::flush`).
     pub(crate) needs_drain: bool,
+    /// Signalling messages the client may still send, in milliseconds since `created_at`.
+    pub(crate) signal_budget: TokenBucket,
 }
 
 /// How long a session waits before building an offer again after `failures` failed ones in a row: 250 ms,
@@ -189,6 +192,7 @@ impl Session {
             first_forward_at: None,
             close_reason: None,
             needs_drain: false,
+            signal_budget: TokenBucket::full(SIGNAL_BURST, SIGNAL_RATE_PER_SEC, 0),
         }
     }
 
