@@ -246,7 +246,11 @@ async fn supervise(mut s: Supervised) -> Result<(), NodeError> {
     tracing::info!(sessions = s.status.sessions(), timeout = ?s.drain_timeout, "draining: no new sessions");
     let deadline = Instant::now() + s.drain_timeout;
     while s.status.sessions() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The media loop may die mid-drain too: then its sessions are gone and nothing is left to wait for.
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            ended = &mut s.media_loop => return media_loop_died(s, ended).await,
+        }
     }
     let remaining = s.status.sessions();
     if remaining > 0 {
