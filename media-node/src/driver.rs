@@ -94,6 +94,13 @@ pub(crate) async fn run(
 ) {
     let mut batch = RecvBatch::new();
     let mut outbox: Vec<Transmit> = Vec::new();
+    let udp_gso = udp_gso && {
+        let supported = gso::kernel_supports(&socket);
+        if !supported {
+            tracing::warn!("this kernel has no UDP GSO (Linux 4.18+); sending one datagram per system call");
+        }
+        supported
+    };
     let mut sender = Sender { gso: udp_gso, gso_health: gso::GsoHealth::default(), scratch: Vec::new() };
     loop {
         let deadline = sfu.next_deadline().min(Instant::now() + MAX_SLEEP);

@@ -7,9 +7,11 @@
 //! message; the kernel splits it into the same datagrams on the wire (or, on loopback, at the receiving
 //! socket), so peers see no difference.
 //!
-//! [`run_len`] is the pure rule for what one send may carry; [`send_run`] does the system call. A kernel or
-//! device without GSO answers the first such send with an error; the driver then sends that run one datagram
-//! at a time and stops using GSO (nothing is lost, and the log says so once).
+//! [`run_len`] is the pure rule for what one send may carry; [`send_run`] does the system call. A kernel
+//! without UDP GSO (before Linux 4.18) does not know the socket option, which [`kernel_supports`] asks once at
+//! start: such a kernel would ignore the control message and send each run as one oversized datagram. A device
+//! without it answers a GSO send with an error; the driver then sends that run one datagram at a time (and
+//! stops using GSO if the failures keep coming): nothing is lost, and the log says so.
 
 use nix::errno::Errno;
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrStorage};
@@ -56,6 +58,12 @@ pub(crate) fn run_len(transmits: &[Transmit]) -> usize {
         }
     }
     count
+}
+
+/// Whether the kernel knows UDP GSO: it reads the socket's `UDP_SEGMENT` option (0 unless set), which a
+/// kernel without GSO refuses (`ENOPROTOOPT`).
+pub(crate) fn kernel_supports(socket: &UdpSocket) -> bool {
+    nix::sys::socket::getsockopt(socket, nix::sys::socket::sockopt::UdpGsoSegment).is_ok()
 }
 
 /// Whether a failed GSO send means the kernel or the device cannot do GSO (rather than a full buffer or an
@@ -187,6 +195,7 @@ mod tests {
     async fn a_run_arrives_as_the_original_datagrams() {
         let receiver = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        assert_eq!(kernel_supports(&sender), cfg!(target_os = "linux"), "the start-up probe agrees");
         let to = receiver.local_addr().unwrap().to_string();
         let mut run: Vec<_> = (0..5u8)
             .map(|i| {
