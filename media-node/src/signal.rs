@@ -52,7 +52,14 @@ pub enum NodeSignal {
     /// The node's answer to a client offer, with the same track list.
     Answer { sdp: String, tracks: Vec<TrackInfo> },
     /// A client message the node could not use. The session stays up.
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+        /// The `type` of the client message refused, when the node read that far (`"offer"`: the client's
+        /// offer was refused and the node keeps its description as it was; the client rolls its own back).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refused: Option<String>,
+    },
 }
 
 /// What one of the client's receiving m-lines carries.
@@ -97,7 +104,13 @@ mod tests {
             serde_json::to_string(&node).unwrap(),
             r#"{"type":"offer","sdp":"v=0","tracks":[{"mid":"3","participant":"u1","kind":"screen","source":"00000000000000aa/1"}]}"#
         );
-        let error = NodeSignal::Error { code: ErrorCode::BadRequest, message: "x".into() };
+        let error = NodeSignal::Error { code: ErrorCode::BadRequest, message: "x".into(), refused: None };
         assert_eq!(serde_json::to_string(&error).unwrap(), r#"{"type":"error","code":"bad_request","message":"x"}"#);
+        let error =
+            NodeSignal::Error { code: ErrorCode::BadRequest, message: "x".into(), refused: Some("offer".into()) };
+        assert_eq!(
+            serde_json::to_string(&error).unwrap(),
+            r#"{"type":"error","code":"bad_request","message":"x","refused":"offer"}"#
+        );
     }
 }

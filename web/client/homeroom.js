@@ -144,6 +144,8 @@ export class HomeroomClient extends Emitter {
     this._refreshing = null;
     this._typingSentAt = 0;
     this._lastReadSent = 0;
+    /** Token refusals (401, 4001) since the last welcome: the second one in a row stops the client. */
+    this._tokenRefusals = 0;
     this._installBrowserHooks();
   }
 
@@ -187,6 +189,8 @@ export class HomeroomClient extends Emitter {
   /** Leaves the room: closes the socket and the media session, and stops reconnecting. */
   close(message = 'You left the room.') {
     this._closedByUser = true;
+    // An open still waiting for its token (getToken) must not go on to connect after this.
+    this._connection += 1;
     this.media.leave().catch(() => {});
     const ws = this._ws;
     this._detachSocket();
@@ -218,6 +222,7 @@ export class HomeroomClient extends Emitter {
   reconnect() {
     this._closedByUser = false;
     this._attempt = 0;
+    this._tokenRefusals = 0;
     clearTimeout(this._timers.reconnect);
     if (this._ws) this._abandonSocket('network', 'Reconnecting now.');
     else this._openSocket('connecting');
@@ -430,6 +435,13 @@ export class HomeroomClient extends Emitter {
       this._closeForGood('unauthorized', `${message} No getToken function was given, so the client stops.`, code);
       return;
     }
+    // An expired or revoked token is worth replacing once; a token fresh from getToken refused as well means
+    // the sign-in itself is wrong (another secret, bad claims), and retrying forever would only hide that.
+    this._tokenRefusals += 1;
+    if (this._tokenRefusals > 1) {
+      this._closeForGood('unauthorized', `${message} A new token from getToken was refused too, so the client stops.`, code);
+      return;
+    }
     this._token = null;
     this._scheduleReconnect({ reason: 'token_expired', message, code });
   }
@@ -482,8 +494,11 @@ export class HomeroomClient extends Emitter {
       this._log('warn', `ignoring a frame that is not JSON: ${text.slice(0, 80)}`);
       return;
     }
-    // A batch (JSON array) carries several frames, in order.
+    // A batch (JSON array) carries several frames, in order. A frame that gives up the socket (a seq gap)
+    // ends the batch: the rest would be gaps too, each one abandoning again and growing the backoff.
+    const connection = this._connection;
     for (const frame of Array.isArray(parsed) ? parsed : [parsed]) {
+      if (connection !== this._connection) break;
       if (frame && typeof frame === 'object') this._onFrame(frame);
     }
   }
@@ -524,6 +539,7 @@ export class HomeroomClient extends Emitter {
       if (connection === this._connection) this._attempt = 0;
     }, this.options.stableAfterMs);
     this._everOpen = true;
+    this._tokenRefusals = 0;
     if (!resumed) this._lastReadSent = 0; // a fresh snapshot (or a new epoch): read positions start over
     this._rate.configure(welcome.config);
     this._log('info', `welcome epoch=${welcome.epoch} seq=${welcome.seq} resumed=${resumed}`);
@@ -807,8 +823,15 @@ export class HomeroomClient extends Emitter {
    */
   async markRead(seq = this.state.latestMessageSeq()) {
     if (!this.isOpen || !seq || seq <= Math.max(this.state.lastRead, this._lastReadSent)) return;
+    const before = this._lastReadSent;
     this._lastReadSent = seq;
-    await this.request('chat.read', { seq });
+    try {
+      await this.request('chat.read', { seq });
+    } catch (error) {
+      // Not reported after all (a drop, a timeout): a later markRead() may send it again.
+      if (this._lastReadSent === seq) this._lastReadSent = before;
+      throw error;
+    }
     if (this.state.markRead(seq)) this.emit('change', { type: 'read' });
   }
 
@@ -870,7 +893,18 @@ export class HomeroomClient extends Emitter {
       try {
         const token = await this._obtainToken(reason);
         if (this.isOpen) {
-          const ack = await this.request('auth.refresh', { token });
+          let ack;
+          try {
+            ack = await this.request('auth.refresh', { token });
+          } catch (error) {
+            if (error.code !== 'internal') throw error;
+            // A room that does not know its own address cannot check the token's room scope and answers
+            // `internal`: the new token (already ours) goes in by reconnecting, which resumes.
+            this._log('info', `the room could not take the token in place (${error.message}); reconnecting with it`);
+            this.dropConnection('token refresh by reconnecting');
+            this._scheduleTokenRefresh();
+            return;
+          }
           this._log('info', `token refreshed (${reason}); expires at ${ack.exp}`);
           this.emit('token', { exp: ack.exp, reason });
         }

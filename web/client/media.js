@@ -67,9 +67,15 @@ export class MediaSession extends Emitter {
     this.closed = false;
     this._negotiation = Promise.resolve();
     this._makingOffer = false;
-    /** Our offers queued or outstanding: a node offer that arrives meanwhile crossed one of them (glare). */
+    /**
+     * Our offers queued or not yet answered: a node offer that arrives meanwhile crossed one of them (glare).
+     * An offer stops counting the moment the node's answer (or refusal) arrives, not once it is applied: the
+     * node offers its next change right after answering ours, and that offer must not be taken for glare.
+     */
     this._ownOffers = 0;
     this._answerWaiter = null;
+    /** The SDP of the last node offer answered: the node sends an unanswered offer again, unchanged. */
+    this._lastNodeOffer = null;
     this._disconnectTimer = null;
   }
 
@@ -220,16 +226,18 @@ export class MediaSession extends Emitter {
   /** Sends our offer on the data channel and applies the node's answer (serialised with the node's offers). */
   renegotiate() {
     this._ownOffers += 1;
-    const run = this._negotiation
-      .then(() => this._offerToNode())
-      .finally(() => {
-        this._ownOffers -= 1;
-      });
+    let counted = true;
+    const uncount = () => {
+      if (counted) this._ownOffers -= 1;
+      counted = false;
+    };
+    const run = this._negotiation.then(() => this._offerToNode(uncount)).finally(uncount);
     this._negotiation = run.catch((error) => this._log('warn', `renegotiation failed: ${error.message}`));
     return run;
   }
 
-  async _offerToNode() {
+  /** @param {() => void} onReply called as soon as the node's reply to this offer arrives */
+  async _offerToNode(onReply) {
     if (this.closed) return;
     const pc = this.pc;
     this._makingOffer = true;
@@ -246,13 +254,26 @@ export class MediaSession extends Emitter {
         this._answerWaiter = (message) => {
           clearTimeout(timer);
           this._answerWaiter = null;
-          resolve(message);
+          onReply();
+          if (message.type === 'answer') {
+            resolve(message);
+          } else {
+            // The node refused our offer; it keeps the description it had, and so do we (rollback below).
+            reject(new HomeroomError(message.code ?? 'internal', `The media node refused our offer: ${message.message}`));
+          }
         };
       });
       answered.catch(() => {}); // awaited below; if _send throws first, nobody else listens
       const screen = this.senders.screen?.mid ? [this.senders.screen.mid] : [];
       this._send({ type: 'offer', sdp: pc.localDescription.sdp, screen });
-      const answer = await answered;
+      let answer;
+      try {
+        answer = await answered;
+      } catch (error) {
+        // Back to stable, so that the node's offers can be answered again.
+        if (!this.closed && pc.signalingState === 'have-local-offer') await pc.setLocalDescription({ type: 'rollback' });
+        throw error;
+      }
       this._setTrackInfos(answer.tracks);
       await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
       this._rebuildRemote();
@@ -285,6 +306,8 @@ export class MediaSession extends Emitter {
         .catch((error) => this._log('warn', `could not answer the node's offer: ${error.message}`));
     } else if (message.type === 'error') {
       this._log('warn', `media node: ${message.code}: ${message.message}`);
+      // The node refused our offer (`refused: "offer"`): that is its reply to it.
+      if (message.refused === 'offer' && this._answerWaiter) this._answerWaiter(message);
       this.emit('signal-error', message);
     }
   }
@@ -297,10 +320,16 @@ export class MediaSession extends Emitter {
       this._log('debug', 'ignoring an offer from the node while ours is outstanding');
       return;
     }
+    if (message.sdp === this._lastNodeOffer) {
+      // The node sent it again because our answer was late; the answer is on its way (the channel is ordered).
+      this._log('debug', 'ignoring a repeat of the node offer already answered');
+      return;
+    }
     this._setTrackInfos(message.tracks);
     await pc.setRemoteDescription({ type: 'offer', sdp: message.sdp });
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
+    this._lastNodeOffer = message.sdp;
     this._send({ type: 'answer', sdp: pc.localDescription.sdp });
     this._rebuildRemote();
   }

@@ -845,9 +845,12 @@ impl Sfu {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
-        let reply_error = |session: &mut Session, message: String| {
+        let reply_error = |session: &mut Session, refused: Option<&str>, message: String| {
             tracing::debug!(session = %session.id, %message, "bad signalling message");
-            if let Err(reason) = session.send_signal(&NodeSignal::Error { code: ErrorCode::BadRequest, message }) {
+            let refused = refused.map(str::to_owned);
+            if let Err(reason) =
+                session.send_signal(&NodeSignal::Error { code: ErrorCode::BadRequest, message, refused })
+            {
                 tracing::debug!(session = %session.id, %reason, "could not report it to the client");
             }
         };
@@ -860,7 +863,8 @@ impl Sfu {
                 "too many signalling messages: at most {SIGNAL_RATE_PER_SEC} per second with bursts of \
                  {SIGNAL_BURST}; this one was dropped"
             );
-            let error = NodeSignal::Error { code: ErrorCode::RateLimited, message };
+            // Not read, so of no known type: a client that waits for an answer times out (none does this).
+            let error = NodeSignal::Error { code: ErrorCode::RateLimited, message, refused: None };
             if let Err(reason) = session.send_signal(&error) {
                 tracing::debug!(session = %session.id, %reason, "could not report it to the client");
             }
@@ -868,14 +872,18 @@ impl Sfu {
             return;
         }
         if data.data.len() > MAX_SIGNAL_BYTES {
-            reply_error(session, format!("signalling messages are limited to {MAX_SIGNAL_BYTES} bytes"));
+            reply_error(session, None, format!("signalling messages are limited to {MAX_SIGNAL_BYTES} bytes"));
             drain(&mut self.io, session);
             return;
         }
         let message: ClientSignal = match serde_json::from_slice(&data.data) {
             Ok(message) => message,
             Err(e) => {
-                reply_error(session, format!("not a signalling message ({e}); expected offer, answer or quality"));
+                reply_error(
+                    session,
+                    None,
+                    format!("not a signalling message ({e}); expected offer, answer or quality"),
+                );
                 drain(&mut self.io, session);
                 return;
             }
@@ -885,7 +893,7 @@ impl Sfu {
                 let offer = match SdpOffer::from_sdp_string(&sdp) {
                     Ok(offer) => offer,
                     Err(e) => {
-                        reply_error(session, format!("offer: not SDP: {e}"));
+                        reply_error(session, Some("offer"), format!("offer: not SDP: {e}"));
                         drain(&mut self.io, session);
                         return;
                     }
@@ -912,7 +920,7 @@ impl Sfu {
                             );
                         }
                     }
-                    Err(e) => reply_error(session, format!("offer refused: {e}")),
+                    Err(e) => reply_error(session, Some("offer"), format!("offer refused: {e}")),
                 }
                 drain(&mut self.io, session);
                 self.to_negotiate.insert(id);
@@ -929,7 +937,7 @@ impl Sfu {
                         self.select_layers(now, Some(id));
                     }
                     Err(message) => {
-                        reply_error(session, message);
+                        reply_error(session, Some("answer"), message);
                         drain(&mut self.io, session);
                         self.to_negotiate.insert(id);
                     }
@@ -941,7 +949,7 @@ impl Sfu {
                     Some(mid) => match session.subscription_by_mid(Mid::from(mid.as_str())) {
                         Some(sub) => sub.quality = Some(quality),
                         None => {
-                            reply_error(session, format!("quality: no received track has mid {mid}"));
+                            reply_error(session, Some("quality"), format!("quality: no received track has mid {mid}"));
                             drain(&mut self.io, session);
                             return;
                         }

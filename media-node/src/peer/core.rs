@@ -587,7 +587,7 @@ impl PeerCore {
                 match serde_json::from_slice::<NodeSignal>(&data.data) {
                     Ok(NodeSignal::Offer { sdp, tracks }) => self.on_node_offer(&sdp, tracks),
                     Ok(NodeSignal::Answer { sdp, tracks }) => self.on_node_answer(&sdp, tracks),
-                    Ok(NodeSignal::Error { code, message }) => self.stats.errors.push(format!("{code}: {message}")),
+                    Ok(NodeSignal::Error { code, message, .. }) => self.stats.errors.push(format!("{code}: {message}")),
                     Err(e) => self.stats.errors.push(format!("unreadable node message: {e}")),
                 }
             }

@@ -227,6 +227,77 @@ test('an expired token is replaced before reconnecting, not presented again', as
   assert.notEqual(second.url.searchParams.get('token'), first.url.searchParams.get('token'));
 });
 
+test('a token the room refuses again right after getToken renewed it stops the client', async () => {
+  let calls = 0;
+  const refused = async () =>
+    new Response(JSON.stringify({ code: 'unauthorized', message: 'bad signature' }), { status: 401 });
+  const client = makeClient({
+    fetch: refused,
+    backoff: { baseMs: 10, maxMs: 50, jitter: 0 },
+    getToken: async () => {
+      calls += 1;
+      return tokenWith({ n: calls });
+    },
+  });
+  client.connect().catch(() => {});
+  (await socketNumber(1)).drop(1006); // refused upgrade; the probe says 401
+  (await socketNumber(2)).drop(1006); // with a token fresh from getToken: 401 again
+  await until(() => client.status.status === 'closed', 2000, 'closed for good');
+  assert.equal(client.status.reason, 'unauthorized');
+  assert.match(client.status.message, /refused too/);
+  await sleep(100);
+  assert.equal(FakeSocket.instances.length, 2, 'no third attempt');
+});
+
+test('close() while the token is being fetched does not connect afterwards', async () => {
+  let release;
+  const client = makeClient({ token: undefined, getToken: () => new Promise((resolve) => { release = resolve; }) });
+  client.connect().catch(() => {});
+  await until(() => release, 1000, 'getToken called');
+  client.close();
+  release(tokenWith({}));
+  await sleep(30);
+  assert.equal(FakeSocket.instances.length, 0, 'the user left: no socket');
+  assert.equal(client.status.status, 'closed');
+});
+
+test('a seq gap inside a batch abandons the socket once, not once per later event', async () => {
+  const { client, socket } = await openClient({ backoff: { baseMs: 200, maxMs: 60_000, jitter: 0 } });
+  const { chatEvent } = await import('./fake-socket.mjs');
+  // seq 1 is the welcome's; the batch skips 2 and carries eight later events.
+  socket.deliver(JSON.stringify([3, 4, 5, 6, 7, 8, 9, 10].map((seq) => chatEvent('e1', seq, `m${seq}`))));
+  await until(() => client.status.status === 'reconnecting', 1000, 'reconnecting');
+  assert.equal(client.status.attempt, 1, 'one abandon, so the first backoff step');
+  assert.ok(client.status.retryAt - Date.now() <= 400, 'the first step of the backoff, not the eighth');
+});
+
+test('a read receipt that failed is sent again by the next markRead', async () => {
+  const { client, socket } = await openClient({ requestTimeoutMs: 50 });
+  const first = client.markRead(1);
+  await assert.rejects(first); // no reply: timed out
+  const second = client.markRead(1);
+  await until(() => socket.requests().filter((f) => f.type === 'chat.read').length === 2, 1000, 'a second chat.read');
+  second.catch(() => {});
+});
+
+test('a token refresh the room cannot take in place is applied by reconnecting with the new token', async () => {
+  let calls = 0;
+  const getToken = async () => {
+    calls += 1;
+    return tokenWith({ n: calls, exp: Math.floor(Date.now() / 1000) + 3600 });
+  };
+  const { client, socket } = await openClient({ getToken });
+  const refreshing = client.refreshToken('manual');
+  await until(() => socket.requests().some((f) => f.type === 'auth.refresh'), 1000, 'auth.refresh sent');
+  const asked = socket.requests().find((f) => f.type === 'auth.refresh');
+  socket.deliver({ type: 'error', rid: asked.rid, code: 'internal', message: 'this room does not know its address' });
+  await refreshing;
+  const second = await socketNumber(2);
+  assert.equal(second.url.searchParams.get('token'), asked.token, 'the new token, not the old one');
+  assert.equal(second.url.searchParams.get('since'), '1', 'a resume');
+  assert.equal(calls, 1, 'no second token fetched');
+});
+
 test('the backoff grows against a room that accepts and closes at once', async () => {
   const client = makeClient({ backoff: { baseMs: 20, maxMs: 1000, jitter: 0 }, stableAfterMs: 10_000 });
   client.connect().catch(() => {});
@@ -376,6 +447,51 @@ test('glare: a node offer that crosses ours is ignored on arrival, never answere
   );
   // A node offer when nothing of ours is outstanding is answered.
   session._onSignal(JSON.stringify({ type: 'offer', sdp: 'v=0 node again', tracks: [] }));
+  await until(() => channel.sent.length === 2, 1000, 'the answer');
+  assert.equal(channel.sent[1].type, 'answer');
+});
+
+test('the node offer that follows its answer to ours is answered, not taken for glare', async () => {
+  const session = new MediaSession({ url: 'http://node.test', token: 't', log: () => {} });
+  const { pc, channel } = fakePeer();
+  session.pc = pc;
+  session.channel = channel;
+  const ours = session.renegotiate();
+  await until(() => channel.sent.some((m) => m.type === 'offer'), 1000, 'our offer');
+  // The node answers ours and offers its waiting change right after, before our answer is applied.
+  session._onSignal(JSON.stringify({ type: 'answer', sdp: 'v=0 node answer', tracks: [] }));
+  session._onSignal(JSON.stringify({ type: 'offer', sdp: 'v=0 node next', tracks: [] }));
+  await ours;
+  await until(() => channel.sent.length === 2, 1000, 'the answer to the node offer');
+  assert.deepEqual(channel.sent.map((m) => m.type), ['offer', 'answer']);
+});
+
+test('a node offer sent again unchanged is answered once', async () => {
+  const session = new MediaSession({ url: 'http://node.test', token: 't', log: () => {} });
+  const { pc, channel } = fakePeer();
+  session.pc = pc;
+  session.channel = channel;
+  session._onSignal(JSON.stringify({ type: 'offer', sdp: 'v=0 node 1', tracks: [] }));
+  session._onSignal(JSON.stringify({ type: 'offer', sdp: 'v=0 node 1', tracks: [] })); // the node's re-send
+  await session._negotiation;
+  session._onSignal(JSON.stringify({ type: 'offer', sdp: 'v=0 node 2', tracks: [] }));
+  await session._negotiation;
+  assert.deepEqual(channel.sent.map((m) => m.type), ['answer', 'answer'], 'one answer per distinct offer');
+});
+
+test('an offer the node refuses is rolled back at once, and the node offers are answered again', async () => {
+  const session = new MediaSession({ url: 'http://node.test', token: 't', log: () => {} });
+  const { pc, channel } = fakePeer();
+  session.pc = pc;
+  session.channel = channel;
+  const ours = session.renegotiate();
+  await until(() => channel.sent.some((m) => m.type === 'offer'), 1000, 'our offer');
+  const refusal = { type: 'error', code: 'bad_request', message: 'offer refused: no', refused: 'offer' };
+  session._onSignal(JSON.stringify(refusal));
+  await assert.rejects(ours, /refused our offer/);
+  assert.equal(pc.signalingState, 'stable', 'rolled back, not stuck in have-local-offer');
+  assert.equal(session.closed, false, 'the session stays up');
+  session._onSignal(JSON.stringify({ type: 'offer', sdp: 'v=0 node', tracks: [] }));
   await until(() => channel.sent.length === 2, 1000, 'the answer');
   assert.equal(channel.sent[1].type, 'answer');
 });
