@@ -56,7 +56,7 @@ def main() -> None:
         "perms_escalation_tampered": f"{head}.{perms_payload}.{sig}",
         "truncated_signature": valid_student[:-4],
         "garbage": "not.a.jwt",
-        "node_secret_user_token": encode(hs256, admin, node_secret),
+        "user_signed_with_node_secret": encode(hs256, admin, node_secret),
     }
     # Service tokens (heartbeats): valid only with NODE_SECRET.
     node = {"sub": "evil-node", "exp": now + 600}

@@ -274,6 +274,26 @@ impl Client {
         }
     }
 
+    /// The frames up to and including the first logged event with `seq ≥ upto` (a resume's replay ends at its
+    /// welcome's `seq`), within `wait` in all; a timeout if it never comes.
+    pub async fn frames_until_seq(&mut self, upto: u64, wait: Duration) -> Result<Vec<ServerFrame>, ClientError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut frames = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await? {
+                Some(frame) => {
+                    let done = frame.seq().is_some_and(|seq| seq >= upto);
+                    frames.push(frame);
+                    if done {
+                        return Ok(frames);
+                    }
+                }
+                None => return Err(ClientError::Timeout(wait, "the replay up to the welcome's seq")),
+            }
+        }
+    }
+
     /// Every frame that arrives within `wait` (after the buffered ones).
     pub async fn drain(&mut self, wait: Duration) -> Result<Vec<ServerFrame>, ClientError> {
         let mut frames: Vec<ServerFrame> = self.buffered.drain(..).collect();

@@ -51,6 +51,8 @@ pub struct Edge {
     pub persist: PathBuf,
     pub log: PathBuf,
     vars: Vec<(String, String)>,
+    /// A wrangler configuration other than the repository's (`-c`), see [`Edge::start_without_assets`].
+    config: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -62,6 +64,20 @@ impl Edge {
 
     /// Starts an edge with fresh storage and `vars` overriding wrangler.toml's `[vars]`.
     pub async fn start_with(vars: &[(&str, &str)]) -> anyhow::Result<Edge> {
+        Self::start_configured(vars, false).await
+    }
+
+    /// Starts an edge whose configuration is wrangler.toml without its `[assets]` (the demo page): every
+    /// request reaches the Worker without the development asset router in front. Locally that router runs on
+    /// the one workerd thread that also runs the Worker and every Durable Object, and costs ≈ 0.6 ms of it
+    /// per HTTP request (half of a refused upgrade's cost, docs/reliability.md); deployed, assets are served
+    /// in front of the Worker and never share a thread with a room. For measuring a room under a request
+    /// flood.
+    pub async fn start_without_assets() -> anyhow::Result<Edge> {
+        Self::start_configured(&[], true).await
+    }
+
+    async fn start_configured(vars: &[(&str, &str)], without_assets: bool) -> anyhow::Result<Edge> {
         build_edge()?;
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let dir = repo_root().join("target/e2e").join(format!("edge-{}-{n}", std::process::id()));
@@ -72,6 +88,7 @@ impl Edge {
             persist: dir.join("state"),
             log: dir.join("wrangler.log"),
             vars: vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            config: if without_assets { Some(config_without_assets(&dir)?) } else { None },
             child: None,
         };
         edge.launch().await?;
@@ -96,6 +113,9 @@ impl Edge {
             inspector,
             self.persist.display()
         );
+        if let Some(config) = &self.config {
+            args.push_str(&format!(" -c '{}'", config.display()));
+        }
         for (k, v) in &self.vars {
             args.push_str(&format!(" --var '{k}:{v}'"));
         }
@@ -217,6 +237,39 @@ impl Edge {
     pub fn log_tail(&self) -> String {
         tail(&self.log)
     }
+}
+
+/// Writes wrangler.toml without its `[assets]` and `[build]` tables (the harness has built the Worker) into
+/// `dir`, with `main` made absolute and the development secrets beside it (wrangler reads `.dev.vars` next
+/// to its configuration). Returns the new configuration's path.
+fn config_without_assets(dir: &Path) -> anyhow::Result<PathBuf> {
+    let root = repo_root();
+    let original = std::fs::read_to_string(root.join("wrangler.toml"))?;
+    let mut config = String::new();
+    let mut skipping = false;
+    for line in original.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            skipping = matches!(trimmed, "[assets]" | "[build]");
+        }
+        if skipping {
+            continue;
+        }
+        match trimmed.strip_prefix("main = ") {
+            Some(main) => {
+                config.push_str(&format!("main = {:?}\n", root.join(main.trim_matches('"')).display().to_string()))
+            }
+            None => {
+                config.push_str(line);
+                config.push('\n');
+            }
+        }
+    }
+    anyhow::ensure!(!config.contains("[assets]"), "wrangler.toml's [assets] table was not removed");
+    let path = dir.join("wrangler.toml");
+    std::fs::write(&path, config)?;
+    std::fs::copy(root.join(".dev.vars"), dir.join(".dev.vars"))?;
+    Ok(path)
 }
 
 impl Drop for Edge {

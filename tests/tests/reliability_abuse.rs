@@ -80,9 +80,22 @@ fn pct(samples: &[Duration], p: usize) -> Duration {
     samples[((samples.len() * p).div_ceil(100)).saturating_sub(1).min(samples.len() - 1)]
 }
 
+/// The edge under test. By default wrangler.toml without its static assets: locally the development asset
+/// router runs on the one workerd thread that also runs the room, and adds ≈ 0.6 ms of it to every refused
+/// upgrade of the flood — half of each refusal's cost — where deployed, assets are served in front of the
+/// Worker and never share a thread with a room (`Edge::start_without_assets`). `HOMEROOM_ABUSE_ASSETS=1`
+/// measures the whole development stack instead (docs/reliability.md has both).
+async fn edge_under_test() -> Edge {
+    if std::env::var("HOMEROOM_ABUSE_ASSETS").is_ok_and(|v| v == "1") {
+        Edge::start().await.expect("edge starts")
+    } else {
+        Edge::start_without_assets().await.expect("edge starts")
+    }
+}
+
 #[tokio::test]
 async fn abusers_are_cut_and_others_are_unaffected() {
-    let edge = Edge::start().await.expect("edge starts");
+    let edge = edge_under_test().await;
     let m = Minter::dev().unwrap();
     // Everyone talks to the inner workerd that runs the Worker and its Durable Objects, as in production:
     // `wrangler dev`'s proxy (a second workerd relaying every frame) would otherwise be part of the measure.
@@ -96,7 +109,8 @@ async fn abusers_are_cut_and_others_are_unaffected() {
     let baseline = round_trips("baseline", &mut a, &mut b, SAMPLES).await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let cut_policy = Arc::new(AtomicU64::new(0));
+    // Cuts per flooder, so that "every flooder was cut" means each of them.
+    let cut_policy: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
     let cut_too_large = Arc::new(AtomicU64::new(0));
     let mut abusers = Vec::new();
     // The abusers run on their own runtime thread: on the test's single-threaded runtime, the measuring pair's
@@ -120,7 +134,7 @@ async fn abusers_are_cut_and_others_are_unaffected() {
                 }
                 if let Ok((code, _)) = c.closed(Duration::from_secs(5)).await {
                     if code == close::POLICY {
-                        cut.fetch_add(1, Ordering::Relaxed);
+                        cut[i].fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
@@ -186,7 +200,9 @@ async fn abusers_are_cut_and_others_are_unaffected() {
     let rss_during = edge.workerd_rss_kib();
     stop.store(true, Ordering::Relaxed);
     for t in abusers {
-        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        // Each abuser stops when told (an abuser that panicked or hung would have stopped abusing early).
+        let ended = tokio::time::timeout(Duration::from_secs(10), t).await;
+        assert!(matches!(ended, Ok(Ok(()))), "an abuser task failed or hung: {ended:?}");
     }
     abuse_runtime.shutdown_background();
     drop(slow);
@@ -219,7 +235,7 @@ async fn abusers_are_cut_and_others_are_unaffected() {
          of one user refused (429), then {} more attempts during the window: {} refused ({} from the Worker's \
          memo), {} admitted, {} failed otherwise; workerd RSS {} MiB → {} MiB",
         d99.as_secs_f64() / b99.as_secs_f64().max(1e-6),
-        cut_policy.load(Ordering::Relaxed),
+        cut_policy.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>(),
         cut_too_large.load(Ordering::Relaxed),
         refused,
         flood.total(),
@@ -230,7 +246,7 @@ async fn abusers_are_cut_and_others_are_unaffected() {
         rss_before / 1024,
         rss_during / 1024,
     );
-    assert!(cut_policy.load(Ordering::Relaxed) >= 4, "every flooder was cut at least once");
+    assert!(cut_policy.iter().all(|c| c.load(Ordering::Relaxed) >= 1), "every flooder was cut: {cut_policy:?}");
     assert!(cut_too_large.load(Ordering::Relaxed) >= 2, "huge frames close the connection");
     assert_eq!(refused, 42, "8 connections per user");
     assert!(flood.total() >= 1500, "the flood made thousands of attempts: {}", flood.total());

@@ -351,16 +351,27 @@ async fn main() -> anyhow::Result<()> {
             println!("{md}");
             eprintln!("results: {} and {}", md_path.display(), json_path.display());
             if smoke {
-                smoke_check(&result)?;
+                smoke_check(&cfg, &result)?;
             }
         }
     }
     Ok(())
 }
 
-/// In smoke mode every scenario must have produced a result with deliveries.
-fn smoke_check(r: &suite::SuiteResult) -> anyhow::Result<()> {
+/// In smoke mode every scenario must have produced a result with deliveries — and every scenario asked for
+/// must be there at all (a scenario that produced nothing would otherwise pass by having nothing to check).
+fn smoke_check(cfg: &SuiteConfig, r: &suite::SuiteResult) -> anyhow::Result<()> {
     let mut problems = Vec::new();
+    let asked = |s: Scenario| cfg.scenarios.contains(&s);
+    for (scenario, name, produced) in [
+        (Scenario::Idle, "idle", r.idle.len()),
+        (Scenario::Storm, "join storm", r.storms.len()),
+        (Scenario::Fanout, "fan-out", r.series.len()),
+    ] {
+        if asked(scenario) && produced < cfg.targets.len() {
+            problems.push(format!("{name}: {produced} results for {} targets", cfg.targets.len()));
+        }
+    }
     for e in &r.idle {
         if e.result.as_ref().is_none_or(|x| x.failed > 0) {
             problems.push(format!(

@@ -100,8 +100,10 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("results: {}.md and .json", base.display());
     if args.smoke {
         // The smoke run must show that media flowed through the node at every step.
+        anyhow::ensure!(!runs.is_empty(), "the smoke run measured nothing");
         for run in &runs {
             anyhow::ensure!(run.stopped.is_none(), "{} stopped: {:?}", run.scenario, run.stopped);
+            anyhow::ensure!(!run.steps.is_empty(), "{}: no step was measured", run.scenario);
             for step in &run.steps {
                 anyhow::ensure!(step.forwarded_pps > 0.0, "{} step {}: nothing forwarded", run.scenario, step.size);
             }
