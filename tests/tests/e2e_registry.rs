@@ -7,6 +7,7 @@ use homeroom_shared::protocol::{ClientRequest as Req, ErrorCode, Role, ServerFra
 use homeroom_tests::client::{Client, Connect};
 use homeroom_tests::edge::Edge;
 use homeroom_tests::tokens::{service_token, verify_media_token, Minter};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn heartbeat(id: &str, region: &str, load: u32) -> NodeHeartbeat {
@@ -27,6 +28,26 @@ async fn beat(http: &reqwest::Client, edge: &Edge, hb: &NodeHeartbeat) -> reqwes
         .send()
         .await
         .unwrap()
+}
+
+/// Renews `id`'s lease every 800 ms (a third of the test's 3 s TTL, as a node does) for at most a minute, so
+/// that the setup's round trips cannot let it lapse. Returns the task and when its latest heartbeat went out.
+fn keep_alive(edge: &Edge, id: &str, region: &str) -> (tokio::task::JoinHandle<()>, Arc<Mutex<Instant>>) {
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/nodes/heartbeat", edge.http());
+    let hb = heartbeat(id, region, 0);
+    let last = Arc::new(Mutex::new(Instant::now()));
+    let sent = Arc::clone(&last);
+    let task = tokio::spawn(async move {
+        for _ in 0..75 {
+            if let Ok(mut at) = sent.lock() {
+                *at = Instant::now();
+            }
+            let _ = http.post(&url).bearer_auth(service_token(&hb.id).unwrap()).json(&hb).send().await;
+            tokio::time::sleep(Duration::from_millis(800)).await;
+        }
+    });
+    (task, last)
 }
 
 fn assigned(frame: F) -> (String, String) {
@@ -63,6 +84,8 @@ async fn heartbeats_place_rooms_by_region_and_failover_tells_clients() {
     let reply: serde_json::Value = beat(&http, &edge, &heartbeat("eu-1", "eu-west", 0)).await.json().await.unwrap();
     assert_eq!(reply["ttl_ms"], ttl_ms);
     beat(&http, &edge, &heartbeat("us-1", "us-east", 0)).await;
+    let (eu_alive, eu_last_beat) = keep_alive(&edge, "eu-1", "eu-west");
+    let (us_alive, _) = keep_alive(&edge, "us-1", "us-east");
 
     let nodes: serde_json::Value = http
         .get(format!("{}/v1/nodes", edge.http()))
@@ -116,23 +139,8 @@ async fn heartbeats_place_rooms_by_region_and_failover_tells_clients() {
     assert_eq!(own_room.status().as_u16(), 200);
 
     // eu-1 stops sending heartbeats; us-1 keeps going. Within the lease TTL the room is told to move.
-    let stop = Instant::now();
-    let keep_alive = {
-        let http = http.clone();
-        let url = edge.http();
-        tokio::spawn(async move {
-            for _ in 0..20 {
-                let hb = heartbeat("us-1", "us-east", 1);
-                let _ = http
-                    .post(format!("{url}/v1/nodes/heartbeat"))
-                    .bearer_auth(service_token("us-1").unwrap())
-                    .json(&hb)
-                    .send()
-                    .await;
-                tokio::time::sleep(Duration::from_millis(800)).await;
-            }
-        })
-    };
+    eu_alive.abort();
+    let stop = *eu_last_beat.lock().unwrap();
     let moved = a.expect("media.moved", Duration::from_secs(10), |f| matches!(f, F::MediaMoved { .. })).await.unwrap();
     let told_after = stop.elapsed();
     eprintln!("failover: clients told {told_after:?} after the last heartbeat (lease TTL {ttl_ms} ms)");
@@ -141,13 +149,22 @@ async fn heartbeats_place_rooms_by_region_and_failover_tells_clients() {
     b.expect("media.moved", Duration::from_secs(5), |f| matches!(f, F::MediaMoved { .. })).await.unwrap();
     let (new_node, _) = assigned(a.request(Req::MediaJoin { region: Some("eu-west".into()) }).await.unwrap());
     assert_eq!(new_node, "us-1", "re-placed on the nearest live node");
-    keep_alive.abort();
+    us_alive.abort();
 
-    // With every node gone, media.join says so.
+    // With every node gone (once us-1's lease lapses too), media.join says so.
     let mut d = Client::connect(&Connect::new(&edge.ws(), "empty-room", &m.token("d", Role::Student))).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(ttl_ms + 500)).await;
-    match d.request(Req::MediaJoin { region: None }).await.unwrap() {
-        F::Error(e) => assert_eq!(e.code, ErrorCode::Unavailable),
-        other => panic!("{other:?}"),
+    let gone = Instant::now();
+    loop {
+        match d.request(Req::MediaJoin { region: None }).await.unwrap() {
+            F::Error(e) => {
+                assert_eq!(e.code, ErrorCode::Unavailable);
+                break;
+            }
+            F::MediaAssigned { .. } => {
+                assert!(gone.elapsed() < Duration::from_millis(ttl_ms + 3000), "us-1's lease never lapsed");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
