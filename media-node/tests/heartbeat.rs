@@ -40,12 +40,20 @@ async fn heartbeat(
     if claims.sub != beat.id {
         return Err(StatusCode::FORBIDDEN);
     }
-    edge.beats.lock().unwrap().push((Instant::now(), beat));
-    Ok(Json(HeartbeatReply { ttl_ms: 900 }))
+    let mut beats = edge.beats.lock().unwrap();
+    beats.push((Instant::now(), beat));
+    // The first beats get a short lease, to see the renewal period (a third of it). Later ones get 30 s, so
+    // that renewals come only every 10 s: any heartbeat within the next seconds is one the node sent because
+    // something happened (the drain, the last session leaving), not a periodic one that happened to fall there.
+    let ttl_ms = if beats.len() <= SHORT_LEASES { 900 } else { 30_000 };
+    Ok(Json(HeartbeatReply { ttl_ms }))
 }
 
+/// Heartbeats answered with a 900 ms lease; the rest get 30 s.
+const SHORT_LEASES: usize = 6;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heartbeats_renew_within_a_third_of_the_lease_and_report_draining() {
+async fn heartbeats_renew_within_the_lease_and_report_draining_at_once() {
     let edge = Edge::default();
     *edge.fail_first.lock().unwrap() = 2;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -61,20 +69,23 @@ async fn heartbeats_renew_within_a_third_of_the_lease_and_report_draining() {
 
     // Two refusals first: the node retries (0.5 s, 1 s), then renews every ttl/3 = 300 ms.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while edge.beats.lock().unwrap().len() < 5 {
+    while edge.beats.lock().unwrap().len() < SHORT_LEASES + 1 {
         assert!(Instant::now() < deadline, "{} heartbeats in 10 s", edge.beats.lock().unwrap().len());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let beats = edge.beats.lock().unwrap().clone();
+    let beats: Vec<_> = edge.beats.lock().unwrap().iter().take(SHORT_LEASES + 1).cloned().collect();
     let (_, first) = &beats[0];
     assert_eq!(first.id, NODE);
     assert_eq!(first.region, "local");
     assert_eq!(first.url, "https://media-test.example.com");
     assert_eq!(first.capacity, 42);
     assert!(!first.draining);
-    // Every renewal lands well within the 900 ms lease (300 ms apart, with room for a busy machine).
+    // Every renewal lands within the 900 ms lease: 300 ms apart, with room for a busy machine (a renewal at
+    // two thirds of the lease would still be in time, which is the property that matters).
     let gaps: Vec<Duration> = beats.windows(2).map(|w| w[1].0 - w[0].0).collect();
     assert!(gaps.iter().all(|gap| *gap <= Duration::from_millis(600)), "{gaps:?}");
+    // From here on the lease is 30 s, so renewals are 10 s apart.
+    let quiet_from = edge.beats.lock().unwrap().len();
 
     // One session open, so the drain lasts until it leaves and the heartbeats in between carry its load.
     let peer = TestPeer::connect(&node.url(), &media_token("alice", "t1/hb"), PeerOptions::publisher()).await.unwrap();
@@ -89,15 +100,16 @@ async fn heartbeats_renew_within_a_third_of_the_lease_and_report_draining() {
         assert!(drain_started.elapsed() < Duration::from_secs(2), "no draining heartbeat");
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    // At once, not with the next periodic renewal (300 ms later), and with the session still counted.
-    let (at, beat) = draining_beat;
-    assert!(at - drain_started < Duration::from_millis(250), "{:?}", at - drain_started);
+    // At once (the next periodic renewal is up to 10 s away), with the session still counted.
+    let (_, beat) = draining_beat;
     assert_eq!(beat.load, 1, "the draining node still reports the session it carries");
     let leaving = Instant::now();
     peer.close().await;
     node.wait().await.unwrap();
     let beats = edge.beats.lock().unwrap().clone();
+    let since_quiet = beats.len() - quiet_from;
     let (at, last) = beats.last().unwrap();
     assert!(*at >= leaving, "a heartbeat after the last session left");
     assert!(last.draining && last.load == 0, "a last heartbeat on the way out");
+    assert!(since_quiet <= 3, "only the draining beat and the last one came, not periodic renewals: {since_quiet}");
 }
