@@ -318,12 +318,29 @@ impl RoomObject {
     /// Writes what waits in the outbox, [`outbox::CHUNK`] sockets at a time, yielding to the event loop
     /// between chunks so that requests arriving meanwhile (a joiner's upgrade) are served in between. Several
     /// handlers may drain at once: each takes the oldest chunk, so the order is kept.
+    ///
+    /// A flush that took several chunks is also timed for the room's frame budget ([`Room::observe_flush`]).
+    /// The runtime's clock stands still while a turn of the event loop runs and moves between turns, so each
+    /// chunk's time shows as the step of the clock to the next turn — together with whatever other events
+    /// ran in that yield (a message arriving, its storage commit). Steps well above the flush's typical one
+    /// are such intrusions and are left out ([`outbox::clean_flush_time`]): the budget is for the flush's own cost.
     async fn drain_outbox(&self) {
+        // (clock step, frames written in the turn before it); the handler's turn already wrote one chunk.
+        let mut steps: Vec<(u64, u64)> = Vec::new();
+        let mut turn_started = clock::now();
+        let mut turn_frames = outbox::CHUNK as u64;
         loop {
             let chunk = self.outbox.borrow_mut().next_chunk(outbox::CHUNK);
             if chunk.is_empty() {
-                return;
+                break;
             }
+            turn_frames += chunk
+                .iter()
+                .map(|delivery| match delivery {
+                    Delivery::Text { to, .. } => to.len() as u64,
+                    Delivery::Close { .. } => 1,
+                })
+                .sum::<u64>();
             {
                 let mut sockets = self.sockets.borrow_mut();
                 for delivery in chunk {
@@ -331,9 +348,18 @@ impl RoomObject {
                 }
             }
             if self.outbox.borrow().is_empty() {
-                return;
+                break;
             }
             worker::Delay::from(std::time::Duration::from_millis(0)).await;
+            let now = clock::now();
+            steps.push((now.since(turn_started), turn_frames));
+            turn_started = now;
+            turn_frames = 0;
+        }
+        if let Some((frames, elapsed_ms)) = outbox::clean_flush_time(&mut steps) {
+            if let Some(room) = self.room.borrow_mut().as_mut() {
+                room.observe_flush(frames, elapsed_ms);
+            }
         }
     }
 

@@ -137,6 +137,20 @@ impl<T: Clone> Outbox<T> {
     }
 }
 
+/// The frames and time of a chunked flush's turns without the turns other events intruded on: steps more
+/// than a millisecond above twice the median step are left out (the clock moves in whole milliseconds, so a
+/// chunk's step is 0–2 ms). `None` for a flush of one or two turns, which says too little.
+pub fn clean_flush_time(steps: &mut [(u64, u64)]) -> Option<(u64, u64)> {
+    if steps.len() < 3 {
+        return None;
+    }
+    steps.sort_unstable();
+    let median = steps.get(steps.len() / 2).map(|(ms, _)| *ms)?;
+    let limit = median.saturating_mul(2).saturating_add(1);
+    let clean = steps.iter().filter(|(ms, _)| *ms <= limit);
+    Some(clean.fold((0, 0), |(frames, ms), (step_ms, step_frames)| (frames + step_frames, ms + step_ms)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,5 +256,28 @@ mod tests {
             assert_eq!(got, expected);
             assert_eq!(outbox.waiting_sockets(), 0);
         }
+    }
+
+    #[test]
+    fn a_flush_is_timed_without_the_turns_other_events_intruded_on() {
+        // 15 turns of 64 frames, 1 ms each, two of them with a message's commit (9 and 12 ms) in between.
+        let mut steps: Vec<(u64, u64)> = (0..15)
+            .map(|i| {
+                (
+                    if i == 4 {
+                        9
+                    } else if i == 9 {
+                        12
+                    } else {
+                        1
+                    },
+                    64,
+                )
+            })
+            .collect();
+        assert_eq!(clean_flush_time(&mut steps), Some((13 * 64, 13)), "20 ms per 1,000 frames minus the intrusions");
+        let mut mixed = vec![(1, 64), (2, 64), (1, 64), (2, 64), (3, 64)];
+        assert_eq!(clean_flush_time(&mut mixed), Some((5 * 64, 9)), "the clock's whole-millisecond steps are kept");
+        assert_eq!(clean_flush_time(&mut [(1, 64), (1, 64)]), None, "two turns say too little");
     }
 }

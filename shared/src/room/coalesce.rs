@@ -8,7 +8,9 @@
 //!   costs the frames it wrote, and the room may spend `frames_per_sec` frames per second with
 //!   [`CREDIT_FLUSHES`] flushes of credit (a generic cell rate algorithm: `Coalescer::paid_until_us`). A
 //!   lecture of 1,000 at 10,000 frames/s gets its messages at once up to 10 a second; beyond that the
-//!   windows stretch to 100 ms (at most [`MAX_WINDOW_MS`]), one flush per window;
+//!   windows stretch to 100 ms (at most [`MAX_WINDOW_MS`]), one flush per window. With a measured budget
+//!   the adapter times big flushes and the budget follows the host's cost per frame, at a share of the
+//!   thread (`Coalescer::observe_flush`), never below the configured one;
 //! - inside an open window everything is queued (order kept per connection);
 //! - at the window's end the queue is flushed: each connection gets its queued texts as one frame (a JSON
 //!   array of frames, for clients that asked with `?batch=1`; one frame each otherwise). If anything was
@@ -39,6 +41,14 @@ pub(crate) const MAX_WINDOW_MS: u64 = 250;
 /// sending near its budget.
 pub(crate) const CREDIT_FLUSHES: u64 = 2;
 
+/// Flushes of fewer frames than this say nothing about the host's frame cost: they are written in one go,
+/// and the runtime's clock (which moves between events) does not move while they are.
+pub(crate) const MIN_MEASURED_FRAMES: u64 = 256;
+/// The most a measured frame budget allows, whatever the measurements say (a burst of fast measurements must
+/// not let one room take the whole thread). The least is the configured budget: measuring only ever gives a
+/// fast host's rooms shorter windows (see [`Coalescer::observe_flush`]).
+pub(crate) const MAX_MEASURED_BUDGET: u64 = 50_000;
+
 /// How long a flush interval must be for one frame per connection to stay within `frames_per_sec`, at most
 /// [`MAX_WINDOW_MS`] (0 frames/s: no stretching).
 fn stretched(room_conns: usize, frames_per_sec: u64) -> u64 {
@@ -63,8 +73,16 @@ pub(crate) enum Urgency {
 pub(crate) struct Coalescer {
     window_ms: u64,
     min_conns: usize,
-    /// Frames per second a room's flushes may cost (0: the window is always `window_ms`).
+    /// Frames per second a room's flushes may cost (0: the window is always `window_ms`). With a measured
+    /// budget, the configured value until the first measurement, then what the measurements allow.
     frames_per_sec: u64,
+    /// The share of the room's thread (percent) its flushes may take, once a flush has been measured (0: the
+    /// budget stays `frames_per_sec` as configured). See [`Coalescer::observe_flush`].
+    duty_pct: u64,
+    /// The budget as configured: the least a measured one allows.
+    configured_frames_per_sec: u64,
+    /// The host's cost of one frame, as measured (µs × 16, a moving average).
+    frame_cost_x16: Option<u64>,
     /// Frames per second a room's flushes of lazy texts alone may cost (0: lazy texts are prompt).
     lazy_frames_per_sec: u64,
     window_until: Option<Timestamp>,
@@ -85,6 +103,9 @@ impl Coalescer {
             window_ms,
             min_conns,
             frames_per_sec,
+            configured_frames_per_sec: frames_per_sec,
+            duty_pct: 0,
+            frame_cost_x16: None,
             lazy_frames_per_sec,
             window_until: None,
             paid_until_us: None,
@@ -92,6 +113,46 @@ impl Coalescer {
             queued_since: None,
             prompt_queued: false,
         }
+    }
+
+    /// Lets measured flushes set the frame budget: the room's flushes may take `duty_pct` percent of its
+    /// thread ([`Self::observe_flush`]); the configured `frames_per_sec` is the budget until the first
+    /// measurement. A configured budget of 0 (no stretching) stays 0.
+    pub(crate) fn with_measured_budget(mut self, duty_pct: u64) -> Self {
+        self.duty_pct = if self.frames_per_sec == 0 { 0 } else { duty_pct.min(100) };
+        self
+    }
+
+    /// The frame budget in force (frames per second; 0: none).
+    #[cfg(test)]
+    pub(crate) fn frames_per_sec(&self) -> u64 {
+        self.frames_per_sec
+    }
+
+    /// A flush wrote `frames` frames in `elapsed_ms` of the room's clock (from its first socket write to its
+    /// last, with the yields to other events between its chunks). With a measured budget, the frame cost
+    /// this shows (a moving average over flushes) sets the budget to what `duty_pct` of the thread can send:
+    /// a host that sends a frame in 20 µs lets a lecture of 1,000 flush every 40 ms at 50 %, one that needs
+    /// 40 µs every 80 ms. Small flushes are ignored ([`MIN_MEASURED_FRAMES`]). The result is never below the
+    /// configured budget (a host slower than the one it was chosen for, or a measure inflated by other
+    /// events, keeps today's windows: a budget that fell with the measure fed back into bigger frames, which
+    /// cost more per frame, and a busy lecture drifted to its longest windows) and never above
+    /// [`MAX_MEASURED_BUDGET`].
+    pub(crate) fn observe_flush(&mut self, frames: u64, elapsed_ms: u64) {
+        if self.duty_pct == 0 || frames < MIN_MEASURED_FRAMES || elapsed_ms == 0 {
+            return;
+        }
+        let sample_x16 = elapsed_ms.saturating_mul(16_000) / frames;
+        let cost_x16 = match self.frame_cost_x16 {
+            None => sample_x16,
+            Some(cost) => (cost.saturating_mul(3).saturating_add(sample_x16)) / 4,
+        }
+        .max(1);
+        self.frame_cost_x16 = Some(cost_x16);
+        // duty_pct % of 1 s, in frames of cost_x16 / 16 µs.
+        let per_sec = self.duty_pct.saturating_mul(10_000).saturating_mul(16) / cost_x16;
+        let floor = self.configured_frames_per_sec.min(MAX_MEASURED_BUDGET);
+        self.frames_per_sec = per_sec.clamp(floor, MAX_MEASURED_BUDGET);
     }
 
     /// The window for a room of `room_conns` connections: `window_ms`, stretched so that one frame per
@@ -373,6 +434,42 @@ mod tests {
         c.flush_due(&mut out, |_| true, 1000, t(100));
         assert_eq!(texts(&out).len(), 4);
         assert_eq!(c.window_until, Some(t(200)));
+    }
+
+    #[test]
+    fn a_measured_budget_follows_the_hosts_frame_cost() {
+        let mut c = Coalescer::new(20, 50, 10_000, 0).with_measured_budget(50);
+        assert_eq!((c.frames_per_sec(), c.window_len(1000)), (10_000, 100), "the configured budget at first");
+        c.observe_flush(100, 5);
+        assert_eq!(c.frames_per_sec(), 10_000, "a flush written in one go measures nothing");
+        c.observe_flush(1000, 0);
+        assert_eq!(c.frames_per_sec(), 10_000, "nor does one the clock did not see");
+        // 1,000 frames in 20 ms: 20 µs a frame; half the thread sends 25,000 a second.
+        c.observe_flush(1000, 20);
+        assert_eq!((c.frames_per_sec(), c.window_len(1000)), (25_000, 40));
+        // The host slows to 40 µs a frame: the budget follows, a quarter of the way per flush.
+        c.observe_flush(1000, 40);
+        assert_eq!(c.frames_per_sec(), 20_000);
+        for _ in 0..20 {
+            c.observe_flush(1000, 40);
+        }
+        assert!((12_500..12_600).contains(&c.frames_per_sec()), "settles at 12,500: {}", c.frames_per_sec());
+        assert_eq!(c.window_len(1000), 80);
+        // Bounds: a stalled host keeps the configured budget, an implausibly fast one gets at most the maximum.
+        for _ in 0..40 {
+            c.observe_flush(1000, 10_000);
+        }
+        assert_eq!((c.frames_per_sec(), c.window_len(1000)), (10_000, 100));
+        let mut fast = Coalescer::new(20, 50, 10_000, 0).with_measured_budget(90);
+        fast.observe_flush(100_000, 1);
+        assert_eq!(fast.frames_per_sec(), MAX_MEASURED_BUDGET);
+        // Without a measured budget, or with no budget at all, measurements change nothing.
+        let mut fixed = Coalescer::new(20, 50, 10_000, 0);
+        fixed.observe_flush(1000, 20);
+        assert_eq!(fixed.frames_per_sec(), 10_000);
+        let mut none = Coalescer::new(20, 50, 0, 0).with_measured_budget(50);
+        none.observe_flush(1000, 20);
+        assert_eq!((none.frames_per_sec(), none.window_len(1000)), (0, 20));
     }
 
     /// Drives a room of 100 connections with a budget of 1,000 frames/s and 20 ms windows (the arithmetic of

@@ -66,6 +66,11 @@ pub struct Limits {
     /// Frames per second a busy room's sends and flushes may cost, with one flush of credit: a big room that
     /// has spent it gets windows longer than `coalesce_ms` (0: never stretch). Var `COALESCE_FRAMES_PER_SEC`.
     pub coalesce_frames_per_sec: u32,
+    /// The share of the room's thread (percent) its flushes may take once a big flush has been timed: the
+    /// frame budget then follows the host's measured cost per frame instead of staying at
+    /// `coalesce_frames_per_sec` (which remains the budget until the first measurement; 0: the budget stays
+    /// fixed). Var `COALESCE_FLUSH_DUTY_PCT`.
+    pub coalesce_flush_duty_pct: u32,
     /// Frames per second a busy room's flushes of membership churn alone (joins, leaves, presence, read
     /// marks) may cost: such a queue is held up to 250 ms to stay within it, and goes out sooner with the next
     /// chat message (0: churn is flushed like everything else). Var `COALESCE_LAZY_FRAMES_PER_SEC`.
@@ -103,6 +108,7 @@ impl Default for Limits {
             coalesce_ms: 20,
             coalesce_min_conns: 50,
             coalesce_frames_per_sec: 10_000,
+            coalesce_flush_duty_pct: 50,
             coalesce_lazy_frames_per_sec: 2_000,
         }
     }
@@ -192,6 +198,9 @@ impl Limits {
         }
         if let Some(n) = num("COALESCE_FRAMES_PER_SEC", 0, 10_000_000)? {
             l.coalesce_frames_per_sec = to_u32(n);
+        }
+        if let Some(n) = num("COALESCE_FLUSH_DUTY_PCT", 0, 90)? {
+            l.coalesce_flush_duty_pct = to_u32(n);
         }
         if let Some(n) = num("COALESCE_LAZY_FRAMES_PER_SEC", 0, 10_000_000)? {
             l.coalesce_lazy_frames_per_sec = to_u32(n);
@@ -292,6 +301,7 @@ mod tests {
             "ROOM_CAPACITY" => Some("30".to_owned()),
             "PERSIST_MESSAGES" => Some("false".to_owned()),
             "COALESCE_LAZY_FRAMES_PER_SEC" => Some("0".to_owned()),
+            "COALESCE_FLUSH_DUTY_PCT" => Some("0".to_owned()),
             _ => None,
         };
         let l = Limits::from_vars(vars).unwrap();
@@ -299,6 +309,9 @@ mod tests {
         assert!(!l.persist_messages);
         assert_eq!(l.coalesce_lazy_frames_per_sec, 0);
         assert_eq!(Limits::default().coalesce_lazy_frames_per_sec, 2_000);
+        assert_eq!((l.coalesce_flush_duty_pct, Limits::default().coalesce_flush_duty_pct), (0, 50));
+        let too_busy = Limits::from_vars(|n| (n == "COALESCE_FLUSH_DUTY_PCT").then(|| "95".to_owned()));
+        assert_eq!(too_busy.unwrap_err().name, "COALESCE_FLUSH_DUTY_PCT", "at most 90 % of the thread");
         let err = Limits::from_vars(|n| (n == "RATE_BURST").then(|| "lots".to_owned())).unwrap_err();
         assert_eq!(err.name, "RATE_BURST");
     }

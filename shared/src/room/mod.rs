@@ -298,7 +298,8 @@ impl<S: RoomStore> Room<S> {
             limits.coalesce_min_conns as usize,
             u64::from(limits.coalesce_frames_per_sec),
             u64::from(limits.coalesce_lazy_frames_per_sec),
-        );
+        )
+        .with_measured_budget(u64::from(limits.coalesce_flush_duty_pct));
         let (tenant, room_id) = match meta.address.split_once('/') {
             Some((t, r)) => (TenantId::parse(t).ok(), RoomId::parse(r).ok()),
             None => (None, None),
@@ -957,6 +958,13 @@ impl<S: RoomStore> Room<S> {
     /// for [`Room::next_flush`], lives as long as the room is busy instead of stopping after every flush.
     pub fn window_end(&self) -> Option<Timestamp> {
         self.coalescer.window_end()
+    }
+
+    /// The adapter wrote a flush of `frames` socket sends in `elapsed_ms` of the runtime's clock (from its
+    /// first chunk to its last): with a measured frame budget (`COALESCE_FLUSH_DUTY_PCT`), this is what sets
+    /// it ([`coalesce::Coalescer::observe_flush`]).
+    pub fn observe_flush(&mut self, frames: u64, elapsed_ms: u64) {
+        self.coalescer.observe_flush(frames, elapsed_ms);
     }
 
     /// Whether a flush window is open (frames would be queued now).
