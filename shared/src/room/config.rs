@@ -63,7 +63,7 @@ pub struct Limits {
     pub coalesce_ms: u64,
     /// Rooms with fewer connections never coalesce. Var `COALESCE_MIN_CONNECTIONS`.
     pub coalesce_min_conns: u32,
-    /// Frames per second a busy room's sends and flushes may cost, with one flush of credit: a big room that
+    /// Frames per second a busy room's sends and flushes may cost, with two flushes of credit: a big room that
     /// has spent it gets windows longer than `coalesce_ms` (0: never stretch). Var `COALESCE_FRAMES_PER_SEC`.
     pub coalesce_frames_per_sec: u32,
     /// The share of the room's thread (percent) its flushes may take once a big flush has been timed: the
