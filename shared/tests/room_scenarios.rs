@@ -1009,6 +1009,17 @@ mod media {
         NodeInfo { id: id.into(), region: "eu-west".into(), url: format!("http://{id}.example") }
     }
 
+    /// The control commands the room queued for its media node since the last call.
+    fn control_commands(s: &mut Sim) -> Vec<ControlCommand> {
+        s.media
+            .drain(..)
+            .filter_map(|o| match o {
+                Output::MediaControl { command, .. } => Some(command),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Answers the pending placement requests with `node`.
     fn place(s: &mut Sim, with: NodeInfo) {
         let requests: Vec<Output> = std::mem::take(&mut s.media);
@@ -1108,14 +1119,7 @@ mod media {
         // node admits that session with no mute to remember); the next `perms` command must not lift it.
         s.media.clear();
         s.request(t, Some("au"), Req::ParticipantMute { id: uid("a"), kind: MediaKind::Audio, muted: true });
-        let commands: Vec<ControlCommand> = s
-            .media
-            .drain(..)
-            .filter_map(|o| match o {
-                Output::MediaControl { command, .. } => Some(command),
-                _ => None,
-            })
-            .collect();
+        let commands = control_commands(&mut s);
         assert!(
             matches!(&commands[..], [
                 ControlCommand::Perms { perms, .. },
@@ -1124,16 +1128,8 @@ mod media {
             ] if perms.audio && perms.video),
             "permissions, then every mute in force, each once: {commands:?}"
         );
-        s.media.clear();
         s.request(t, Some("vu"), Req::ParticipantMute { id: uid("a"), kind: MediaKind::Video, muted: false });
-        let commands: Vec<&ControlCommand> = s
-            .media
-            .iter()
-            .filter_map(|o| match o {
-                Output::MediaControl { command, .. } => Some(command),
-                _ => None,
-            })
-            .collect();
+        let commands = control_commands(&mut s);
         assert!(
             matches!(
                 &commands[..],

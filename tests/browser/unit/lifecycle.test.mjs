@@ -427,11 +427,17 @@ function fakePeer() {
   return { pc, channel };
 }
 
-test('glare: a node offer that crosses ours is ignored on arrival, never answered later', async () => {
+/** A media session wired to a fake peer connection and data channel. */
+function sessionOnFakePeer() {
   const session = new MediaSession({ url: 'http://node.test', token: 't', log: () => {} });
   const { pc, channel } = fakePeer();
   session.pc = pc;
   session.channel = channel;
+  return { session, pc, channel };
+}
+
+test('glare: a node offer that crosses ours is ignored on arrival, never answered later', async () => {
+  const { session, pc, channel } = sessionOnFakePeer();
   const ours = session.renegotiate();
   await until(() => channel.sent.some((m) => m.type === 'offer'), 1000, 'our offer');
   // The node's offer crosses ours; the node drops it when ours arrives and answers ours.
@@ -452,10 +458,7 @@ test('glare: a node offer that crosses ours is ignored on arrival, never answere
 });
 
 test('the node offer that follows its answer to ours is answered, not taken for glare', async () => {
-  const session = new MediaSession({ url: 'http://node.test', token: 't', log: () => {} });
-  const { pc, channel } = fakePeer();
-  session.pc = pc;
-  session.channel = channel;
+  const { session, pc, channel } = sessionOnFakePeer();
   const ours = session.renegotiate();
   await until(() => channel.sent.some((m) => m.type === 'offer'), 1000, 'our offer');
   // The node answers ours and offers its waiting change right after, before our answer is applied.
@@ -467,10 +470,7 @@ test('the node offer that follows its answer to ours is answered, not taken for 
 });
 
 test('a node offer sent again unchanged is answered once', async () => {
-  const session = new MediaSession({ url: 'http://node.test', token: 't', log: () => {} });
-  const { pc, channel } = fakePeer();
-  session.pc = pc;
-  session.channel = channel;
+  const { session, pc, channel } = sessionOnFakePeer();
   session._onSignal(JSON.stringify({ type: 'offer', sdp: 'v=0 node 1', tracks: [] }));
   session._onSignal(JSON.stringify({ type: 'offer', sdp: 'v=0 node 1', tracks: [] })); // the node's re-send
   await session._negotiation;
@@ -480,10 +480,7 @@ test('a node offer sent again unchanged is answered once', async () => {
 });
 
 test('an offer the node refuses is rolled back at once, and the node offers are answered again', async () => {
-  const session = new MediaSession({ url: 'http://node.test', token: 't', log: () => {} });
-  const { pc, channel } = fakePeer();
-  session.pc = pc;
-  session.channel = channel;
+  const { session, pc, channel } = sessionOnFakePeer();
   const ours = session.renegotiate();
   await until(() => channel.sent.some((m) => m.type === 'offer'), 1000, 'our offer');
   const refusal = { type: 'error', code: 'bad_request', message: 'offer refused: no', refused: 'offer' };
