@@ -146,6 +146,8 @@ export class HomeroomClient extends Emitter {
     this._lastReadSent = 0;
     /** Token refusals (401, 4001) since the last welcome: the second one in a row stops the client. */
     this._tokenRefusals = 0;
+    /** This connection received `room.cleared` (its close, whatever its code, is the clear's). */
+    this._sawRoomCleared = false;
     this._installBrowserHooks();
   }
 
@@ -347,7 +349,11 @@ export class HomeroomClient extends Emitter {
     this._detachSocket();
     this._afterDisconnect();
     if (this._closedByUser) return;
-    const plan = closePlan(code, serverReason);
+    // After `room.cleared` the room closes with 4004; a close that arrives as anything else (the close frame
+    // lost with the network) still means the room was cleared: same plan, not a resume into the old epoch.
+    const cleared = this._sawRoomCleared;
+    this._sawRoomCleared = false;
+    const plan = closePlan(cleared ? 4004 : code, serverReason);
     this._log(code >= 4000 ? 'warn' : 'info', `socket closed ${code} ${serverReason}`.trim());
 
     if (plan.retry === false) {
@@ -524,6 +530,7 @@ export class HomeroomClient extends Emitter {
       this.emit('server-error', frame);
     } else {
       // reaction, cursor, room.cleared, media.moved, and anything newer than this client.
+      if (frame.type === 'room.cleared') this._sawRoomCleared = true;
       this.emit(frame.type, frame);
     }
   }

@@ -135,6 +135,26 @@ test('room cleared (4004): reconnects fresh (no resume) and drops the queued mes
   assert.deepEqual(client.state.messages, []);
 });
 
+test('room cleared, then the connection drops without its 4004: still a fresh start, not a resume', { timeout: 5000 }, async () => {
+  const client = makeClient();
+  client.connect();
+  const first = await socketNumber(1);
+  first.accept();
+  first.deliver(welcome({ seq: 3 }));
+  await until(() => client.isOpen);
+  let left = 0;
+  client.media.leave = async () => {
+    left += 1;
+  };
+  const unacked = client.sendChat('for the old room');
+  first.deliver({ type: 'room.cleared', epoch: 'e2' });
+  first.drop(1006); // the 4004 close frame was lost with the network
+  await assert.rejects(unacked, { code: 'room_cleared' });
+  assert.equal(left, 1, 'media left, as on 4004');
+  const second = await socketNumber(2);
+  assert.equal(second.url.searchParams.get('since'), null, 'no resume into the cleared epoch');
+});
+
 test('an expired token (4001) is replaced through getToken before reconnecting', async () => {
   const reasons = [];
   let n = 0;
