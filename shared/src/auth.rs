@@ -4,7 +4,7 @@
 //! checked here rather than by `jsonwebtoken` (which would read the clock).
 
 use crate::ids::{parse_display_name, NodeId, RoomId, TenantId, UserId};
-use crate::protocol::{ApiError, ErrorCode, MediaFlags, Perms, PermsPatch, Role};
+use crate::protocol::{ApiError, ErrorCode, MediaFlags, MediaKind, Perms, PermsPatch, Role};
 use crate::time::Timestamp;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::de::DeserializeOwned;
@@ -100,6 +100,15 @@ pub struct MediaPerms {
 }
 
 impl MediaPerms {
+    /// Whether publishing `kind` is permitted (a mute aside).
+    pub const fn permits(self, kind: MediaKind) -> bool {
+        match kind {
+            MediaKind::Audio => self.audio,
+            MediaKind::Video => self.video,
+            MediaKind::Screen => self.screen,
+        }
+    }
+
     /// Media permissions from room permissions, minus what a moderator muted.
     pub fn from_room(perms: Perms, muted: MediaFlags) -> Self {
         MediaPerms {

@@ -115,7 +115,7 @@ impl ModerationMemo {
                 // it during the mute (folded into its perms), and without the remembered mute a later `perms`
                 // command, which carries permissions and not mutes, would lift it. A newer token that permits
                 // the kind was issued after an unmute.
-                if applies(*at) || (*flag && !permits(token_perms, kind)) {
+                if applies(*at) || (*flag && !token_perms.permits(kind)) {
                     muted.set(kind, *flag);
                     any = true;
                 }
@@ -147,14 +147,6 @@ impl ModerationMemo {
         if let Some(oldest) = oldest {
             self.decisions.remove(&oldest);
         }
-    }
-}
-
-fn permits(perms: MediaPerms, kind: MediaKind) -> bool {
-    match kind {
-        MediaKind::Audio => perms.audio,
-        MediaKind::Video => perms.video,
-        MediaKind::Screen => perms.screen,
     }
 }
 

@@ -202,21 +202,12 @@ impl Session {
 
     /// Whether the token (and moderation) let this session publish `kind` right now.
     pub(crate) fn may_publish(&self, kind: MediaKind) -> bool {
-        let permitted = match kind {
-            MediaKind::Audio => self.perms.audio,
-            MediaKind::Video => self.perms.video,
-            MediaKind::Screen => self.perms.screen,
-        };
-        permitted && !self.muted.get(kind)
+        self.perms.permits(kind) && !self.muted.get(kind)
     }
 
     /// Whether the session's permission (not a mute) allows publishing `kind`.
     pub(crate) fn permits(&self, kind: MediaKind) -> bool {
-        match kind {
-            MediaKind::Audio => self.perms.audio,
-            MediaKind::Video => self.perms.video,
-            MediaKind::Screen => self.perms.screen,
-        }
+        self.perms.permits(kind)
     }
 
     /// The kind a newly published m-line carries.
