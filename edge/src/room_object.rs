@@ -33,7 +33,7 @@ use crate::router::{ACTOR_HEADER, ADDRESS_HEADER, GEO_HEADER, IDENTITY_HEADER};
 use crate::sql_store::SqlStore;
 use crate::{clock, config, http, send};
 use homeroom_shared::auth::Identity;
-use homeroom_shared::outbox::{self, Delivery, Outbox};
+use homeroom_shared::outbox::{self, Delivery, DrainLease, Outbox};
 use homeroom_shared::placement::Geo;
 use homeroom_shared::protocol::{close, ApiError, ErrorCode};
 use homeroom_shared::pump::{Beat, PumpLease};
@@ -61,6 +61,8 @@ pub struct RoomObject {
     pump: RefCell<PumpLease>,
     /// Socket deliveries not written yet ([`homeroom_shared::outbox`]).
     outbox: RefCell<Outbox<JsValue>>,
+    /// Whether a handler is draining the outbox ([`RoomObject::drain_outbox`]): one at a time.
+    draining: Cell<bool>,
 }
 
 /// Hands one delivery to the sockets (a socket that has gone away is skipped; its close event follows).
@@ -316,8 +318,10 @@ impl RoomObject {
     }
 
     /// Writes what waits in the outbox, [`outbox::CHUNK`] sockets at a time, yielding to the event loop
-    /// between chunks so that requests arriving meanwhile (a joiner's upgrade) are served in between. Several
-    /// handlers may drain at once: each takes the oldest chunk, so the order is kept.
+    /// between chunks so that requests arriving meanwhile (a joiner's upgrade) are served in between. One
+    /// handler drains at a time ([`DrainLease`]); the others return at once and leave what they submitted to
+    /// it (the outbox keeps the order). Two drainers taking turns would each count the other's chunks in the
+    /// clock steps of their own, and measure the frame cost up to twice what it is.
     ///
     /// A flush that took several chunks is also timed for the room's frame budget ([`Room::observe_flush`]).
     /// The runtime's clock stands still while a turn of the event loop runs and moves between turns, so each
@@ -325,6 +329,7 @@ impl RoomObject {
     /// ran in that yield (a message arriving, its storage commit). Steps well above the flush's typical one
     /// are such intrusions and are left out ([`outbox::clean_flush_time`]): the budget is for the flush's own cost.
     async fn drain_outbox(&self) {
+        let Some(_lease) = DrainLease::take(&self.draining) else { return };
         // (clock step, frames written in the turn before it); the handler's turn already wrote one chunk.
         let mut steps: Vec<(u64, u64)> = Vec::new();
         let mut turn_started = clock::now();
@@ -630,6 +635,7 @@ impl DurableObject for RoomObject {
             alarm_at: Cell::new(None),
             pump: RefCell::new(PumpLease::default()),
             outbox: RefCell::new(Outbox::default()),
+            draining: Cell::new(false),
         }
     }
 

@@ -16,6 +16,7 @@
 //! frame rather than one per socket), so the rules are tested natively.
 
 use crate::ids::ConnId;
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 
 /// How many sockets one chunk of a flush writes before the adapter yields to its event loop: a few
@@ -137,6 +138,29 @@ impl<T: Clone> Outbox<T> {
     }
 }
 
+/// The right to drain an outbox, one handler at a time, held for as long as it lives: a drain that the
+/// runtime drops mid-yield releases it, so the next handler drains instead. Two drainers taking turns
+/// would each count the other's chunks in the clock steps of its own turns ([`clean_flush_time`]).
+#[derive(Debug)]
+pub struct DrainLease<'a>(&'a Cell<bool>);
+
+impl<'a> DrainLease<'a> {
+    /// Takes the lease kept in `held`, or `None` while another handler holds it.
+    pub fn take(held: &'a Cell<bool>) -> Option<Self> {
+        if held.replace(true) {
+            None
+        } else {
+            Some(DrainLease(held))
+        }
+    }
+}
+
+impl Drop for DrainLease<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
 /// The frames and time of a chunked flush's turns without the turns other events intruded on: steps more
 /// than a millisecond above twice the median step are left out (the clock moves in whole milliseconds, so a
 /// chunk's step is 0–2 ms). `None` for a flush of one or two turns, which says too little.
@@ -169,6 +193,21 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn one_handler_drains_at_a_time_until_its_lease_is_dropped() {
+        let held = Cell::new(false);
+        let first = DrainLease::take(&held);
+        assert!(first.is_some());
+        // A refused take leaves the holder's lease alone.
+        assert!(DrainLease::take(&held).is_none());
+        assert!(DrainLease::take(&held).is_none());
+        assert!(held.get());
+        drop(first);
+        assert!(!held.get());
+        assert!(DrainLease::take(&held).is_some(), "a dropped lease (a drain cut short) frees the outbox");
+        assert!(!held.get());
     }
 
     #[test]
