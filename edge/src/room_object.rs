@@ -10,7 +10,9 @@
 //!    the rest chunk by chunk with a yield to the event loop in between (`drain_outbox`), so
 //!    a join arriving during a flush to a thousand members is served between chunks; a connection with
 //!    frames still waiting gets its later ones (and its close) behind them. An HTTP request writes all at
-//!    once (its answer must not wait), except to a connection with frames waiting;
+//!    once (its answer must not wait), except to a connection with frames waiting. A busy room's flush is a
+//!    sweep ([`Room::is_sweeping`]): once the outbox is written, the drain asks the core for the sweep's
+//!    next step, so each step carries what arrived while the previous ones went out;
 //! 4. set the alarm to the core's next deadline;
 //! 5. see that what the core queued in a busy room's flush window goes out at the window's end: WebSocket
 //!    events and the alarm pump the windows inside their own event (nobody waits for their answer), HTTP
@@ -63,6 +65,8 @@ pub struct RoomObject {
     outbox: RefCell<Outbox<JsValue>>,
     /// Whether a handler is draining the outbox ([`RoomObject::drain_outbox`]): one at a time.
     draining: Cell<bool>,
+    /// Socket frames written so far, by any handler (for timing a flush's steps: [`RoomObject::drain_outbox`]).
+    sockets_written: Cell<u64>,
 }
 
 /// Hands one delivery to the sockets (a socket that has gone away is skipped; its close event follows).
@@ -208,6 +212,7 @@ impl RoomObject {
                 Output::Send { to, text } => {
                     let text = send::js_text(&text);
                     let now = outbox.send(&text, to, &mut budget);
+                    self.sockets_written.set(self.sockets_written.get().saturating_add(now.len() as u64));
                     send::send_to_all(&text, now.iter().filter_map(|conn| sockets.get(conn)));
                 }
                 Output::Close { conn, code, reason } => {
@@ -334,29 +339,42 @@ impl RoomObject {
         let mut steps: Vec<(u64, u64)> = Vec::new();
         let mut turn_started = clock::now();
         let mut turn_frames = outbox::CHUNK as u64;
+        let mut written = self.sockets_written.get();
         loop {
             let chunk = self.outbox.borrow_mut().next_chunk(outbox::CHUNK);
             if chunk.is_empty() {
-                break;
-            }
-            turn_frames += chunk
-                .iter()
-                .map(|delivery| match delivery {
-                    Delivery::Text { to, .. } => to.len() as u64,
-                    Delivery::Close { .. } => 1,
-                })
-                .sum::<u64>();
-            {
+                // Everything submitted is written: a flush going out as a sweep writes its next step now,
+                // with what was queued meanwhile for the connections it reaches.
+                if !self.is_sweeping() || self.with_room(None, |room, now| room.flush(now)).is_err() {
+                    break;
+                }
+                for output in self.apply_outputs(outbox::CHUNK) {
+                    self.media_io(output).await;
+                }
+            } else {
+                let frames = chunk
+                    .iter()
+                    .map(|delivery| match delivery {
+                        Delivery::Text { to, .. } => to.len() as u64,
+                        Delivery::Close { .. } => 1,
+                    })
+                    .sum::<u64>();
+                self.sockets_written.set(self.sockets_written.get().saturating_add(frames));
                 let mut sockets = self.sockets.borrow_mut();
                 for delivery in chunk {
                     deliver(&mut sockets, delivery);
                 }
             }
-            if self.outbox.borrow().is_empty() {
+            if self.outbox.borrow().is_empty() && !self.is_sweeping() {
                 break;
             }
             worker::Delay::from(std::time::Duration::from_millis(0)).await;
             let now = clock::now();
+            // What every handler wrote since the last step: the step's time includes theirs (a message
+            // arriving in the yield writes a sweep's next step too).
+            let total = self.sockets_written.get();
+            turn_frames += total.saturating_sub(written);
+            written = total;
             steps.push((now.since(turn_started), turn_frames));
             turn_started = now;
             turn_frames = 0;
@@ -366,6 +384,10 @@ impl RoomObject {
                 room.observe_flush(frames, elapsed_ms);
             }
         }
+    }
+
+    fn is_sweeping(&self) -> bool {
+        self.room.borrow().as_ref().is_some_and(|room| room.is_sweeping())
     }
 
     fn address(&self) -> Option<String> {
@@ -636,6 +658,7 @@ impl DurableObject for RoomObject {
             pump: RefCell::new(PumpLease::default()),
             outbox: RefCell::new(Outbox::default()),
             draining: Cell::new(false),
+            sockets_written: Cell::new(0),
         }
     }
 

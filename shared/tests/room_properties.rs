@@ -111,13 +111,15 @@ struct World {
 fn limits() -> Limits {
     // Generous rate limits: the property under test is ordering and state, not throttling (which differs by
     // design after hibernation: buckets are memory only). Coalescing is on even for tiny rooms, so batching
-    // is under test too.
+    // is under test too, and flushes go out in sweeps of two connections a step, so that events land between
+    // a sweep's steps.
     Limits {
         rate_burst: 100_000,
         rate_per_sec: 100_000,
         abuse_strikes: 100_000,
         coalesce_ms: 20,
         coalesce_min_conns: 1,
+        coalesce_sweep_conns: 2,
         ..Limits::default()
     }
 }

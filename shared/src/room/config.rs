@@ -75,6 +75,11 @@ pub struct Limits {
     /// marks) may cost: such a queue is held up to 250 ms to stay within it, and goes out sooner with the next
     /// chat message (0: churn is flushed like everything else). Var `COALESCE_LAZY_FRAMES_PER_SEC`.
     pub coalesce_lazy_frames_per_sec: u32,
+    /// How many connections one step of a busy room's flush writes: the flush goes out as a sweep over the
+    /// connections, a step at a time (the adapter yields between steps), and each step takes every text
+    /// queued meanwhile for the connections it writes (0: a flush is written to everyone at once, and what
+    /// arrives meanwhile waits for the next window). Var `COALESCE_SWEEP_CONNECTIONS`.
+    pub coalesce_sweep_conns: u32,
 }
 
 impl Default for Limits {
@@ -110,6 +115,7 @@ impl Default for Limits {
             coalesce_frames_per_sec: 10_000,
             coalesce_flush_duty_pct: 50,
             coalesce_lazy_frames_per_sec: 2_000,
+            coalesce_sweep_conns: crate::outbox::CHUNK as u32,
         }
     }
 }
@@ -204,6 +210,9 @@ impl Limits {
         }
         if let Some(n) = num("COALESCE_LAZY_FRAMES_PER_SEC", 0, 10_000_000)? {
             l.coalesce_lazy_frames_per_sec = to_u32(n);
+        }
+        if let Some(n) = num("COALESCE_SWEEP_CONNECTIONS", 0, 1_000_000)? {
+            l.coalesce_sweep_conns = to_u32(n);
         }
         if let Some(value) = var("PERSIST_MESSAGES") {
             l.persist_messages = match value.trim() {
@@ -302,9 +311,12 @@ mod tests {
             "PERSIST_MESSAGES" => Some("false".to_owned()),
             "COALESCE_LAZY_FRAMES_PER_SEC" => Some("0".to_owned()),
             "COALESCE_FLUSH_DUTY_PCT" => Some("0".to_owned()),
+            "COALESCE_SWEEP_CONNECTIONS" => Some("0".to_owned()),
             _ => None,
         };
         let l = Limits::from_vars(vars).unwrap();
+        assert_eq!(l.coalesce_sweep_conns, 0);
+        assert_eq!(Limits::default().coalesce_sweep_conns, 64);
         assert_eq!(l.capacity, 30);
         assert!(!l.persist_messages);
         assert_eq!(l.coalesce_lazy_frames_per_sec, 0);

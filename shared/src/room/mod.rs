@@ -299,7 +299,8 @@ impl<S: RoomStore> Room<S> {
             u64::from(limits.coalesce_frames_per_sec),
             u64::from(limits.coalesce_lazy_frames_per_sec),
         )
-        .with_measured_budget(u64::from(limits.coalesce_flush_duty_pct));
+        .with_measured_budget(u64::from(limits.coalesce_flush_duty_pct))
+        .with_sweep(limits.coalesce_sweep_conns as usize);
         let (tenant, room_id) = match meta.address.split_once('/') {
             Some((t, r)) => (TenantId::parse(t).ok(), RoomId::parse(r).ok()),
             None => (None, None),
@@ -965,6 +966,13 @@ impl<S: RoomStore> Room<S> {
     /// it ([`coalesce::Coalescer::observe_flush`]).
     pub fn observe_flush(&mut self, frames: u64, elapsed_ms: u64) {
         self.coalescer.observe_flush(frames, elapsed_ms);
+    }
+
+    /// Whether a flush is going out as a sweep ([`Limits::coalesce_sweep_conns`]): each [`Room::flush`]
+    /// writes its next step, with whatever was queued meanwhile for the connections it reaches. The adapter
+    /// calls it again once the previous step's frames are written.
+    pub fn is_sweeping(&self) -> bool {
+        self.coalescer.sweeping()
     }
 
     /// Whether a flush window is open (frames would be queued now).

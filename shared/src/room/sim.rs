@@ -171,7 +171,8 @@ impl Sim {
     pub fn advance(&mut self, ms: u64) {
         let target = self.now.plus_ms(ms);
         loop {
-            let next = [self.room().next_deadline(), self.room().window_end()].into_iter().flatten().min();
+            let room = self.room();
+            let next = [room.next_deadline(), room.window_end(), room.next_flush()].into_iter().flatten().min();
             let Some(deadline) = next.filter(|d| *d <= target) else { break };
             self.now = self.now.max(deadline);
             let now = self.now;
