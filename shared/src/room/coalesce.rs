@@ -15,8 +15,9 @@
 //! - at the window's end the queue is flushed: each connection gets its queued texts as one frame (a JSON
 //!   array of frames, for clients that asked with `?batch=1`; one frame each otherwise). If anything was
 //!   flushed a new window opens; an empty window closes, so a quiet room answers immediately again;
-//! - with sweeps ([`Coalescer::with_sweep`], the room's default) the flush goes out a step of connections at a
-//!   time in connection order: the window's end writes the first step, and every later call of
+//! - with sweeps ([`Coalescer::with_sweep`], the room's default) a flush with a prompt text in it goes out a
+//!   step of connections at a time in connection order (churn alone is flushed whole: it is lazy anyway,
+//!   and a class arriving was measured slower with it swept): the window's end writes the first step, and every later call of
 //!   [`Coalescer::flush_due`] (due at once while the sweep lasts; the adapter calls it when it has written the
 //!   previous step, and every event the room handles calls it too) the next, with everything queued for
 //!   those connections so far. A text queued mid-sweep thus reaches the connections not written yet in this
@@ -306,7 +307,9 @@ impl Coalescer {
                 return;
             }
         }
-        if self.sweep_conns == 0 {
+        // Only a flush with conversation in it is swept: membership churn alone waits anyway (it is lazy),
+        // and a class arriving was measured slower with its churn swept (see `docs/benchmarks.md`).
+        if self.sweep_conns == 0 || !self.prompt_queued {
             let frames = self.flush_all(outbox, batch);
             self.window_until = (frames > 0).then(|| self.charge(frames, room_conns, now));
             return;
@@ -706,6 +709,27 @@ mod tests {
             };
             assert_eq!(seen, want, "connection {conn}");
         }
+    }
+
+    #[test]
+    fn membership_churn_alone_is_flushed_whole_even_with_sweeps() {
+        let mut c = Coalescer::new(20, 2, 0, 2_000).with_sweep(64);
+        let mut out = VecDeque::new();
+        let all: Vec<ConnId> = (0..200).map(ConnId).collect();
+        c.emit(&mut out, all.clone(), Arc::from("{\"j\":0}"), Urgency::Lazy, 200, |_| true, Timestamp(0));
+        c.emit(&mut out, all.clone(), Arc::from("{\"j\":1}"), Urgency::Lazy, 200, |_| true, Timestamp(5));
+        // Held within the lazy budget (200 connections at 2,000 frames/s: 100 ms), then written at once.
+        let due = c.lazy_len(200);
+        c.flush_due(&mut out, |_| true, 200, Timestamp(5 + due));
+        assert!(!c.sweeping());
+        let reached: usize = texts(&out)[1..].iter().map(|(to, _)| to.len()).sum();
+        assert_eq!(reached, 200, "everyone in one flush");
+        // A chat message among the churn makes the flush a sweep.
+        c.emit(&mut out, all.clone(), Arc::from("{\"j\":2}"), Urgency::Lazy, 200, |_| true, Timestamp(110));
+        c.emit(&mut out, all, Arc::from("{\"chat\":1}"), Urgency::Prompt, 200, |_| true, Timestamp(111));
+        let end = c.window_end().expect("a window is open");
+        c.flush_due(&mut out, |_| true, 200, end);
+        assert!(c.sweeping());
     }
 
     /// A lecture of 1,000 at 200 messages a second with 40 ms windows (25,000 frames/s), where the adapter

@@ -75,7 +75,8 @@ pub struct Limits {
     /// marks) may cost: such a queue is held up to 250 ms to stay within it, and goes out sooner with the next
     /// chat message (0: churn is flushed like everything else). Var `COALESCE_LAZY_FRAMES_PER_SEC`.
     pub coalesce_lazy_frames_per_sec: u32,
-    /// How many connections one step of a busy room's flush writes: the flush goes out as a sweep over the
+    /// How many connections one step of a busy room's flush writes: a flush with conversation in it (not
+    /// membership churn alone) goes out as a sweep over the
     /// connections, a step at a time (the adapter yields between steps), and each step takes every text
     /// queued meanwhile for the connections it writes (0: a flush is written to everyone at once, and what
     /// arrives meanwhile waits for the next window). Var `COALESCE_SWEEP_CONNECTIONS`.
