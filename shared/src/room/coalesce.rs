@@ -17,12 +17,13 @@
 //!   flushed a new window opens; an empty window closes, so a quiet room answers immediately again;
 //! - with sweeps ([`Coalescer::with_sweep`], the room's default) a flush with a prompt text in it goes out a
 //!   step of connections at a time in connection order (churn alone is flushed whole: it is lazy anyway,
-//!   and a class arriving was measured slower with it swept): the window's end writes the first step, and every later call of
-//!   [`Coalescer::flush_due`] (due at once while the sweep lasts; the adapter calls it when it has written the
-//!   previous step, and every event the room handles calls it too) the next, with everything queued for
-//!   those connections so far. A text queued mid-sweep thus reaches the connections not written yet in this
-//!   flush, the others in the next: the longest wait is about one window instead of a window plus the
-//!   time it takes to write a flush to everyone (a lecture of 1,000: 40 ms instead of 40 + 16–20 ms);
+//!   and a class arriving was measured slower with it swept). The window's end writes the first step, and
+//!   every later call of [`Coalescer::flush_due`] the next one (it is due at once while the sweep lasts: the
+//!   adapter calls it when it has written the previous step, and every event the room handles calls it
+//!   too), with everything queued for those connections so far. A text queued mid-sweep thus reaches the
+//!   connections not written yet in this flush, the others in the next: the longest wait is about one
+//!   window instead of a window plus the time it takes to write a flush to everyone (a lecture of 1,000:
+//!   40 ms instead of 40 + 16–20 ms);
 //! - membership churn is lazy ([`Urgency::Lazy`]: joins, leaves, presence, read marks): a queue that holds
 //!   nothing else is not flushed at the window's end but held, window after window, for as long as the
 //!   lazier budget allows (`lazy_frames_per_sec`: 2,000 frames/s holds it 250 ms at 500 connections). A
