@@ -9,6 +9,17 @@ const makeClient = clients.make;
 beforeEach(() => FakeSocket.reset());
 afterEach(() => clients.closeAll());
 
+/** A client whose first socket is open and welcomed with `fields`. */
+async function openClient(fields) {
+  const client = makeClient();
+  client.connect();
+  const first = await socketNumber(1);
+  first.accept();
+  first.deliver(welcome(fields));
+  await until(() => client.isOpen);
+  return { client, first };
+}
+
 test('resumes with since/epoch after a drop and applies replayed events exactly once', async () => {
   const client = makeClient();
   const duplicates = [];
@@ -36,12 +47,7 @@ test('resumes with since/epoch after a drop and applies replayed events exactly 
 });
 
 test('chat sent while offline is queued and sent on reconnect, keeping its rid until acked', async () => {
-  const client = makeClient();
-  client.connect();
-  const first = await socketNumber(1);
-  first.accept();
-  first.deliver(welcome({ seq: 1 }));
-  await until(() => client.isOpen);
+  const { client, first } = await openClient({ seq: 1 });
   first.drop(1006);
 
   const a = client.sendChat('queued a');
@@ -116,12 +122,7 @@ test('kicked (4003) stays closed with the reason; policy (4008) too', async () =
 });
 
 test('room cleared (4004): reconnects fresh (no resume) and drops the queued messages', async () => {
-  const client = makeClient();
-  client.connect();
-  const first = await socketNumber(1);
-  first.accept();
-  first.deliver(welcome({ seq: 3 }));
-  await until(() => client.isOpen);
+  const { client, first } = await openClient({ seq: 3 });
   const unacked = client.sendChat('for the old room');
   first.deliver({ type: 'room.cleared', epoch: 'e2' });
   first.drop(4004, 'room cleared');
@@ -136,12 +137,7 @@ test('room cleared (4004): reconnects fresh (no resume) and drops the queued mes
 });
 
 test('room cleared, then the connection drops without its 4004: still a fresh start, not a resume', { timeout: 5000 }, async () => {
-  const client = makeClient();
-  client.connect();
-  const first = await socketNumber(1);
-  first.accept();
-  first.deliver(welcome({ seq: 3 }));
-  await until(() => client.isOpen);
+  const { client, first } = await openClient({ seq: 3 });
   let left = 0;
   client.media.leave = async () => {
     left += 1;
@@ -201,12 +197,7 @@ test('a refused upgrade is diagnosed over HTTP: 401 without getToken closes with
 });
 
 test('a gap in seq triggers a resume from the last applied event', async () => {
-  const client = makeClient();
-  client.connect();
-  const first = await socketNumber(1);
-  first.accept();
-  first.deliver(welcome({ seq: 1 }));
-  await until(() => client.isOpen);
+  const { client, first } = await openClient({ seq: 1 });
   first.deliver(chatEvent('e1', 2, 'ok'));
   first.deliver(chatEvent('e1', 4, 'after a hole'));
   assert.ok(first.closedByClient, 'the broken connection is closed');
