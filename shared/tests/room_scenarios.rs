@@ -1205,3 +1205,35 @@ fn per_connection_state_stays_under_two_kilobytes() {
     eprintln!("per connection: attachment {attachment} B, participant {participant} B");
     assert!(attachment + participant < 2048, "{attachment} + {participant} bytes");
 }
+
+#[test]
+fn a_class_whose_tokens_expire_together_costs_a_frame_per_connection_not_a_flush_per_close() {
+    // Every student joined with the same lesson-long token. At its expiry each connection is closed in one
+    // event; a close must write only what was queued for the closing connection, or the closes of n
+    // connections write about n²/2 frames.
+    let limits = Limits { capacity: 500, coalesce_ms: 20, coalesce_min_conns: 2, ..Limits::default() };
+    let mut s = Sim::new(limits);
+    s.batch = true;
+    let teacher = s.join("teacher", Role::Teacher);
+    let exp = s.now.as_secs() + 600;
+    let students: Vec<ConnId> = (0..200)
+        .map(|i| {
+            let mut identity = s.identity(&format!("s{i}"), Role::Student);
+            identity.exp = exp;
+            let conn = s.connect(&identity, None).unwrap();
+            s.advance(10);
+            conn
+        })
+        .collect();
+    // Up to just before the expiry (warnings, presence going idle), then over it.
+    s.advance((exp * 1000).saturating_sub(s.now.0 + 500));
+    for conn in students.iter().chain([&teacher]) {
+        s.take_text(*conn);
+    }
+    s.advance(2_000);
+    let frames: usize = students.iter().map(|c| s.take_text(*c).len()).sum();
+    assert!(students.iter().all(|c| s.closed.get(c).is_some_and(|(code, _)| *code == close::TOKEN_INVALID)));
+    assert!(frames <= 3 * students.len(), "{frames} frames to 200 closing students");
+    let left = s.take(teacher).iter().filter(|f| matches!(f, F::ParticipantLeft { .. })).count();
+    assert_eq!(left, 200, "the teacher still hears of every departure");
+}

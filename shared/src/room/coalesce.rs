@@ -33,8 +33,10 @@
 //! Invariants: texts leave in the order they were queued, per connection; a room's flushes cost at most
 //! `frames_per_sec` frames per second plus the credit; a window is open whenever anything is queued, and it
 //! never ends later than one (stretched) window from now, so whoever waits for
-//! [`Coalescer::window_end`] is never late for a prompt frame queued meanwhile. Closing a connection flushes
-//! first, so nothing queued for it is lost or reordered after its close.
+//! [`Coalescer::window_end`] is never late for a prompt frame queued meanwhile. A connection the server
+//! closes gets what is queued for it first ([`Coalescer::flush_conn`]: that connection's texts only), so
+//! nothing queued for it is lost or reordered after its close; one the client closed can no longer be
+//! written, and its queue is dropped ([`Coalescer::forget`]).
 
 use super::Output;
 use crate::ids::ConnId;
@@ -182,8 +184,8 @@ impl Coalescer {
         self.frame_cost_x16 = Some(cost_x16);
         // duty_pct % of 1 s, in frames of cost_x16 / 16 µs.
         let per_sec = self.duty_pct.saturating_mul(10_000).saturating_mul(16) / cost_x16;
-        let floor = self.configured_frames_per_sec.min(MAX_MEASURED_BUDGET);
-        self.frames_per_sec = per_sec.clamp(floor, MAX_MEASURED_BUDGET);
+        let floor = self.configured_frames_per_sec;
+        self.frames_per_sec = per_sec.clamp(floor, MAX_MEASURED_BUDGET.max(floor));
     }
 
     /// The window for a room of `room_conns` connections: `window_ms`, stretched so that one frame per
@@ -301,7 +303,8 @@ impl Coalescer {
         if now < until {
             return;
         }
-        if let Some(since) = self.queued_since.filter(|_| !self.prompt_queued) {
+        let hold_lazy = !self.prompt_queued && self.lazy_frames_per_sec > 0;
+        if let Some(since) = self.queued_since.filter(|_| hold_lazy) {
             let lazy_due = since.plus_ms(self.lazy_len(room_conns));
             if now < lazy_due {
                 self.window_until = Some(now.plus_ms(self.window_len(room_conns)).min(lazy_due));
@@ -386,17 +389,47 @@ impl Coalescer {
         write_frames(std::mem::take(&mut self.pending), outbox, &batch)
     }
 
+    /// Writes now everything queued for `conn` alone (before the server closes it: nothing queued for it is
+    /// lost or reordered after its close), leaving the other connections' queue, the window and any sweep as
+    /// they are; returns the number of frames written. Closing many connections in one event (a lesson's
+    /// tokens expiring together) thus costs a frame each, not a flush to everyone per close.
+    pub(crate) fn flush_conn(
+        &mut self,
+        outbox: &mut VecDeque<Output>,
+        conn: ConnId,
+        batch: impl Fn(ConnId) -> bool,
+    ) -> usize {
+        let picked = self.take_conn(conn);
+        if picked.is_empty() {
+            return 0;
+        }
+        write_frames(picked, outbox, &batch)
+    }
+
     /// Drops what is queued for a connection that went away.
     pub(crate) fn forget(&mut self, conn: ConnId) {
-        for (to, _) in &mut self.pending {
-            to.retain(|c| *c != conn);
+        self.take_conn(conn);
+    }
+
+    /// Takes `conn` out of every queued text; returns the texts it was in, in order.
+    fn take_conn(&mut self, conn: ConnId) -> Vec<(Vec<ConnId>, Arc<str>)> {
+        let mut taken = Vec::new();
+        for (to, text) in &mut self.pending {
+            // `to` is sorted (see `pending`).
+            if let Ok(at) = to.binary_search(&conn) {
+                to.remove(at);
+                taken.push((vec![conn], text.clone()));
+            }
         }
-        self.pending.retain(|(to, _)| !to.is_empty());
+        if !taken.is_empty() {
+            self.pending.retain(|(to, _)| !to.is_empty());
+        }
         if self.pending.is_empty() {
             self.sweep = None;
             self.queued_since = None;
             self.prompt_queued = false;
         }
+        taken
     }
 
     /// Forgets everything (the room was cleared and every connection closed).
@@ -515,6 +548,79 @@ mod tests {
         assert_eq!(to_1, ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}", "{\"d\":4}"], "in order, one frame each");
         let to_2: Vec<&str> = sent.iter().filter(|(to, _)| to.contains(&2)).map(|(_, t)| t.as_str()).collect();
         assert_eq!(to_2, ["{\"a\":1}", "[{\"b\":2},{\"c\":3}]", "{\"d\":4}"]);
+    }
+
+    #[test]
+    fn closing_one_connection_writes_its_queue_alone_and_leaves_the_window() {
+        // A server-side close (kick, token expiry) must not flush the whole room: when a lesson's tokens
+        // expire together, a flush to everyone per close would write n²/2 frames.
+        let mut c = Coalescer::new(20, 2, 0, 0).with_sweep(16);
+        let mut out = VecDeque::new();
+        let all: Vec<ConnId> = (0..100).map(ConnId).collect();
+        c.emit(&mut out, all.clone(), Arc::from("{\"a\":1}"), Urgency::Prompt, 100, |_| true, Timestamp(0));
+        c.emit(&mut out, all.clone(), Arc::from("{\"b\":2}"), Urgency::Prompt, 100, |_| true, Timestamp(5));
+        c.emit(&mut out, vec![ConnId(5)], Arc::from("{\"c\":3}"), Urgency::Prompt, 100, |_| true, Timestamp(6));
+        out.clear();
+        assert_eq!(c.flush_conn(&mut out, ConnId(5), |_| true), 1);
+        assert_eq!(texts(&out), [(vec![5], "[{\"b\":2},{\"c\":3}]".to_owned())], "its texts, in order, as one frame");
+        assert_eq!(c.next_flush(), Some(Timestamp(20)), "the others still wait for the window");
+        assert_eq!(c.flush_conn(&mut out, ConnId(5), |_| true), 0, "nothing is written twice");
+        // The rest goes out at the window's end, without connection 5.
+        out.clear();
+        for t in 20..40 {
+            c.flush_due(&mut out, |_| true, 100, Timestamp(t));
+        }
+        let sent = texts(&out);
+        let reached: Vec<u64> = sent.iter().flat_map(|(to, _)| to.iter().copied()).collect();
+        assert_eq!(reached.len(), 99);
+        assert!(!reached.contains(&5));
+        assert!(sent.iter().all(|(_, text)| text == "{\"b\":2}"));
+    }
+
+    #[test]
+    fn a_close_mid_sweep_writes_the_closed_connection_once_and_the_sweep_goes_on() {
+        let mut c = Coalescer::new(20, 2, 0, 0).with_sweep(10);
+        let mut out = VecDeque::new();
+        let all: Vec<ConnId> = (0..50).map(ConnId).collect();
+        c.emit(&mut out, all.clone(), Arc::from("1"), Urgency::Prompt, 50, |_| true, Timestamp(0));
+        c.emit(&mut out, all.clone(), Arc::from("2"), Urgency::Prompt, 50, |_| true, Timestamp(1));
+        c.flush_due(&mut out, |_| true, 50, Timestamp(20));
+        assert!(c.sweeping(), "the first step of ten is written");
+        c.flush_conn(&mut out, ConnId(3), |_| true);
+        c.flush_conn(&mut out, ConnId(42), |_| true);
+        while c.sweeping() {
+            c.flush_due(&mut out, |_| true, 50, Timestamp(21));
+        }
+        let mut per_conn = vec![Vec::new(); 50];
+        for (to, text) in texts(&out) {
+            for conn in to {
+                if let Some(got) = per_conn.get_mut(conn as usize) {
+                    got.push(text.clone());
+                }
+            }
+        }
+        for (conn, got) in per_conn.iter().enumerate() {
+            assert_eq!(got, &["1".to_owned(), "2".to_owned()], "connection {conn}: each text once, in order");
+        }
+    }
+
+    #[test]
+    fn a_lazy_budget_of_zero_makes_churn_prompt() {
+        // `COALESCE_LAZY_FRAMES_PER_SEC=0`: membership churn is flushed at the end of its window like the rest.
+        let mut c = Coalescer::new(20, 2, 0, 0);
+        let mut out = VecDeque::new();
+        let all = vec![ConnId(1), ConnId(2)];
+        c.emit(&mut out, all.clone(), Arc::from("{\"j\":1}"), Urgency::Lazy, 2, |_| true, Timestamp(0));
+        c.emit(&mut out, all, Arc::from("{\"j\":2}"), Urgency::Lazy, 2, |_| true, Timestamp(15));
+        c.flush_due(&mut out, |_| true, 2, Timestamp(20));
+        assert_eq!(texts(&out).len(), 2, "the queued join went out at the window's end");
+    }
+
+    #[test]
+    fn a_measured_budget_never_falls_below_a_configured_one_above_the_measured_cap() {
+        let mut c = Coalescer::new(20, 50, 100_000, 0).with_measured_budget(50);
+        c.observe_flush(1000, 20);
+        assert_eq!(c.frames_per_sec(), 100_000);
     }
 
     #[test]

@@ -317,8 +317,12 @@ impl<S: RoomStore> Room<S> {
         }
         let id = message.id.clone();
         self.log_event(None, now, |seq, ts| ServerFrame::ChatMessage { seq, ts, message })?;
-        if self.members.get(user).is_some_and(|m| m.record.typing_until.is_some()) {
-            self.stop_typing(user, None)?;
+        // The message is logged and sent: from here the request has succeeded, and failing it would let a
+        // retry with the same `rid` log the message twice. A storage failure still drops the room's cache.
+        if self.members.get(user).is_some_and(|m| m.record.typing_until.is_some())
+            && self.stop_typing(user, None).is_err()
+        {
+            self.poisoned = true;
         }
         Ok(Reply::Ack { seq: Some(seq), id: Some(id), exp: None })
     }

@@ -769,7 +769,8 @@ impl<S: RoomStore> Room<S> {
         if !self.conns.contains_key(&conn) {
             return;
         }
-        self.flush_all();
+        let conns = &self.conns;
+        self.coalescer.flush_conn(&mut self.outbox, conn, |c| conns.get(&c).is_some_and(|c| c.record.batch));
         self.outbox.push_back(Output::Close { conn, code, reason: reason.to_owned() });
         if leave == LeaveReason::Policy {
             // An abuser that reconnects at once would only repeat: keep it out for a while.
@@ -994,7 +995,7 @@ impl<S: RoomStore> Room<S> {
         self.flush_all();
     }
 
-    /// Flushes everything queued (before closing a connection).
+    /// Flushes everything queued (before clearing the room).
     fn flush_all(&mut self) {
         let conns = &self.conns;
         self.coalescer.flush_all(&mut self.outbox, |c| conns.get(&c).is_some_and(|c| c.record.batch));
