@@ -56,7 +56,7 @@ pub struct Config {
     /// Initial send-side bandwidth estimate towards subscribers, kbit/s (`None` turns estimation off).
     pub bwe_initial_kbps: Option<u32>,
     /// Send a run of datagrams to one peer as one UDP GSO `sendmsg` (Linux); off sends one per call. A kernel
-    /// without GSO is detected at the first send and falls back by itself.
+    /// without GSO is detected by a probe at start-up and falls back by itself.
     pub udp_gso: bool,
 }
 

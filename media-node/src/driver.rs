@@ -182,7 +182,11 @@ fn handle_command(sfu: &mut Sfu, command: Command, status: &Status) -> bool {
     let now = Instant::now();
     match command {
         Command::Create { request, reply } => {
-            let _ = reply.send(sfu.create_session(now, request));
+            // A caller that gave up (disconnected, timed out) never learns the session's id: close it at once
+            // instead of letting it hold capacity and one of the participant's sessions until the idle reap.
+            if let Err(Ok(orphan)) = reply.send(sfu.create_session(now, request)) {
+                sfu.close_session(now, orphan.id, CloseReason::Deleted);
+            }
         }
         Command::Delete { id, owner, reply } => {
             let result = match sfu.owner(id) {

@@ -113,7 +113,10 @@ pub(crate) async fn ask<T>(
     match tokio::time::timeout(CORE_TIMEOUT, answer).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(_)) => Err(unavailable()),
-        Err(_) => Err(HttpError::new(ErrorCode::Internal, "the media loop did not answer within 5 s")),
+        Err(_) => Err(HttpError::new(
+            ErrorCode::Unavailable,
+            "the media loop did not answer within 5 s (the node is overloaded); retry, or ask the edge for another node",
+        )),
     }
 }
 
