@@ -4,7 +4,7 @@
 //! # Run loop
 //! Each event loads the registry from SQLite if it is not in memory, applies one operation (heartbeat, place,
 //! release, list, or the alarm), writes what changed back, and keeps the alarm at the next lease expiry.
-//! When leases run out, every room placed on the lost node is told (`POST /media/lost` on its Room object),
+//! When leases run out (or a draining node reports its last session gone), every room placed on the node is told (`POST /media/lost` on its Room object),
 //! which tells its clients `media.moved`; their next `media.join` is placed on a live node.
 //!
 //! The Worker verifies node tokens before forwarding heartbeats here; this object trusts its callers.
@@ -100,11 +100,18 @@ impl NodeRegistry {
         self.state.storage().sql()
     }
 
-    fn ttl_ms(&self) -> u64 {
-        config::var(&self.env, "NODE_LEASE_TTL_MS")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|ttl| (1000..=600_000).contains(ttl))
-            .unwrap_or(DEFAULT_LEASE_TTL_MS)
+    /// The lease length from `NODE_LEASE_TTL_MS`. A value outside 1,000–600,000 is an error naming the var
+    /// (every registry call answers it, and nodes log it), like the room vars: a typo is not a silent 15 s.
+    fn ttl_ms(&self) -> Result<u64, ApiError> {
+        let Some(value) = config::var(&self.env, "NODE_LEASE_TTL_MS") else { return Ok(DEFAULT_LEASE_TTL_MS) };
+        value.trim().parse::<u64>().ok().filter(|ttl| (1000..=600_000).contains(ttl)).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!(
+                    "Worker var NODE_LEASE_TTL_MS={value:?} is invalid: expected a whole number from 1000 to 600000"
+                ),
+            )
+        })
     }
 
     fn bodies<T: serde::de::DeserializeOwned>(&self, query: &str) -> Result<Vec<T>, ApiError> {
@@ -119,7 +126,7 @@ impl NodeRegistry {
         self.sql().exec(SCHEMA, None).map_err(storage_error)?;
         let nodes: Vec<NodeLease> = self.bodies("SELECT body FROM nodes")?;
         let placements: Vec<Placement> = self.bodies("SELECT body FROM placements")?;
-        *self.registry.borrow_mut() = Some(Registry::restore(self.ttl_ms(), nodes, placements));
+        *self.registry.borrow_mut() = Some(Registry::restore(self.ttl_ms()?, nodes, placements));
         Ok(())
     }
 
@@ -212,15 +219,22 @@ impl NodeRegistry {
         let now = clock::now();
         let expired = self.with_registry(|r| Ok(r.expire(now)))?;
         for node in &expired.nodes {
-            worker::console_warn!("media node {} ({}) lost its lease", node.id, node.region);
+            if node.draining {
+                worker::console_log!("media node {} ({}) drained: its last session ended", node.id, node.region);
+            } else {
+                worker::console_warn!("media node {} ({}) lost its lease", node.id, node.region);
+            }
             self.delete("nodes", "id", &node.id)?;
         }
         for placement in &expired.rooms {
             self.delete("placements", "room", &placement.room)?;
-            let lost = LostCall {
-                node: placement.node.clone(),
-                reason: format!("media node {} stopped sending heartbeats", placement.node),
+            let drained = expired.nodes.iter().any(|n| n.id == placement.node && n.draining);
+            let reason = if drained {
+                format!("media node {} was drained (taken out of service)", placement.node)
+            } else {
+                format!("media node {} stopped sending heartbeats", placement.node)
             };
+            let lost = LostCall { node: placement.node.clone(), reason };
             if let Err(e) = notify_room(&self.env, &placement.room, &lost).await {
                 worker::console_error!("could not tell room {} that its node was lost: {e}", placement.room);
             }
@@ -267,6 +281,12 @@ impl DurableObject for NodeRegistry {
         };
         if result.as_ref().is_err_and(|e| e.code == ErrorCode::Internal) {
             *self.registry.borrow_mut() = None;
+        }
+        // A drained node's last heartbeat ends its lease at once: tell its rooms now, not at the alarm.
+        if path == "/heartbeat" && result.is_ok() {
+            if let Err(e) = self.expire().await {
+                worker::console_error!("registry expiry failed: {e}");
+            }
         }
         self.sync_alarm().await;
         Ok(result.unwrap_or_else(|e| http::error(&e)))

@@ -222,7 +222,11 @@ impl RoomObject {
                 }
                 Output::Attach { record } => {
                     if let Some(ws) = sockets.get(&record.conn) {
-                        let _ = ws.serialize_attachment(&record);
+                        if let Err(e) = ws.serialize_attachment(&record) {
+                            // The connection works on; after hibernation or a restart it would come back with
+                            // its previous record (or none, and leave as disconnected).
+                            worker::console_error!("could not store connection {}'s attachment: {e}", record.conn);
+                        }
                     }
                 }
                 io @ (Output::PlaceMedia { .. } | Output::MediaControl { .. } | Output::ReleaseMedia) => {
@@ -253,18 +257,9 @@ impl RoomObject {
             Pump::Inline => outbox::CHUNK,
             Pump::Alarm => usize::MAX,
         };
-        loop {
-            let deferred = self.apply_outputs(budget);
-            if deferred.is_empty() {
-                break;
-            }
-            for output in deferred {
-                self.media_io(output).await;
-            }
-        }
+        self.apply_with_io(budget, matches!(pump, Pump::Inline)).await;
         match pump {
             Pump::Inline => {
-                self.drain_outbox().await;
                 self.sync_alarm(None).await;
                 self.pump_flushes().await;
             }
@@ -272,6 +267,25 @@ impl RoomObject {
                 let pumped = self.pump.borrow().is_held(clock::now());
                 let flush = if pumped { None } else { self.room.borrow().as_ref().and_then(|r| r.next_flush()) };
                 self.sync_alarm(flush).await;
+            }
+        }
+    }
+
+    /// Applies the core's outputs and performs the media IO they ask for, until the room asks for no more (an
+    /// IO's answer, such as `media.assigned`, is applied in the next round). With `drain`, the outbox is
+    /// written before each round's IO: the room hears what happened (a kick's `participant.left`) before the
+    /// handler waits on a node or the registry, which may take up to [`MEDIA_IO_TIMEOUT_MS`].
+    async fn apply_with_io(&self, budget: usize, drain: bool) {
+        loop {
+            let deferred = self.apply_outputs(budget);
+            if drain {
+                self.drain_outbox().await;
+            }
+            if deferred.is_empty() {
+                return;
+            }
+            for output in deferred {
+                self.media_io(output).await;
             }
         }
     }
@@ -303,10 +317,7 @@ impl RoomObject {
             if self.with_room(None, |room, now| room.tick(now)).is_err() {
                 break;
             }
-            for output in self.apply_outputs(outbox::CHUNK) {
-                self.media_io(output).await;
-            }
-            self.drain_outbox().await;
+            self.apply_with_io(outbox::CHUNK, true).await;
             match beat {
                 // The deadlines run here may have moved the next one.
                 Beat::Pump => self.sync_alarm(None).await,
@@ -390,8 +401,10 @@ impl RoomObject {
         self.room.borrow().as_ref().is_some_and(|room| room.is_sweeping())
     }
 
-    fn address(&self) -> Option<String> {
-        self.room.borrow().as_ref().map(|r| r.address().to_owned())
+    /// The room's address, rebuilding the room from SQLite first if a storage failure dropped it meanwhile
+    /// (so a placement asked for before the failure is still answered, by the rebuilt room).
+    fn address(&self) -> Result<String, ApiError> {
+        self.with_room(None, |room, _| room.address().to_owned())
     }
 
     /// Performs one output that needs IO beyond the sockets. Each call is bounded by [`MEDIA_IO_TIMEOUT_MS`]:
@@ -402,7 +415,10 @@ impl RoomObject {
         };
         match output {
             Output::PlaceMedia { conn, rid, location } => {
-                let Some(room) = self.address() else { return };
+                let room = match self.address() {
+                    Ok(room) => room,
+                    Err(e) => return worker::console_error!("media.join of connection {conn} not placed: {e}"),
+                };
                 let call = PlaceCall { room, region: location.region, geo: location.geo };
                 let placed = within(MEDIA_IO_TIMEOUT_MS, registry_object::place(&self.env, &call)).await;
                 let placed = placed.unwrap_or_else(|| {
@@ -421,7 +437,10 @@ impl RoomObject {
                 }
             }
             Output::ReleaseMedia => {
-                let Some(room) = self.address() else { return };
+                let room = match self.address() {
+                    Ok(room) => room,
+                    Err(e) => return worker::console_error!("the room's media placement not released: {e}"),
+                };
                 let call = ReleaseCall { room };
                 let release = registry_object::call_registry(&self.env, "/release", Some(&call));
                 match within(MEDIA_IO_TIMEOUT_MS, release).await {
@@ -555,7 +574,8 @@ impl RoomObject {
             .flatten()
             .and_then(|h| homeroom_shared::header::decode::<String>(&h).ok())
             .unwrap_or_else(|| "Announcement".to_owned());
-        let body = if req.method() == Method::Post { req.text().await.unwrap_or_default() } else { String::new() };
+        let is_post = req.method() == Method::Post;
+        let body = if is_post { req.text().await.unwrap_or_default() } else { String::new() };
         let query = req.url().ok();
         let address = address.as_deref();
         let response = match path {
@@ -614,7 +634,8 @@ impl RoomObject {
                 }
             }
             "/admin/settings" => {
-                if body.is_empty() {
+                // A POST always carries a patch: an empty one is a mistake to report, not a read.
+                if !is_post {
                     self.with_room(address, |room, now| http::json(200, &room.info(now).settings))
                 } else {
                     match serde_json::from_str::<SettingsPatch>(&body) {

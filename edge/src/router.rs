@@ -71,7 +71,7 @@ pub async fn handle(raw: web_sys::Request, env: Env) -> Response {
                     version: env!("CARGO_PKG_VERSION"),
                 },
             ),
-            _ => method_not_allowed("GET"),
+            _ => method_not_allowed("GET, HEAD"),
         },
         ["v1", "rooms", room] => match method {
             Method::Get => admin_room(req, &env, room, "/admin/info", Method::Get).await,
@@ -95,6 +95,10 @@ pub async fn handle(raw: web_sys::Request, env: Env) -> Response {
             Method::Get => crate::registry_object::list_nodes(req, &env).await,
             _ => method_not_allowed("GET"),
         },
+        // Without DEV_TOKENS the route does not exist, whatever the method.
+        ["v1", "dev", "token"] if !crate::dev_tokens::enabled(&env) => {
+            fail(ErrorCode::NotFound, format!("no route for {path}; see docs/protocol.md"))
+        }
         ["v1", "dev", "token"] => match method {
             Method::Post => crate::dev_tokens::issue(req, &env).await,
             _ => method_not_allowed("POST"),

@@ -60,11 +60,21 @@ pub struct Config {
     pub udp_gso: bool,
 }
 
+/// The shortest `NODE_SECRET` accepted: 16 bytes (128 bits). HS256 keys shorter than that can be guessed
+/// offline from one captured token, and whoever holds the secret can register nodes and mint media tokens.
+pub const MIN_SECRET_BYTES: usize = 16;
+
 /// A setting that cannot work.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("NODE_SECRET is empty: set the secret shared with the edge")]
     MissingSecret,
+    #[error("NODE_SECRET is {0} bytes: use at least {MIN_SECRET_BYTES} random bytes (e.g. `openssl rand -hex 32`), the same on the edge (`wrangler secret put NODE_SECRET`)")]
+    ShortSecret(usize),
+    #[error(
+        "node id \"edge\" is reserved (it is the subject of the edge's own control token): choose another --node-id"
+    )]
+    ReservedNodeId,
     #[error("the UDP address {0} is unspecified (0.0.0.0/::): set --announce-ip (HOMEROOM_ANNOUNCE_IP) to the IP clients reach")]
     AnnounceIpRequired(SocketAddr),
     #[error("the announce IP {0} cannot be an ICE candidate: use a unicast address clients can reach")]
@@ -116,6 +126,12 @@ impl Config {
         if self.node_secret.expose().is_empty() {
             return Err(ConfigError::MissingSecret);
         }
+        if self.node_secret.expose().len() < MIN_SECRET_BYTES {
+            return Err(ConfigError::ShortSecret(self.node_secret.expose().len()));
+        }
+        if self.node_id.as_str() == homeroom_shared::media::EDGE_SUBJECT {
+            return Err(ConfigError::ReservedNodeId);
+        }
         if self.capacity == 0 {
             return Err(ConfigError::ZeroCapacity);
         }
@@ -146,7 +162,7 @@ mod tests {
     use super::*;
 
     fn config() -> Config {
-        Config::local(NodeId::parse("n1").unwrap(), Region::parse("eu").unwrap(), NodeSecret::new("s"))
+        Config::local(NodeId::parse("n1").unwrap(), Region::parse("eu").unwrap(), NodeSecret::new("sixteen-byte-key"))
     }
 
     #[test]
@@ -157,6 +173,10 @@ mod tests {
         let announced = Config { announce_ip: Some("203.0.113.7".parse().unwrap()), ..wildcard };
         assert_eq!(announced.validate(), Ok(()));
         assert_eq!(Config { node_secret: NodeSecret::new(""), ..config() }.validate(), Err(ConfigError::MissingSecret));
+        let short = Config { node_secret: NodeSecret::new("hunter2"), ..config() };
+        assert_eq!(short.validate(), Err(ConfigError::ShortSecret(7)));
+        let edge = Config { node_id: NodeId::parse("edge").unwrap(), ..config() };
+        assert_eq!(edge.validate(), Err(ConfigError::ReservedNodeId));
         let bad_url = Config { edge_url: Some("edge:8787".into()), ..config() };
         assert!(matches!(bad_url.validate(), Err(ConfigError::BadUrl { .. })));
         assert_eq!(format!("{:?}", NodeSecret::new("hunter2")), "NodeSecret(..)");

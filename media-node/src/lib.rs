@@ -27,7 +27,7 @@
 //! use homeroom_media_node::{start, Config, NodeSecret};
 //! use homeroom_shared::{NodeId, Region};
 //!
-//! let config = Config::local(NodeId::parse("media-1")?, Region::parse("local")?, NodeSecret::new("secret"));
+//! let config = Config::local(NodeId::parse("media-1")?, Region::parse("local")?, NodeSecret::new("a-long-random-secret"));
 //! let node = start(config).await?;          // binds 127.0.0.1:0 for HTTP and UDP
 //! println!("{} {}", node.url(), node.udp_addr());
 //! node.shutdown().await?;                   // drain, then stop

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 fn the_binary_prints_its_addresses_and_drains_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_homeroom-media-node"))
         .args(["--http-addr", "127.0.0.1:0", "--node-id", "bin-test", "--region", "local", "--drain-timeout-secs", "2"])
-        .env("NODE_SECRET", "binary-secret")
+        .env("NODE_SECRET", "binary-test-node-secret")
         .env("HOMEROOM_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -40,6 +40,18 @@ fn the_binary_prints_its_addresses_and_drains_on_sigterm() {
         assert!(stopping.elapsed() < Duration::from_secs(10), "the node did not exit after SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn a_short_secret_is_refused_at_start_with_what_to_do() {
+    let output = Command::new(env!("CARGO_BIN_EXE_homeroom-media-node"))
+        .args(["--http-addr", "127.0.0.1:0"])
+        .env("NODE_SECRET", "hunter2")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "a guessable secret must not start a node");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("NODE_SECRET is 7 bytes") && stderr.contains("at least 16"), "{stderr}");
 }
 
 #[test]

@@ -136,6 +136,15 @@ async fn kick_and_close_room_end_sessions() {
     assert_eq!((status, reply), (200, json!({"sessions": 1})));
     bob.wait_for(WAIT, |s| s.closed).await.unwrap();
     assert_eq!(health(&node).await["sessions"], 0);
+
+    // A token from before the close (a class that was cleared) opens nothing in the room any more; the
+    // edge's fresh tokens do.
+    let before_close = sign(&MediaClaims { iat: Some(now_secs() - 30), ..claims("bob", "t1/kick") });
+    let error = TestPeer::connect(&url, &before_close, PeerOptions::subscriber()).await.unwrap_err();
+    assert_eq!(error.status(), Some(403), "{error}");
+    assert!(error.to_string().contains("room was closed"), "{error}");
+    let fresh = TestPeer::connect(&url, &media_token("bob", "t1/kick"), PeerOptions::subscriber()).await.unwrap();
+    fresh.wait_for(WAIT, |s| s.connected_at.is_some()).await.expect("a token issued at the close is admitted");
     node.shutdown().await.unwrap();
 }
 
@@ -209,6 +218,9 @@ async fn control_needs_the_edge_token() {
     assert_eq!(control(&node, Some(&expired), body.clone()).await.0, 401);
     let (status, reply) = control(&node, Some(&edge_token()), json!({"type": "reboot"})).await;
     assert_eq!((status, reply["code"].as_str()), (400, Some("bad_request")));
+    let huge = json!({"type": "close_room", "room": "x".repeat(70 * 1024)});
+    let (status, reply) = control(&node, Some(&edge_token()), huge).await;
+    assert_eq!((status, reply["code"].as_str()), (413, Some("too_large")), "{reply}");
     assert_eq!(control(&node, Some(&edge_token()), body).await, (200, json!({"sessions": 0})));
     node.shutdown().await.unwrap();
 }

@@ -7,7 +7,10 @@
 //! 2. else the nearest region, by great-circle distance, that has a node with room;
 //! 3. within a region, the least loaded non-draining node (load / capacity, then id).
 //!
-//! A room stays on its node while the node lives, even when the node starts draining.
+//! A room stays on its node while the node lives, even when the node starts draining (its sessions carry on
+//! there, and a room split over two nodes would not hear itself). A draining node that reports no sessions
+//! is done: its lease ends with that heartbeat, and its rooms are reported like those of a lost node, at
+//! once rather than a lease later.
 
 use crate::auth::Identity;
 use crate::ids::{NodeId, RoomId};
@@ -172,6 +175,14 @@ impl Registry {
         now: Timestamp,
     ) -> Result<(NodeLease, HeartbeatReply), ApiError> {
         let bad = |m: String| ApiError::new(ErrorCode::BadRequest, m);
+        if subject == crate::media::EDGE_SUBJECT {
+            // The edge's control token is signed with the same secret: replayed here, it must not register a
+            // node called "edge" (whose URL would then receive rooms' media).
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("node id \"{subject}\" is reserved for the edge's control token; heartbeats need a node token"),
+            ));
+        }
         if hb.id != subject {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
@@ -195,7 +206,7 @@ impl Registry {
             draining: hb.draining,
             pending: 0,
             last_heartbeat: now,
-            expires_at: now.plus_ms(self.ttl_ms),
+            expires_at: if hb.draining && hb.load == 0 { now } else { now.plus_ms(self.ttl_ms) },
         };
         self.nodes.insert(lease.id.clone(), lease.clone());
         Ok((lease, HeartbeatReply { ttl_ms: self.ttl_ms }))
@@ -358,12 +369,27 @@ mod tests {
         let mut r =
             registry(&[hb("eu1", "eu-west", 1, 1), hb("de1", "eu-central", 5, 0), hb("ap1", "ap-southeast", 5, 0)]);
         assert_eq!(r.place("t/a", &at("eu-west"), Timestamp(1)).unwrap().0.id, "de1");
-        let mut drain = hb("de1", "eu-central", 5, 0);
+        let mut drain = hb("de1", "eu-central", 5, 1);
         drain.draining = true;
         r.heartbeat("de1", &drain, Timestamp(2)).unwrap();
         assert_eq!(r.place("t/b", &at("eu-west"), Timestamp(3)).unwrap().0.id, "ap1");
-        // A room already on a draining node stays there.
+        // A room already on a draining node stays there while the node has sessions.
         assert_eq!(r.place("t/a", &at("eu-west"), Timestamp(4)).unwrap().0.id, "de1");
+    }
+
+    #[test]
+    fn a_drained_node_is_dropped_with_its_last_heartbeat_and_its_rooms_move_at_once() {
+        let mut r = registry(&[hb("de1", "eu-central", 5, 0), hb("ap1", "ap-southeast", 5, 0)]);
+        assert_eq!(r.place("t/a", &at("eu-central"), Timestamp(1)).unwrap().0.id, "de1");
+        let mut last = hb("de1", "eu-central", 5, 0);
+        last.draining = true;
+        r.heartbeat("de1", &last, Timestamp(2)).unwrap();
+        assert_eq!(r.next_expiry(), Some(Timestamp(2)), "the lease ends now, not {} ms later", r.ttl_ms);
+        let expired = r.expire(Timestamp(2));
+        assert_eq!(expired.nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["de1"]);
+        assert!(expired.nodes.iter().all(|n| n.draining), "reported as drained, not lost");
+        assert_eq!(expired.rooms.iter().map(|p| p.room.as_str()).collect::<Vec<_>>(), ["t/a"]);
+        assert_eq!(r.place("t/a", &at("eu-central"), Timestamp(3)).unwrap().0.id, "ap1");
     }
 
     #[test]
@@ -404,6 +430,10 @@ mod tests {
             r.heartbeat("other", &hb("a", "eu-west", 1, 0), Timestamp(0)).unwrap_err().code,
             ErrorCode::Forbidden
         );
+        let edge = r.heartbeat("edge", &hb("edge", "eu-west", 1, 0), Timestamp(0)).unwrap_err();
+        assert_eq!(edge.code, ErrorCode::Forbidden, "the edge's control token registers no node: {edge:?}");
+        assert!(edge.message.contains("reserved"), "{edge:?}");
+        assert!(r.nodes.is_empty());
         let mut bad = hb("a", "eu west", 1, 0);
         assert_eq!(r.heartbeat("a", &bad, Timestamp(0)).unwrap_err().code, ErrorCode::BadRequest);
         bad = hb("a", "eu-west", 0, 0);

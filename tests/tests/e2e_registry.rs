@@ -81,6 +81,10 @@ async fn heartbeats_place_rooms_by_region_and_failover_tells_clients() {
         .await
         .unwrap();
     assert_eq!(mismatch.status().as_u16(), 403);
+    // The edge's own control token (same secret, `sub` "edge") registers no node.
+    let edge_subject = beat(&http, &edge, &heartbeat("edge", "eu-west", 0)).await;
+    assert_eq!(edge_subject.status().as_u16(), 403);
+    assert!(edge_subject.text().await.unwrap().contains("reserved"));
     let reply: serde_json::Value = beat(&http, &edge, &heartbeat("eu-1", "eu-west", 0)).await.json().await.unwrap();
     assert_eq!(reply["ttl_ms"], ttl_ms);
     beat(&http, &edge, &heartbeat("us-1", "us-east", 0)).await;
@@ -166,5 +170,40 @@ async fn heartbeats_place_rooms_by_region_and_failover_tells_clients() {
             }
             other => panic!("{other:?}"),
         }
+    }
+}
+
+#[tokio::test]
+async fn a_drained_node_moves_its_rooms_with_its_last_heartbeat_not_a_lease_later() {
+    // The default lease (15 s): a room told within a few seconds was told by the heartbeat, not the lapse.
+    let edge = Edge::start().await.expect("edge starts");
+    let http = reqwest::Client::new();
+    let m = Minter::dev().unwrap();
+    assert_eq!(beat(&http, &edge, &heartbeat("dr-1", "eu-west", 0)).await.status().as_u16(), 200);
+    let mut a = Client::connect(&Connect::new(&edge.ws(), "drain-room", &m.token("a", Role::Student))).await.unwrap();
+    let (node, _) = assigned(a.request(Req::MediaJoin { region: None }).await.unwrap());
+    assert_eq!(node, "dr-1");
+
+    // Draining with a session left: the room stays (its sessions carry on there).
+    let draining = NodeHeartbeat { draining: true, ..heartbeat("dr-1", "eu-west", 1) };
+    assert_eq!(beat(&http, &edge, &draining).await.status().as_u16(), 200);
+    let (still, _) = assigned(a.request(Req::MediaJoin { region: None }).await.unwrap());
+    assert_eq!(still, "dr-1", "a room stays on a draining node that still has sessions");
+
+    // The last heartbeat of the drain (no sessions left): the room is told at once.
+    let last = NodeHeartbeat { draining: true, ..heartbeat("dr-1", "eu-west", 0) };
+    let sent = Instant::now();
+    assert_eq!(beat(&http, &edge, &last).await.status().as_u16(), 200);
+    let moved = a.expect("media.moved", Duration::from_secs(10), |f| matches!(f, F::MediaMoved { .. })).await.unwrap();
+    let told_after = sent.elapsed();
+    eprintln!("drain: the room was told {told_after:?} after the node's last heartbeat (lease 15 s)");
+    assert!(told_after < Duration::from_secs(5), "told by the lease's lapse, not the heartbeat: {told_after:?}");
+    assert!(
+        matches!(&moved, F::MediaMoved { reason } if reason.contains("dr-1") && reason.contains("drained")),
+        "{moved:?}"
+    );
+    match a.request(Req::MediaJoin { region: None }).await.unwrap() {
+        F::Error(e) => assert_eq!(e.code, ErrorCode::Unavailable, "no node is left: {e:?}"),
+        other => panic!("the drained node is gone from placement, got {other:?}"),
     }
 }

@@ -51,6 +51,19 @@ fn chat(text: &str) -> Req {
 }
 
 #[tokio::test]
+async fn without_dev_tokens_the_route_does_not_exist_for_any_method() {
+    let edge = Edge::start_with(&[("DEV_TOKENS", "false")]).await.expect("edge starts");
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/dev/token", edge.http());
+    let post = http.post(&url).json(&serde_json::json!({"name": "Ada"})).send().await.unwrap();
+    let get = http.get(&url).send().await.unwrap();
+    for response in [post, get] {
+        assert_eq!(response.status().as_u16(), 404, "a deployment has no dev tokens: {response:?}");
+        assert!(response.headers().get("allow").is_none());
+    }
+}
+
+#[tokio::test]
 async fn health_and_refusals_before_upgrade() {
     let edge = edge().await;
     let http = reqwest::Client::new();
@@ -60,8 +73,13 @@ async fn health_and_refusals_before_upgrade() {
     let post = http.post(format!("{}/healthz", edge.http())).send().await.unwrap();
     assert_eq!(
         (post.status().as_u16(), post.headers().get("allow").map(|v| v.to_str().unwrap_or(""))),
-        (405, Some("GET"))
+        (405, Some("GET, HEAD"))
     );
+    let head = http.head(format!("{}/healthz", edge.http())).send().await.unwrap();
+    assert_eq!(head.status().as_u16(), 200, "load balancers probe with HEAD");
+    // Development tokens are on in .dev.vars: the route exists and takes POST only.
+    let get_token = http.get(format!("{}/v1/dev/token", edge.http())).send().await.unwrap();
+    assert_eq!(get_token.status().as_u16(), 405);
 
     let m = minter();
     let refuse = |room: &str, token: String| Connect::new(&edge.ws(), room, &token);
@@ -398,6 +416,8 @@ async fn admin_api_reads_announces_pages_kicks_and_limits_capacity() {
         http.get(url("/messages?before=&limit=")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
     assert_eq!(page["messages"][0]["text"], "Exam at 10");
 
+    let empty = http.post(url("/settings")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(empty.status().as_u16(), 400, "a POST without a patch is a mistake, not a read");
     let settings =
         http.post(url("/settings")).bearer_auth(&admin).json(&serde_json::json!({"capacity": 1})).send().await.unwrap();
     assert_eq!(settings.status().as_u16(), 200);

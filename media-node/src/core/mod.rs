@@ -174,6 +174,8 @@ pub enum CreateError {
     BadCandidate(String),
     #[error("a moderator removed this participant from the room after its media token was issued")]
     Kicked,
+    #[error("the room was closed (cleared) after this media token was issued; ask the edge again (media.join)")]
+    RoomClosed,
 }
 
 impl CreateError {
@@ -184,7 +186,7 @@ impl CreateError {
             CreateError::BadOffer(_) | CreateError::OfferRefused(_) => ErrorCode::BadRequest,
             CreateError::TooManySessions { .. } => ErrorCode::RateLimited,
             CreateError::BadCandidate(_) => ErrorCode::Internal,
-            CreateError::Kicked => ErrorCode::Forbidden,
+            CreateError::Kicked | CreateError::RoomClosed => ErrorCode::Forbidden,
         }
     }
 }
@@ -370,6 +372,7 @@ impl Sfu {
             match self.moderation.admission(&request.room, &request.participant, request.issued_at, request.perms) {
                 moderation::Admission::AsIssued => (request.perms, MediaFlags::default()),
                 moderation::Admission::Kicked => return Err(CreateError::Kicked),
+                moderation::Admission::RoomClosed => return Err(CreateError::RoomClosed),
                 moderation::Admission::Restricted { muted, perms } => (perms.unwrap_or(request.perms), muted),
             };
         let offer = SdpOffer::from_sdp_string(&request.offer_sdp).map_err(|e| CreateError::BadOffer(e.to_string()))?;
@@ -545,7 +548,7 @@ impl Sfu {
                 ids.len()
             }
             ControlCommand::CloseRoom { room } => {
-                self.moderation.room_closed(room);
+                self.moderation.room_closed(room, now, unix_secs);
                 let ids = self.sessions_of(room, None);
                 for id in &ids {
                     self.close_now(*id, CloseReason::RoomClosed);

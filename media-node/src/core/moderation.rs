@@ -9,6 +9,12 @@
 //! a kick, the decided mute or perms otherwise. Each decision keeps its own time, so a later mute does not
 //! revive an old kick. What the edge decided before it issued a token is in the token already.
 //!
+//! A `close_room` (the room was cleared, or wiped after being empty) ends every decision about the room and
+//! is remembered itself: a token issued before the close's second opens no session in the room any more, so
+//! a cleared class is not rejoined — unseen by the edge, which no longer lists the holder — with a media token
+//! from before the clear. A token of the close's own second is let in: the edge's fresh tokens after a clear
+//! may share that second, and refusing them would be worse than the one-second window it leaves.
+//!
 //! Decisions are forgotten after [`REMEMBER_FOR`] (longer than the longest media token the edge issues) and
 //! the memo holds at most [`MAX_DECISIONS`]; only the edge (with `NODE_SECRET`) can add to it.
 
@@ -51,6 +57,8 @@ pub enum Admission {
     AsIssued,
     /// The participant was kicked after the token was issued.
     Kicked,
+    /// The room was closed after the token was issued.
+    RoomClosed,
     /// Decisions made since the token was issued: these mutes, and these perms instead of the token's.
     Restricted { muted: MediaFlags, perms: Option<MediaPerms> },
 }
@@ -59,6 +67,8 @@ pub enum Admission {
 #[derive(Debug, Default)]
 pub struct ModerationMemo {
     decisions: HashMap<(String, String), Decision>,
+    /// Closed rooms: when the close was recorded here, and its second on the edge's clock.
+    closed: HashMap<String, (Instant, u64)>,
 }
 
 impl ModerationMemo {
@@ -87,9 +97,18 @@ impl ModerationMemo {
         self.entry(room, participant, now).perms = Some((perms, at_secs));
     }
 
-    /// The room closed: its decisions end with it (the edge re-admits everyone with fresh tokens).
-    pub fn room_closed(&mut self, room: &str) {
+    /// The room closed at second `at_secs`: its decisions end with it (the edge re-admits everyone with fresh
+    /// tokens), and tokens issued before that second are refused from now on.
+    pub fn room_closed(&mut self, room: &str, now: Instant, at_secs: u64) {
         self.decisions.retain(|(r, _), _| r != room);
+        if self.closed.len() >= MAX_DECISIONS && !self.closed.contains_key(room) {
+            let oldest = self.closed.iter().min_by_key(|(_, (recorded, _))| *recorded).map(|(r, _)| r.clone());
+            if let Some(oldest) = oldest {
+                self.closed.remove(&oldest);
+            }
+        }
+        let at = self.closed.get(room).map_or(at_secs, |(_, at)| (*at).max(at_secs));
+        self.closed.insert(room.to_owned(), (now, at));
     }
 
     /// What a new session of `participant` in `room`, with a token issued at `issued_secs`, gets: each
@@ -102,6 +121,9 @@ impl ModerationMemo {
         issued_secs: Option<u64>,
         token_perms: MediaPerms,
     ) -> Admission {
+        if self.closed.get(room).is_some_and(|(_, at)| issued_secs.is_none_or(|iat| iat < *at)) {
+            return Admission::RoomClosed;
+        }
         let Some(decision) = self.decisions.get(&key(room, participant)) else { return Admission::AsIssued };
         let applies = |at: u64| issued_secs.is_none_or(|iat| iat <= at);
         if decision.kicked_at.is_some_and(applies) {
@@ -132,14 +154,16 @@ impl ModerationMemo {
     /// Forgets decisions older than [`REMEMBER_FOR`].
     pub fn prune(&mut self, now: Instant) {
         self.decisions.retain(|_, d| d.recorded.is_some_and(|at| now.saturating_duration_since(at) < REMEMBER_FOR));
+        self.closed.retain(|_, (recorded, _)| now.saturating_duration_since(*recorded) < REMEMBER_FOR);
     }
 
+    /// Decisions and closed rooms remembered.
     pub fn len(&self) -> usize {
-        self.decisions.len()
+        self.decisions.len() + self.closed.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.decisions.is_empty()
+        self.decisions.is_empty() && self.closed.is_empty()
     }
 
     fn forget_oldest(&mut self) {
@@ -198,8 +222,30 @@ mod tests {
             Admission::Restricted { muted: MediaFlags::default(), perms: None },
             "the perms of second 60 are in a token of second 65 already"
         );
-        memo.room_closed("t/math");
-        assert!(memo.is_empty());
+        memo.room_closed("t/math", now, 80);
+        assert_eq!(memo.len(), 1, "the decisions end with the room; the close is remembered");
+    }
+
+    #[test]
+    fn a_closed_room_refuses_tokens_issued_before_the_close() {
+        let now = Instant::now();
+        let mut memo = ModerationMemo::default();
+        memo.kicked("t/math", "bob", now, 100);
+        memo.room_closed("t/math", now, 200);
+        assert_eq!(memo.admission("t/math", "amy", Some(150), ALL), Admission::RoomClosed, "issued before the clear");
+        assert_eq!(memo.admission("t/math", "bob", Some(90), ALL), Admission::RoomClosed);
+        assert_eq!(memo.admission("t/math", "amy", None, ALL), Admission::RoomClosed, "no iat: older than the close");
+        assert_eq!(memo.admission("t/math", "amy", Some(200), ALL), Admission::AsIssued, "the edge's fresh tokens");
+        assert_eq!(
+            memo.admission("t/math", "bob", Some(201), ALL),
+            Admission::AsIssued,
+            "the kick ended with the room"
+        );
+        assert_eq!(memo.admission("t/art", "amy", Some(1), ALL), Admission::AsIssued, "another room");
+        memo.room_closed("t/math", now, 150);
+        assert_eq!(memo.admission("t/math", "amy", Some(170), ALL), Admission::RoomClosed, "a close never moves back");
+        memo.prune(now + REMEMBER_FOR);
+        assert!(memo.is_empty(), "closes are forgotten like decisions");
     }
 
     #[test]

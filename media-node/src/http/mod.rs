@@ -46,7 +46,7 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/sessions", post(sessions::create).layer(DefaultBodyLimit::max(sessions::MAX_OFFER_BYTES)))
         .route("/v1/sessions/{id}", delete(sessions::delete))
-        .route("/v1/control", post(control::control).layer(DefaultBodyLimit::max(64 * 1024)))
+        .route("/v1/control", post(control::control).layer(DefaultBodyLimit::max(control::MAX_CONTROL_BYTES)))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .fallback(error::not_found)

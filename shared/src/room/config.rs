@@ -127,7 +127,7 @@ impl Default for Limits {
 pub struct ConfigError {
     pub name: &'static str,
     pub value: String,
-    pub reason: &'static str,
+    pub reason: String,
 }
 
 impl Limits {
@@ -138,7 +138,7 @@ impl Limits {
             let Some(value) = var(name) else { return Ok(None) };
             match value.trim().parse::<u64>() {
                 Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
-                _ => Err(ConfigError { name, value, reason: "expected a whole number in range" }),
+                _ => Err(ConfigError { name, value, reason: format!("expected a whole number from {min} to {max}") }),
             }
         };
         let to_u32 = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
@@ -219,7 +219,13 @@ impl Limits {
             l.persist_messages = match value.trim() {
                 "true" | "1" | "yes" => true,
                 "false" | "0" | "no" => false,
-                _ => return Err(ConfigError { name: "PERSIST_MESSAGES", value, reason: "expected true or false" }),
+                _ => {
+                    return Err(ConfigError {
+                        name: "PERSIST_MESSAGES",
+                        value,
+                        reason: "expected true or false".into(),
+                    })
+                }
             };
         }
         Ok(l)
@@ -327,6 +333,11 @@ mod tests {
         assert_eq!(too_busy.unwrap_err().name, "COALESCE_FLUSH_DUTY_PCT", "at most 90 % of the thread");
         let err = Limits::from_vars(|n| (n == "RATE_BURST").then(|| "lots".to_owned())).unwrap_err();
         assert_eq!(err.name, "RATE_BURST");
+        assert_eq!(
+            err.to_string(),
+            "Worker var RATE_BURST=\"lots\" is invalid: expected a whole number from 1 to 1000000",
+            "the message says what would do"
+        );
     }
 
     #[test]
