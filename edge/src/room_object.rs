@@ -59,6 +59,8 @@ pub struct RoomObject {
     room: RefCell<Option<Room<SqlStore>>>,
     sockets: RefCell<HashMap<ConnId, WebSocket>>,
     alarm_at: Cell<Option<Timestamp>>,
+    /// Alarms in a row that found the room unusable (storage failing): the retry backs off.
+    alarm_failures: Cell<u32>,
     /// Which handler pumps the flush windows ([`homeroom_shared::pump`]).
     pump: RefCell<PumpLease>,
     /// Socket deliveries not written yet ([`homeroom_shared::outbox`]).
@@ -676,6 +678,7 @@ impl DurableObject for RoomObject {
             room: RefCell::new(None),
             sockets: RefCell::new(HashMap::new()),
             alarm_at: Cell::new(None),
+            alarm_failures: Cell::new(0),
             pump: RefCell::new(PumpLease::default()),
             outbox: RefCell::new(Outbox::default()),
             draining: Cell::new(false),
@@ -755,14 +758,22 @@ impl DurableObject for RoomObject {
             // Storage failed (the room was dropped) or the room could not load. Its timers live in the dropped
             // room — the one that just failed among them — so nothing would set the alarm again: an empty
             // room would never be wiped, expired tokens never closed. Wake again shortly; the room is rebuilt
-            // from SQLite then, and its deadlines set the alarm as usual. Never sooner, so a storage failure
-            // that lasts cannot spin the alarm.
-            worker::console_warn!("room alarm failed; retrying in {} ms", ALARM_RETRY_MS);
-            self.set_alarm(clock::now().plus_ms(ALARM_RETRY_MS)).await;
+            // from SQLite then, and its deadlines set the alarm as usual. The wait doubles with each failure in
+            // a row (2 s up to a minute), so a storage failure that lasts neither spins the alarm nor floods
+            // the log.
+            let failures = self.alarm_failures.get().saturating_add(1);
+            self.alarm_failures.set(failures);
+            let retry_ms = homeroom_shared::time::backoff_ms(failures, ALARM_RETRY_MS, ALARM_RETRY_MAX_MS);
+            worker::console_warn!("room alarm failed ({failures} in a row); retrying in {retry_ms} ms");
+            self.set_alarm(clock::now().plus_ms(retry_ms)).await;
+        } else {
+            self.alarm_failures.set(0);
         }
         Response::empty()
     }
 }
 
-/// How long after a failed alarm the room wakes to try again.
+/// How long after a failed alarm the room wakes to try again (doubling with each failure in a row)…
 const ALARM_RETRY_MS: u64 = 2_000;
+/// …up to this.
+const ALARM_RETRY_MAX_MS: u64 = 60_000;

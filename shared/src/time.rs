@@ -48,3 +48,23 @@ impl fmt::Display for Timestamp {
         write!(f, "{}ms", self.0)
     }
 }
+
+/// Exponential backoff: `first_ms` after the first failure in a row, doubling with each further one, never
+/// above `max_ms`.
+pub fn backoff_ms(failures: u32, first_ms: u64, max_ms: u64) -> u64 {
+    let doublings = failures.saturating_sub(1).min(32);
+    first_ms.saturating_mul(1u64 << doublings).min(max_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_first_failure_up_to_its_cap() {
+        let waits: Vec<u64> = (1..=7).map(|n| backoff_ms(n, 2_000, 60_000)).collect();
+        assert_eq!(waits, [2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000]);
+        assert_eq!(backoff_ms(0, 2_000, 60_000), 2_000, "no failure counted yet: the first wait");
+        assert_eq!(backoff_ms(u32::MAX, 2_000, 60_000), 60_000, "no overflow");
+    }
+}

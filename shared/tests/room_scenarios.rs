@@ -447,6 +447,27 @@ fn a_clear_that_storage_refuses_is_not_acked_and_closes_nobody() {
 }
 
 #[test]
+fn a_message_sent_before_storage_failed_is_acked_once_and_the_room_rebuilt() {
+    // A typing student sends a message: the message is stored, logged and sent (three writes), then ending
+    // the typing fails. The request has succeeded: it is acked with its seq (failing it would let a retry
+    // with the same rid log the message twice), and the room is poisoned so the adapter rebuilds it.
+    let mut s = sim();
+    let t = s.join("t", Role::Teacher);
+    let a = s.join("a", Role::Student);
+    s.request(a, Some("ty"), Req::Typing { active: true });
+    s.take(a);
+    s.take(t);
+    s.admin(|room, _| room.store_mut().fail_after_writes = Some(3));
+    send(&mut s, a, "m1", "hello");
+    let fa = s.take(a);
+    let acked: Vec<_> = fa.iter().filter(|f| matches!(f, F::Ack(ack) if ack.seq.is_some())).collect();
+    assert_eq!(acked.len(), 1, "acked once, with its seq: {fa:?}");
+    assert_eq!(error_code(&fa), None, "no error for a message everyone received: {fa:?}");
+    assert!(s.take(t).iter().any(|f| matches!(f, F::ChatMessage { message, .. } if message.text == "hello")));
+    assert!(s.room().is_poisoned(), "the failed typing write drops the room's cache");
+}
+
+#[test]
 fn a_wipe_that_storage_refused_is_rescheduled_by_rebuilding_the_room() {
     // The idle wipe runs from the alarm. Its write fails: the timer is spent and the room poisoned, so the
     // adapter drops it. `RoomObject::alarm` then wakes the object again 2 s later, which rebuilds the room

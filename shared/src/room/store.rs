@@ -130,6 +130,8 @@ pub struct MemoryStore {
     pub writes: u64,
     /// Makes every write fail (tests of the storage-failure paths).
     pub fail_writes: bool,
+    /// Makes every write fail once this many more have succeeded (a failure in the middle of an operation).
+    pub fail_after_writes: Option<u64>,
 }
 
 impl MemoryStore {
@@ -137,6 +139,12 @@ impl MemoryStore {
     fn write(&mut self) -> StoreResult<()> {
         if self.fail_writes {
             return Err(StoreError("writes fail (MemoryStore::fail_writes)".into()));
+        }
+        if let Some(left) = self.fail_after_writes.as_mut() {
+            if *left == 0 {
+                return Err(StoreError("writes fail (MemoryStore::fail_after_writes)".into()));
+            }
+            *left -= 1;
         }
         self.writes += 1;
         Ok(())
