@@ -268,9 +268,11 @@ impl DurableObject for NodeRegistry {
         fn parse<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, ApiError> {
             serde_json::from_str(body).map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("bad body: {e}")))
         }
-        // Lost nodes are noticed on every call, not only by the alarm.
+        // Lost nodes are noticed on every call, not only by the alarm. A failed expiry may have left memory and
+        // SQLite apart: reload from SQLite.
         if let Err(e) = self.expire().await {
             worker::console_error!("registry expiry failed: {e}");
+            *self.registry.borrow_mut() = None;
         }
         let result = match path.as_str() {
             "/heartbeat" => parse(&body).and_then(|call| self.heartbeat(call)),
@@ -282,12 +284,8 @@ impl DurableObject for NodeRegistry {
         if result.as_ref().is_err_and(|e| e.code == ErrorCode::Internal) {
             *self.registry.borrow_mut() = None;
         }
-        // A drained node's last heartbeat ends its lease at once: tell its rooms now, not at the alarm.
-        if path == "/heartbeat" && result.is_ok() {
-            if let Err(e) = self.expire().await {
-                worker::console_error!("registry expiry failed: {e}");
-            }
-        }
+        // A drained node's last heartbeat ended its lease now: the alarm set here fires at once and tells its
+        // rooms, without holding the node's heartbeat reply while every room is told.
         self.sync_alarm().await;
         Ok(result.unwrap_or_else(|e| http::error(&e)))
     }

@@ -35,6 +35,7 @@ use crate::router::{ACTOR_HEADER, ADDRESS_HEADER, GEO_HEADER, IDENTITY_HEADER};
 use crate::sql_store::SqlStore;
 use crate::{clock, config, http, send};
 use homeroom_shared::auth::Identity;
+use homeroom_shared::io_queue::IoQueue;
 use homeroom_shared::outbox::{self, Delivery, DrainLease, Outbox};
 use homeroom_shared::placement::Geo;
 use homeroom_shared::protocol::{close, ApiError, ErrorCode};
@@ -69,6 +70,8 @@ pub struct RoomObject {
     draining: Cell<bool>,
     /// Socket frames written so far, by any handler (for timing a flush's steps: [`RoomObject::drain_outbox`]).
     sockets_written: Cell<u64>,
+    /// Media IO the room asked for, performed in that order by one handler at a time ([`IoQueue`]).
+    io_queue: IoQueue<Output>,
 }
 
 /// Hands one delivery to the sockets (a socket that has gone away is skipped; its close event follows).
@@ -275,19 +278,29 @@ impl RoomObject {
 
     /// Applies the core's outputs and performs the media IO they ask for, until the room asks for no more (an
     /// IO's answer, such as `media.assigned`, is applied in the next round). With `drain`, the outbox is
-    /// written before each round's IO: the room hears what happened (a kick's `participant.left`) before the
-    /// handler waits on a node or the registry, which may take up to [`MEDIA_IO_TIMEOUT_MS`].
+    /// written before the IO: the room hears what happened (a kick's `participant.left`) before a handler
+    /// waits on a node or the registry, which may take up to [`MEDIA_IO_TIMEOUT_MS`].
+    ///
+    /// The IO goes through [`IoQueue`]: one handler at a time performs it, in the order the room asked for
+    /// it. A handler that finds another at work leaves its IO to that one and returns (the worker applies
+    /// the answers too).
     async fn apply_with_io(&self, budget: usize, drain: bool) {
         loop {
-            let deferred = self.apply_outputs(budget);
+            self.io_queue.push(self.apply_outputs(budget));
             if drain {
                 self.drain_outbox().await;
             }
-            if deferred.is_empty() {
-                return;
-            }
-            for output in deferred {
+            let Some(worker) = self.io_queue.worker() else { return };
+            let mut performed = false;
+            loop {
+                let next = worker.next();
+                let Some(output) = next else { break };
                 self.media_io(output).await;
+                performed = true;
+            }
+            drop(worker);
+            if !performed {
+                return;
             }
         }
     }
@@ -361,9 +374,8 @@ impl RoomObject {
                 if !self.is_sweeping() || self.with_room(None, |room, now| room.flush(now)).is_err() {
                     break;
                 }
-                for output in self.apply_outputs(outbox::CHUNK) {
-                    self.media_io(output).await;
-                }
+                // Its media IO waits in the queue: the caller performs it once the drain is done.
+                self.io_queue.push(self.apply_outputs(outbox::CHUNK));
             } else {
                 let frames = chunk
                     .iter()
@@ -683,6 +695,7 @@ impl DurableObject for RoomObject {
             outbox: RefCell::new(Outbox::default()),
             draining: Cell::new(false),
             sockets_written: Cell::new(0),
+            io_queue: IoQueue::default(),
         }
     }
 

@@ -9,6 +9,7 @@
 //! - [`placement`]: the media-node registry (leases) and room placement (region, distance, load).
 //! - [`outbox`]: a room object's socket deliveries in chunks, each connection's frames kept in order.
 //! - [`pump`]: the lease that decides which event handler of a room object pumps its flush windows.
+//! - [`io_queue`]: a room object's media IO, one call at a time in the order the room asked for it.
 //! - [`header`]: ASCII-only JSON for the Worker's internal headers to its objects.
 //! - [`ids`], [`time`]: validated identifiers and the millisecond clock the adapters pass in.
 //!
@@ -20,6 +21,7 @@
 pub mod auth;
 pub mod header;
 pub mod ids;
+pub mod io_queue;
 pub mod media;
 pub mod outbox;
 pub mod placement;

@@ -3,7 +3,7 @@
 
 use homeroom_shared::auth::UserClaims;
 use homeroom_shared::media::NodeHeartbeat;
-use homeroom_shared::protocol::{ClientRequest as Req, ErrorCode, Role, ServerFrame as F};
+use homeroom_shared::protocol::{ClientFrame, ClientRequest as Req, ErrorCode, MediaKind, Role, ServerFrame as F};
 use homeroom_tests::client::{Client, Connect};
 use homeroom_tests::edge::Edge;
 use homeroom_tests::tokens::{service_token, verify_media_token, Minter};
@@ -206,4 +206,77 @@ async fn a_drained_node_moves_its_rooms_with_its_last_heartbeat_not_a_lease_late
         F::Error(e) => assert_eq!(e.code, ErrorCode::Unavailable, "no node is left: {e:?}"),
         other => panic!("the drained node is gone from placement, got {other:?}"),
     }
+}
+
+/// A stand-in media node that records the control commands it receives, in arrival order, and answers the
+/// first one only after `first_delay` (a slow node). Returns its base URL and the record.
+async fn recording_node(first_delay: Duration) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    let control = move |axum::Json(command): axum::Json<serde_json::Value>| {
+        let seen = Arc::clone(&record);
+        async move {
+            let first = {
+                let mut seen = seen.lock().unwrap();
+                seen.push(command);
+                seen.len() == 1
+            };
+            if first {
+                tokio::time::sleep(first_delay).await;
+            }
+            axum::Json(serde_json::json!({"sessions": 0}))
+        }
+    };
+    let app = axum::Router::new().route("/v1/control", axum::routing::post(control));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn control_commands_reach_a_slow_node_in_the_order_the_moderators_decided() {
+    let edge = Edge::start().await.expect("edge starts");
+    let http = reqwest::Client::new();
+    let m = Minter::dev().unwrap();
+    let (url, seen) = recording_node(Duration::from_millis(1500)).await;
+    let node = NodeHeartbeat { url, ..heartbeat("slow-1", "eu-west", 0) };
+    assert_eq!(beat(&http, &edge, &node).await.status().as_u16(), 200);
+    let mut teacher =
+        Client::connect(&Connect::new(&edge.ws(), "order-room", &m.token("t", Role::Teacher))).await.unwrap();
+    let _student =
+        Client::connect(&Connect::new(&edge.ws(), "order-room", &m.token("s", Role::Student))).await.unwrap();
+    let (placed, _) = assigned(teacher.request(Req::MediaJoin { region: None }).await.unwrap());
+    assert_eq!(placed, "slow-1");
+
+    // Mute, then unmute at once, without waiting for the first reply: the node answers the mute's first
+    // command only after 1.5 s, and the unmute must still arrive after the mute.
+    let mute = |muted| Req::ParticipantMute {
+        id: homeroom_shared::UserId::parse("s").unwrap(),
+        kind: MediaKind::Audio,
+        muted,
+    };
+    teacher.send(&ClientFrame::with_rid("mute", mute(true))).await.unwrap();
+    teacher.send(&ClientFrame::with_rid("unmute", mute(false))).await.unwrap();
+    for rid in ["mute", "unmute"] {
+        let reply = teacher.reply_to(rid, Duration::from_secs(10)).await.unwrap();
+        assert!(matches!(reply, F::Ack(_)), "{rid}: {reply:?}");
+    }
+    let mutes = || -> Vec<bool> {
+        let seen = seen.lock().unwrap();
+        seen.iter()
+            .filter(|c| c["type"] == "mute" && c["participant"] == "s" && c["kind"] == "audio")
+            .filter_map(|c| c["muted"].as_bool())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !mutes().contains(&false) {
+        assert!(Instant::now() < deadline, "the unmute never reached the node: {:?}", seen.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Longer than the slow answer, so that a mute sent after the unmute would have arrived by now.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let order = mutes();
+    assert_eq!(order.last(), Some(&false), "the node must end unmuted, as the room did: {:?}", seen.lock().unwrap());
+    assert!(order.contains(&true), "the mute reached the node too: {:?}", seen.lock().unwrap());
 }

@@ -16,7 +16,7 @@
 //! may share that second, and refusing them would be worse than the one-second window it leaves.
 //!
 //! Decisions are forgotten after [`REMEMBER_FOR`] (longer than the longest media token the edge issues) and
-//! the memo holds at most [`MAX_DECISIONS`]; only the edge (with `NODE_SECRET`) can add to it.
+//! the memo holds at most [`MAX_DECISIONS`] decisions and as many closed rooms; only the edge (with `NODE_SECRET`) can add to it.
 
 use homeroom_shared::auth::MediaPerms;
 use homeroom_shared::protocol::{MediaFlags, MediaKind};
@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 /// How long a decision is remembered: the edge's longest media-token lifetime (`MEDIA_TOKEN_TTL_SECS` ≤ 24 h).
 pub const REMEMBER_FOR: Duration = Duration::from_secs(24 * 3600);
 
-/// The most decisions remembered; beyond it the oldest is forgotten first.
+/// The most decisions remembered, and separately the most closed rooms; beyond it the oldest is forgotten
+/// first.
 pub const MAX_DECISIONS: usize = 100_000;
 
 /// The decisions about one participant of one room, each with the wall-clock second it was made.
@@ -285,6 +286,13 @@ mod tests {
             memo.kicked("t/big", &format!("u{i}"), start + Duration::from_millis(i as u64), 10);
         }
         assert_eq!(memo.len(), MAX_DECISIONS);
+        let mut closes = ModerationMemo::default();
+        for i in 0..MAX_DECISIONS + 10 {
+            closes.room_closed(&format!("t/r{i}"), start + Duration::from_millis(i as u64), 10);
+        }
+        assert_eq!(closes.len(), MAX_DECISIONS, "closed rooms are bounded too");
+        assert_eq!(closes.admission("t/r0", "amy", Some(1), ALL), Admission::AsIssued, "the oldest is forgotten");
+        assert_eq!(closes.admission(&format!("t/r{}", MAX_DECISIONS + 9), "amy", Some(1), ALL), Admission::RoomClosed);
         assert_eq!(memo.admission("t/big", "u0", Some(1), ALL), Admission::AsIssued, "the oldest went first");
         assert_eq!(memo.admission("t/big", &format!("u{}", MAX_DECISIONS + 9), Some(1), ALL), Admission::Kicked);
     }
