@@ -276,30 +276,35 @@ impl RoomObject {
         }
     }
 
-    /// Applies the core's outputs and performs the media IO they ask for, until the room asks for no more (an
-    /// IO's answer, such as `media.assigned`, is applied in the next round). With `drain`, the outbox is
-    /// written before the IO: the room hears what happened (a kick's `participant.left`) before a handler
-    /// waits on a node or the registry, which may take up to [`MEDIA_IO_TIMEOUT_MS`].
+    /// Applies the core's outputs and performs the media IO they ask for; an IO's answer (such as
+    /// `media.assigned`) is applied as soon as it is in. With `drain`, the outbox is written before the IO:
+    /// the room hears what happened (a kick's `participant.left`) before a handler waits on a node or the
+    /// registry, which may take up to [`MEDIA_IO_TIMEOUT_MS`].
     ///
     /// The IO goes through [`IoQueue`]: one handler at a time performs it, in the order the room asked for
-    /// it. A handler that finds another at work leaves its IO to that one and returns (the worker applies
-    /// the answers too).
+    /// it. The turn is taken before the drain, so a handler that arrives during it (a joiner's upgrade) finds
+    /// the queue worked and returns at once, leaving any IO of its own to the worker.
     async fn apply_with_io(&self, budget: usize, drain: bool) {
         loop {
             self.io_queue.push(self.apply_outputs(budget));
+            let worker = self.io_queue.worker(clock::now());
             if drain {
                 self.drain_outbox().await;
             }
-            let Some(worker) = self.io_queue.worker() else { return };
+            let Some(worker) = worker else { return };
+            worker.renew(clock::now());
             let mut performed = false;
             loop {
-                let next = worker.next();
+                let next = worker.next(clock::now());
                 let Some(output) = next else { break };
                 self.media_io(output).await;
                 performed = true;
+                self.io_queue.push(self.apply_outputs(budget));
             }
             drop(worker);
-            if !performed {
+            // Another round drains what the answers wrote beyond the first chunk (and performs any IO that
+            // drain's sweep steps ask for).
+            if !(performed && drain) {
                 return;
             }
         }

@@ -5,23 +5,38 @@
 //! node lets the next handler send its own IO first: a teacher's mute and the unmute right after it could
 //! reach the node as unmute, mute, and leave the student muted; a clear's release of the media placement
 //! could follow the placement its rejoining members asked for, and split the class over two nodes. So every
-//! handler pushes its IO here, and one handler at a time works the queue ([`IoQueue::worker`]) — also
-//! performing what other handlers push while it waits. The worker's turn ends when it is dropped, also when
-//! the runtime drops a handler mid-wait, so a lost handler never blocks the queue.
+//! handler pushes its IO here, and one handler at a time works the queue ([`IoQueue::worker`]), performing
+//! what other handlers push while it waits, too.
+//!
+//! The turn ends when the worker is dropped. A runtime may also abandon a handler mid-wait without running
+//! any of its code again (see [`crate::pump`]), so a turn not renewed for [`STALE_MS`] is free for the next
+//! handler, and the abandoned worker, should it ever wake, finds itself superseded and takes nothing more.
 
+use crate::time::Timestamp;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+
+/// A worker that has not renewed its turn for this long was abandoned by the runtime. Well above one IO
+/// call's bound (the edge gives each 3 s) plus a flush, so a live worker is never taken over.
+pub const STALE_MS: u64 = 10_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Turn {
+    generation: u64,
+    renewed_at: Timestamp,
+}
 
 /// The queue (see the module docs). Single-threaded: a Durable Object runs one event at a time.
 #[derive(Debug)]
 pub struct IoQueue<T> {
     queue: RefCell<VecDeque<T>>,
-    working: Cell<bool>,
+    turn: Cell<Option<Turn>>,
+    generations: Cell<u64>,
 }
 
 impl<T> Default for IoQueue<T> {
     fn default() -> Self {
-        IoQueue { queue: RefCell::new(VecDeque::new()), working: Cell::new(false) }
+        IoQueue { queue: RefCell::new(VecDeque::new()), turn: Cell::new(None), generations: Cell::new(0) }
     }
 }
 
@@ -32,13 +47,15 @@ impl<T> IoQueue<T> {
     }
 
     /// The right to perform the queue's IO, or `None` while another handler has it (that handler performs
-    /// what was pushed, in order).
-    pub fn worker(&self) -> Option<IoWorker<'_, T>> {
-        if self.working.replace(true) {
-            None
-        } else {
-            Some(IoWorker { queue: self })
+    /// what was pushed, in order). A turn not renewed for [`STALE_MS`] is taken over.
+    pub fn worker(&self, now: Timestamp) -> Option<IoWorker<'_, T>> {
+        if self.turn.get().is_some_and(|turn| now.since(turn.renewed_at) < STALE_MS) {
+            return None;
         }
+        let generation = self.generations.get().wrapping_add(1);
+        self.generations.set(generation);
+        self.turn.set(Some(Turn { generation, renewed_at: now }));
+        Some(IoWorker { queue: self, generation })
     }
 
     /// How many items wait.
@@ -55,19 +72,39 @@ impl<T> IoQueue<T> {
 #[derive(Debug)]
 pub struct IoWorker<'a, T> {
     queue: &'a IoQueue<T>,
+    generation: u64,
 }
 
 impl<T> IoWorker<'_, T> {
-    /// The oldest item, taken off the queue. The queue is not borrowed beyond this call, so the caller may
-    /// await the item's IO while other handlers push.
-    pub fn next(&self) -> Option<T> {
+    /// Whether this is still the queue's current turn (not taken over after going stale).
+    fn current(&self) -> bool {
+        self.queue.turn.get().is_some_and(|turn| turn.generation == self.generation)
+    }
+
+    /// Renews the turn at `now` (a worker that is about to wait on something else first, such as a drain).
+    pub fn renew(&self, now: Timestamp) {
+        if self.current() {
+            self.queue.turn.set(Some(Turn { generation: self.generation, renewed_at: now }));
+        }
+    }
+
+    /// The oldest item, taken off the queue, renewing the turn at `now`; `None` when the queue is empty or
+    /// this turn was taken over. The queue is not borrowed beyond this call, so the caller may await the
+    /// item's IO while other handlers push.
+    pub fn next(&self, now: Timestamp) -> Option<T> {
+        if !self.current() {
+            return None;
+        }
+        self.renew(now);
         self.queue.queue.borrow_mut().pop_front()
     }
 }
 
 impl<T> Drop for IoWorker<'_, T> {
     fn drop(&mut self) {
-        self.queue.working.set(false);
+        if self.current() {
+            self.queue.turn.set(None);
+        }
     }
 }
 
@@ -75,22 +112,24 @@ impl<T> Drop for IoWorker<'_, T> {
 mod tests {
     use super::*;
 
+    const T0: Timestamp = Timestamp(1_000_000);
+
     #[test]
     fn one_worker_performs_everything_in_push_order_including_what_others_push_meanwhile() {
         let io = IoQueue::default();
         io.push(["mute"]);
-        let first = io.worker().expect("nobody works the queue yet");
-        assert_eq!(first.next(), Some("mute"));
+        let first = io.worker(T0).expect("nobody works the queue yet");
+        assert_eq!(first.next(T0), Some("mute"));
         // While the first handler awaits the mute, a second handler pushes the unmute: it may not send it
         // itself, and the first sends it after the mute.
         io.push(["unmute"]);
-        assert!(io.worker().is_none(), "one worker at a time");
-        assert_eq!(first.next(), Some("unmute"));
-        assert_eq!(first.next(), None);
+        assert!(io.worker(T0.plus_ms(2_000)).is_none(), "one worker at a time");
+        assert_eq!(first.next(T0.plus_ms(3_000)), Some("unmute"));
+        assert_eq!(first.next(T0.plus_ms(3_000)), None);
         drop(first);
         io.push(["place"]);
-        let second = io.worker().expect("the turn ended with the first worker");
-        assert_eq!((second.next(), io.len()), (Some("place"), 0));
+        let second = io.worker(T0.plus_ms(3_000)).expect("the turn ended with the first worker");
+        assert_eq!((second.next(T0.plus_ms(3_000)), io.len()), (Some("place"), 0));
     }
 
     #[test]
@@ -98,13 +137,30 @@ mod tests {
         let io = IoQueue::default();
         io.push([1, 2, 3]);
         {
-            let lost = io.worker().expect("free");
-            assert_eq!(lost.next(), Some(1));
+            let dropped = io.worker(T0).expect("free");
+            assert_eq!(dropped.next(T0), Some(1));
             // The runtime drops the handler while it awaits item 1.
         }
-        let next = io.worker().expect("a dropped worker releases the queue");
-        assert_eq!(next.next(), Some(2));
-        assert_eq!(next.next(), Some(3));
+        let next = io.worker(T0).expect("a dropped worker releases the queue");
+        assert_eq!(next.next(T0), Some(2));
+        assert_eq!(next.next(T0), Some(3));
         assert!(io.is_empty());
+    }
+
+    #[test]
+    fn an_abandoned_worker_is_taken_over_once_stale_and_takes_nothing_more() {
+        let io = IoQueue::default();
+        io.push([1, 2, 3]);
+        // The runtime abandons this handler mid-wait without dropping it: its turn is never ended.
+        let abandoned = io.worker(T0).expect("free");
+        assert_eq!(abandoned.next(T0), Some(1));
+        abandoned.renew(T0.plus_ms(4_000));
+        assert!(io.worker(T0.plus_ms(4_000 + STALE_MS - 1)).is_none(), "renewed: still live");
+        let successor = io.worker(T0.plus_ms(4_000 + STALE_MS)).expect("stale: taken over");
+        assert_eq!(abandoned.next(T0.plus_ms(4_000 + STALE_MS)), None, "superseded: takes nothing");
+        drop(abandoned);
+        assert!(io.worker(T0.plus_ms(4_000 + STALE_MS)).is_none(), "its drop does not end the successor's turn");
+        assert_eq!(successor.next(T0.plus_ms(4_000 + STALE_MS)), Some(2));
+        assert_eq!(successor.next(T0.plus_ms(4_000 + STALE_MS)), Some(3));
     }
 }
