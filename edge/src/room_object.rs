@@ -37,7 +37,7 @@ use crate::{clock, config, http, send};
 use homeroom_shared::auth::Identity;
 use homeroom_shared::io_queue::IoQueue;
 use homeroom_shared::outbox::{self, Delivery, DrainLease, Outbox};
-use homeroom_shared::placement::Geo;
+use homeroom_shared::placement::{ClientLocation, Geo};
 use homeroom_shared::protocol::{close, ApiError, ErrorCode};
 use homeroom_shared::pump::{Beat, PumpLease};
 use homeroom_shared::room::config::SettingsPatch;
@@ -297,7 +297,18 @@ impl RoomObject {
             loop {
                 let next = worker.next(clock::now());
                 let Some(output) = next else { break };
-                self.media_io(output).await;
+                if let Output::PlaceMedia { conn, rid, location } = output {
+                    // A class joining at once queues a run of `media.join`s: one placement answers them all
+                    // (a room has one node), rather than one registry round trip after another.
+                    let mut joins = vec![(conn, rid)];
+                    let is_join = |o: &Output| matches!(o, Output::PlaceMedia { .. });
+                    while let Some(Output::PlaceMedia { conn, rid, .. }) = worker.next_if(clock::now(), is_join) {
+                        joins.push((conn, rid));
+                    }
+                    self.place_media(location, joins).await;
+                } else {
+                    self.media_io(output).await;
+                }
                 performed = true;
                 self.io_queue.push(self.apply_outputs(budget));
             }
@@ -426,6 +437,27 @@ impl RoomObject {
         self.with_room(None, |room, _| room.address().to_owned())
     }
 
+    /// Places the room's media (near `location`, the first asker's, for a room not placed yet) and answers
+    /// each `media.join` in `joins` with the result.
+    async fn place_media(&self, location: ClientLocation, joins: Vec<(ConnId, Option<String>)>) {
+        let room = match self.address() {
+            Ok(room) => room,
+            Err(e) => return worker::console_error!("{} media.join(s) not placed: {e}", joins.len()),
+        };
+        let call = PlaceCall { room, region: location.region, geo: location.geo };
+        let placed = within(MEDIA_IO_TIMEOUT_MS, registry_object::place(&self.env, &call)).await;
+        let placed = placed.unwrap_or_else(|| {
+            worker::console_error!("placing the room's media took longer than {MEDIA_IO_TIMEOUT_MS} ms; given up");
+            Err(ApiError::new(ErrorCode::Unavailable, "the node registry did not answer in time; retry"))
+        });
+        for (conn, rid) in joins {
+            let answer = placed.clone();
+            if let Err(e) = self.with_room(None, |room, now| room.media_placed(conn, rid, answer, now)) {
+                worker::console_error!("room unavailable for a placement: {e}");
+            }
+        }
+    }
+
     /// Performs one output that needs IO beyond the sockets. Each call is bounded by [`MEDIA_IO_TIMEOUT_MS`]:
     /// a hung media node or registry must not hold the handler (and with it the room's flush pump).
     async fn media_io(&self, output: Output) {
@@ -433,21 +465,7 @@ impl RoomObject {
             worker::console_error!("{what} took longer than {MEDIA_IO_TIMEOUT_MS} ms; given up");
         };
         match output {
-            Output::PlaceMedia { conn, rid, location } => {
-                let room = match self.address() {
-                    Ok(room) => room,
-                    Err(e) => return worker::console_error!("media.join of connection {conn} not placed: {e}"),
-                };
-                let call = PlaceCall { room, region: location.region, geo: location.geo };
-                let placed = within(MEDIA_IO_TIMEOUT_MS, registry_object::place(&self.env, &call)).await;
-                let placed = placed.unwrap_or_else(|| {
-                    timed_out("placing the room's media");
-                    Err(ApiError::new(ErrorCode::Unavailable, "the node registry did not answer in time; retry"))
-                });
-                if let Err(e) = self.with_room(None, |room, now| room.media_placed(conn, rid, placed, now)) {
-                    worker::console_error!("room unavailable for a placement: {e}");
-                }
-            }
+            Output::PlaceMedia { conn, rid, location } => self.place_media(location, vec![(conn, rid)]).await,
             Output::MediaControl { node, command } => {
                 match within(MEDIA_IO_TIMEOUT_MS, media_control::send(&self.env, &node, &command)).await {
                     Some(Ok(_)) => {}

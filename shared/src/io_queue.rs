@@ -100,6 +100,17 @@ impl<T> IoWorker<'_, T> {
     }
 }
 
+impl<T> IoWorker<'_, T> {
+    /// Like [`IoWorker::next`], but only if the oldest item is one `wanted` accepts (to take a run of items
+    /// that one call can perform together).
+    pub fn next_if(&self, now: Timestamp, wanted: impl Fn(&T) -> bool) -> Option<T> {
+        if !self.current() || !self.queue.queue.borrow().front().is_some_and(wanted) {
+            return None;
+        }
+        self.next(now)
+    }
+}
+
 impl<T> Drop for IoWorker<'_, T> {
     fn drop(&mut self) {
         if self.current() {
@@ -130,6 +141,22 @@ mod tests {
         io.push(["place"]);
         let second = io.worker(T0.plus_ms(3_000)).expect("the turn ended with the first worker");
         assert_eq!((second.next(T0.plus_ms(3_000)), io.len()), (Some("place"), 0));
+    }
+
+    #[test]
+    fn a_run_of_like_items_is_taken_together_and_stops_at_the_first_other() {
+        let io = IoQueue::default();
+        io.push(["place a", "place b", "release", "place c"]);
+        let worker = io.worker(T0).expect("free");
+        let place = |item: &&str| item.starts_with("place");
+        let mut run = vec![worker.next(T0).expect("queued")];
+        while let Some(item) = worker.next_if(T0, place) {
+            run.push(item);
+        }
+        assert_eq!(run, ["place a", "place b"], "the release keeps its place before the later placement");
+        assert_eq!(worker.next_if(T0, place), None);
+        assert_eq!(worker.next(T0), Some("release"));
+        assert_eq!(worker.next_if(T0, place), Some("place c"));
     }
 
     #[test]

@@ -283,3 +283,30 @@ async fn control_commands_reach_a_slow_node_in_the_order_the_moderators_decided(
     );
     assert_eq!(mutes(), [true, false], "mute then unmute, as decided; the node ends unmuted: {seen:?}");
 }
+
+#[tokio::test]
+async fn a_class_asking_for_media_at_once_is_answered_with_one_node() {
+    let edge = Edge::start().await.expect("edge starts");
+    let http = reqwest::Client::new();
+    let m = Minter::dev().unwrap();
+    for id in ["burst-1", "burst-2"] {
+        assert_eq!(beat(&http, &edge, &heartbeat(id, "eu-west", 0)).await.status().as_u16(), 200);
+    }
+    let mut class = Vec::new();
+    for i in 0..20 {
+        let token = m.token(&format!("s{i}"), Role::Student);
+        class.push(Client::connect(&Connect::new(&edge.ws(), "burst-room", &token)).await.unwrap());
+    }
+    // Every member asks before any answer is in: the room queues the joins behind one another.
+    for client in &mut class {
+        client.send(&ClientFrame::with_rid("join", Req::MediaJoin { region: None })).await.unwrap();
+    }
+    let mut nodes = Vec::new();
+    for client in &mut class {
+        let (node, token) = assigned(client.reply_to("join", Duration::from_secs(10)).await.unwrap());
+        assert_eq!(verify_media_token(&token).unwrap().node, node);
+        nodes.push(node);
+    }
+    nodes.dedup();
+    assert_eq!(nodes.len(), 1, "one room, one node: {nodes:?}");
+}
