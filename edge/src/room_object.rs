@@ -13,8 +13,12 @@
 //!    once (its answer must not wait), except to a connection with frames waiting. A busy room's flush is a
 //!    sweep ([`Room::is_sweeping`]): once the outbox is written, the drain asks the core for the sweep's
 //!    next step, so each step carries what arrived while the previous ones went out;
-//! 4. set the alarm to the core's next deadline;
-//! 5. see that what the core queued in a busy room's flush window goes out at the window's end: WebSocket
+//! 4. perform the IO the core asked for beyond the sockets (placing the room's media, control commands to
+//!    its node, releasing the placement), after the sockets are written, through one [`IoQueue`]: one
+//!    handler at a time performs it, in the order the core asked, whichever handler's event caused it, and
+//!    applies each answer (`media.assigned`) as it comes in; a run of `media.join`s shares one placement;
+//! 5. set the alarm to the core's next deadline;
+//! 6. see that what the core queued in a busy room's flush window goes out at the window's end: WebSocket
 //!    events and the alarm pump the windows inside their own event (nobody waits for their answer), HTTP
 //!    requests never do — an upgrade's `101` must not wait for a window — and leave the flush to whoever is
 //!    pumping, or to the alarm, set for the window's end. A room whose events are all upgrades (a class
