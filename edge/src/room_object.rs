@@ -39,7 +39,7 @@ use crate::router::{ACTOR_HEADER, ADDRESS_HEADER, GEO_HEADER, IDENTITY_HEADER};
 use crate::sql_store::SqlStore;
 use crate::{clock, config, http, send};
 use homeroom_shared::auth::Identity;
-use homeroom_shared::io_queue::IoQueue;
+use homeroom_shared::io_queue::{IoQueue, IoWorker};
 use homeroom_shared::outbox::{self, Delivery, DrainLease, Outbox};
 use homeroom_shared::placement::{ClientLocation, Geo};
 use homeroom_shared::protocol::{close, ApiError, ErrorCode};
@@ -301,18 +301,7 @@ impl RoomObject {
             loop {
                 let next = worker.next(clock::now());
                 let Some(output) = next else { break };
-                if let Output::PlaceMedia { conn, rid, location } = output {
-                    // A class joining at once queues a run of `media.join`s: one placement answers them all
-                    // (a room has one node), rather than one registry round trip after another.
-                    let mut joins = vec![(conn, rid)];
-                    let is_join = |o: &Output| matches!(o, Output::PlaceMedia { .. });
-                    while let Some(Output::PlaceMedia { conn, rid, .. }) = worker.next_if(clock::now(), is_join) {
-                        joins.push((conn, rid));
-                    }
-                    self.place_media(location, joins).await;
-                } else {
-                    self.media_io(output).await;
-                }
+                self.media_io(output, &worker).await;
                 performed = true;
                 self.io_queue.push(self.apply_outputs(budget));
             }
@@ -462,14 +451,24 @@ impl RoomObject {
         }
     }
 
-    /// Performs one output that needs IO beyond the sockets. Each call is bounded by [`MEDIA_IO_TIMEOUT_MS`]:
-    /// a hung media node or registry must not hold the handler (and with it the room's flush pump).
-    async fn media_io(&self, output: Output) {
+    /// Performs one output that needs IO beyond the sockets, taken from the queue by `worker`. Each call is
+    /// bounded by [`MEDIA_IO_TIMEOUT_MS`]: a hung media node or registry must not hold the handler (and with
+    /// it the room's flush pump).
+    async fn media_io(&self, output: Output, worker: &IoWorker<'_, Output>) {
         let timed_out = |what: &str| {
             worker::console_error!("{what} took longer than {MEDIA_IO_TIMEOUT_MS} ms; given up");
         };
         match output {
-            Output::PlaceMedia { conn, rid, location } => self.place_media(location, vec![(conn, rid)]).await,
+            Output::PlaceMedia { conn, rid, location } => {
+                // A class joining at once queues a run of `media.join`s: one placement answers them all (a
+                // room has one node), rather than one registry round trip after another.
+                let mut joins = vec![(conn, rid)];
+                let is_join = |o: &Output| matches!(o, Output::PlaceMedia { .. });
+                while let Some(Output::PlaceMedia { conn, rid, .. }) = worker.next_if(clock::now(), is_join) {
+                    joins.push((conn, rid));
+                }
+                self.place_media(location, joins).await;
+            }
             Output::MediaControl { node, command } => {
                 match within(MEDIA_IO_TIMEOUT_MS, media_control::send(&self.env, &node, &command)).await {
                     Some(Ok(_)) => {}
