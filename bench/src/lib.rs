@@ -10,6 +10,8 @@
 //! - [`idle`]: memory and file descriptors per idle connection, and Homeroom's own per-connection state.
 //! - [`sfu`]: the media node under a lecture (1 → N) and classrooms (R × 6 all-to-all) of str0m peers:
 //!   forwarded packets/s, loss, latency, node CPU per forwarded packet (binary `homeroom-sfu-load`).
+//! - [`udp_floor`]: the loopback floor of forwarding (seal and send only, the lecture's packet pattern), the
+//!   ceiling any SFU has on this box (binary `homeroom-sfu-load --only floor`).
 //! - [`suite`]: all of them for Homeroom (through `wrangler dev`'s proxy and directly on the inner workerd),
 //!   socket.io and ws, plus several busy rooms at once; [`report`] prints the markdown tables.
 //!
@@ -30,6 +32,7 @@ pub mod servers;
 pub mod sfu;
 pub mod storm;
 pub mod suite;
+pub mod udp_floor;
 
 /// Raises this process's open-file limit to its hard limit (each connection is a descriptor); returns the
 /// new soft limit.

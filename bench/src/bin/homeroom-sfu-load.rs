@@ -6,17 +6,21 @@
 //! ```text
 //! homeroom-sfu-load                                   # both scenarios, default steps
 //! homeroom-sfu-load --only lecture --lecture-steps 100,200,400 --measure-secs 5
+//! homeroom-sfu-load --only floor --floor-steps 1000  # the loopback floor: seal and send only, no SFU
 //! homeroom-sfu-load --smoke                           # tiny steps, 2-second windows (CI)
 //! ```
 
 use clap::{Parser, ValueEnum};
 use homeroom_bench::sfu::{self, SfuConfig, SfuKind};
+use homeroom_bench::udp_floor::{self, FloorConfig};
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Scenario {
     Lecture,
     Classroom,
+    /// The loopback floor: seal and send only, no SFU (see `homeroom_bench::udp_floor`).
+    Floor,
 }
 
 #[derive(Parser, Debug)]
@@ -30,6 +34,9 @@ struct Args {
     classroom_steps: Vec<usize>,
     #[arg(long, default_value_t = 6)]
     room_size: usize,
+    /// Subscriber counts of the loopback floor (each is run with `sendto` and with GSO).
+    #[arg(long, value_delimiter = ',', default_value = "200,500,1000,1500")]
+    floor_steps: Vec<usize>,
     /// Camera bitrate of every publisher (audio is added: 50 packets/s of 80 bytes).
     #[arg(long, default_value_t = 1200)]
     video_kbps: u32,
@@ -85,10 +92,24 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("classroom: rooms of {} {:?}", config.room_size, config.classroom_steps);
         runs.push(sfu::classroom(&config).await?);
     }
+    let floor_config = FloorConfig {
+        steps: if args.smoke { vec![2] } else { args.floor_steps.clone() },
+        video_kbps: args.video_kbps,
+        measure: config.measure,
+        sender_cpu: first_cpu(&args.node_cpus)?,
+    };
+    let mut floor = Vec::new();
+    if wants(Scenario::Floor) {
+        eprintln!("loopback floor: seal and send only, subscribers {:?}", floor_config.steps);
+        floor = udp_floor::run(&floor_config).await?;
+    }
     let mut markdown = String::new();
     for run in &runs {
         markdown.push_str(&sfu::table(run, &config));
         markdown.push('\n');
+    }
+    if !floor.is_empty() {
+        markdown.push_str(&udp_floor::table(&floor, &floor_config));
     }
     println!("{markdown}");
     let dir = homeroom_tests::repo_root().join("target/bench");
@@ -96,11 +117,17 @@ async fn main() -> anyhow::Result<()> {
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let base = dir.join(format!("sfu-{stamp}"));
     std::fs::write(base.with_extension("md"), &markdown)?;
-    std::fs::write(base.with_extension("json"), serde_json::to_string_pretty(&(&config, &runs))?)?;
+    std::fs::write(
+        base.with_extension("json"),
+        serde_json::to_string_pretty(&(&config, &runs, &floor_config, &floor))?,
+    )?;
     eprintln!("results: {}.md and .json", base.display());
     if args.smoke {
         // The smoke run must show that media flowed through the node at every step.
-        anyhow::ensure!(!runs.is_empty(), "the smoke run measured nothing");
+        anyhow::ensure!(!runs.is_empty() || !floor.is_empty(), "the smoke run measured nothing");
+        for step in &floor {
+            anyhow::ensure!(step.sent_pps > 0.0 && step.loss_pct < 1.0, "the floor lost packets: {step:?}");
+        }
         for run in &runs {
             anyhow::ensure!(run.stopped.is_none(), "{} stopped: {:?}", run.scenario, run.stopped);
             anyhow::ensure!(!run.steps.is_empty(), "{}: no step was measured", run.scenario);
@@ -110,4 +137,12 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The first CPU of a `taskset -c` list (`0`, `0-1`, `2,3`): where the floor's sender runs.
+fn first_cpu(cpus: &str) -> anyhow::Result<usize> {
+    cpus.split([',', '-'])
+        .next()
+        .and_then(|c| c.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("--node-cpus {cpus:?}: expected a CPU list such as 0 or 0-1"))
 }
