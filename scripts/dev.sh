@@ -34,7 +34,8 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true; done
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM  # the EXIT trap then stops both processes
 
 echo "[dev] starting the edge (wrangler dev) on 127.0.0.1:$PORT; log: $LOGS/edge.log" >&2
 setsid env WRANGLER_SEND_METRICS=false node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$PORT" \
@@ -59,12 +60,13 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 curl -fsS "http://$MEDIA_HTTP/healthz" >/dev/null || { echo "[dev] the media node did not start:" >&2; tail -30 "$LOGS/media-node.log" >&2; exit 1; }
-# Rooms are placed only on a node whose heartbeat the edge accepted.
+# Rooms are placed only on a node whose heartbeat the edge accepted (its /healthz says so).
+registered() { curl -fsS "http://$MEDIA_HTTP/healthz" 2>/dev/null | grep -q '"edge":"registered"'; }
 for _ in $(seq 1 150); do
-  grep -q "heartbeat accepted" "$LOGS/media-node.log" && break
+  registered && break
   sleep 0.2
 done
-grep -q "heartbeat accepted" "$LOGS/media-node.log" \
+registered \
   || { echo "[dev] the edge did not accept the media node's heartbeat:" >&2; tail -30 "$LOGS/media-node.log" >&2; exit 1; }
 
 cat <<MSG
@@ -79,4 +81,15 @@ Homeroom is running.
   Logs            $LOGS/
 Press Ctrl-C to stop.
 MSG
-wait
+# Either process exiting ends the run (and, through the trap, the other): a half-running system is not left
+# behind looking healthy.
+status=0
+wait -n "${pids[@]}" || status=$?
+if kill -0 "${pids[0]}" 2>/dev/null; then
+  echo "[dev] the media node exited (status $status); its log: $LOGS/media-node.log" >&2
+  tail -20 "$LOGS/media-node.log" >&2
+else
+  echo "[dev] the edge exited (status $status); its log: $LOGS/edge.log" >&2
+  tail -20 "$LOGS/edge.log" >&2
+fi
+exit "$status"

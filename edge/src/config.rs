@@ -14,12 +14,12 @@ pub fn var(env: &Env, name: &str) -> Option<String> {
 
 /// The key user tokens are verified with. Empty (so every token is refused) when `JWT_SECRET` is unset.
 pub fn user_key(env: &Env) -> TokenKey {
-    TokenKey::new(var(env, "JWT_SECRET").unwrap_or_default().as_bytes())
+    TokenKey::named("JWT_SECRET", var(env, "JWT_SECRET").unwrap_or_default().as_bytes())
 }
 
 /// The key for node heartbeats, media tokens and control calls (`NODE_SECRET`).
 pub fn node_key(env: &Env) -> TokenKey {
-    TokenKey::new(var(env, "NODE_SECRET").unwrap_or_default().as_bytes())
+    TokenKey::named("NODE_SECRET", var(env, "NODE_SECRET").unwrap_or_default().as_bytes())
 }
 
 /// Room limits from Worker vars.

@@ -50,7 +50,10 @@ pub async fn issue(mut req: Request, env: &Env) -> Response {
     if !enabled(env) {
         return fail(ErrorCode::NotFound, "no route for /v1/dev/token; see docs/protocol.md");
     }
-    let body = req.text().await.unwrap_or_default();
+    let body = match crate::http::body_within(&mut req, 4 * 1024, "token request").await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     let ask: Ask = match serde_json::from_str(&body) {
         Ok(ask) => ask,
         Err(e) => {

@@ -56,3 +56,19 @@ fn fallback() -> Response {
     // better to return then.
     Response::builder().with_status(500).empty()
 }
+
+/// Reads a request body of at most `limit` bytes. A `Content-Length` over the limit is refused before anything
+/// is read (the body is not buffered into the isolate's memory, which every room in it shares); a body without
+/// one is checked once read.
+pub async fn body_within(req: &mut worker::Request, limit: usize, what: &str) -> Result<String, Response> {
+    let declared = req.headers().get("content-length").ok().flatten().and_then(|v| v.trim().parse::<u64>().ok());
+    let too_large = || fail(ErrorCode::TooLarge, format!("{what} is larger than {} KiB", limit / 1024));
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    match req.text().await {
+        Ok(body) if body.len() <= limit => Ok(body),
+        Ok(_) => Err(too_large()),
+        Err(e) => Err(fail(ErrorCode::BadRequest, format!("unreadable body: {e}"))),
+    }
+}

@@ -26,11 +26,15 @@ pub async fn send(env: &worker::Env, node: &NodeInfo, command: &ControlCommand) 
     init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
     let url = format!("{}/v1/control", node.url.trim_end_matches('/'));
     let request = Request::new_with_init(&url, &init).map_err(|e| e.to_string())?;
-    let response = Fetch::Request(request).send().await.map_err(|e| e.to_string())?;
+    let mut response = Fetch::Request(request).send().await.map_err(|e| e.to_string())?;
     let status = response.status_code();
     if (200..300).contains(&status) {
-        Ok(status)
-    } else {
-        Err(format!("node answered HTTP {status}"))
+        return Ok(status);
     }
+    let body: String = response.text().await.unwrap_or_default().chars().take(300).collect();
+    let hint = match status {
+        401 => " (is NODE_SECRET the same on the edge and the node? is the node's clock in sync, NTP?)",
+        _ => "",
+    };
+    Err(format!("node answered HTTP {status}: {body}{hint}"))
 }

@@ -372,10 +372,9 @@ pub async fn heartbeat(mut req: Request, env: &Env) -> Response {
         Ok(claims) => claims,
         Err(e) => return http::error(&e.to_api()),
     };
-    let body = match req.text().await {
-        Ok(body) if body.len() <= 16 * 1024 => body,
-        Ok(_) => return fail(ErrorCode::TooLarge, "heartbeat body is larger than 16 KiB"),
-        Err(e) => return fail(ErrorCode::BadRequest, format!("unreadable body: {e}")),
+    let body = match http::body_within(&mut req, 16 * 1024, "heartbeat body").await {
+        Ok(body) => body,
+        Err(response) => return response,
     };
     let heartbeat: NodeHeartbeat = match serde_json::from_str(&body) {
         Ok(hb) => hb,

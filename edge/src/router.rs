@@ -257,10 +257,9 @@ async fn admin_room(mut req: Request, env: &Env, room: &str, inner_path: &str, m
         return fail(ErrorCode::Forbidden, format!("this admin token does not allow room \"{room}\""));
     }
     let body = if method == Method::Post {
-        match req.text().await {
-            Ok(body) if body.len() <= 64 * 1024 => Some(body),
-            Ok(_) => return fail(ErrorCode::TooLarge, "request body is larger than 64 KiB"),
-            Err(e) => return fail(ErrorCode::BadRequest, format!("unreadable body: {e}")),
+        match http::body_within(&mut req, 64 * 1024, "request body").await {
+            Ok(body) => Some(body),
+            Err(response) => return response,
         }
     } else {
         None

@@ -43,6 +43,12 @@ struct Reply {
 }
 
 #[derive(Deserialize)]
+struct ModerationRow {
+    user: UserId,
+    body: String,
+}
+
+#[derive(Deserialize)]
 struct SeqRow {
     seq: Option<f64>,
 }
@@ -214,6 +220,13 @@ impl RoomStore for SqlStore {
             "INSERT OR REPLACE INTO moderation (user, body) VALUES (?, ?)",
             vec![text(user.as_str()), text(&to_json(record)?)],
         )
+    }
+
+    fn moderation_records(&self) -> StoreResult<Vec<(UserId, ModerationRecord)>> {
+        self.rows::<ModerationRow>("SELECT user, body FROM moderation ORDER BY user", vec![])?
+            .into_iter()
+            .map(|row| Ok((row.user, from_json(&row.body)?)))
+            .collect()
     }
 
     fn wipe(&mut self) -> StoreResult<()> {

@@ -67,9 +67,21 @@ pub(crate) struct Status {
     pub(crate) sessions: AtomicU32,
     pub(crate) rooms: AtomicU32,
     pub(crate) draining: AtomicBool,
+    /// Whether the edge accepted the last heartbeat (the node is registered; stays false without an edge).
+    pub(crate) registered: AtomicBool,
+    /// Heartbeats refused or failed in a row (0 after an accepted one).
+    pub(crate) heartbeat_failures: AtomicU32,
 }
 
 impl Status {
+    pub(crate) fn registered(&self) -> bool {
+        self.registered.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn heartbeat_failures(&self) -> u32 {
+        self.heartbeat_failures.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn sessions(&self) -> u32 {
         self.sessions.load(Ordering::Relaxed)
     }

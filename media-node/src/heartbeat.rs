@@ -8,9 +8,11 @@
 
 use crate::clock;
 use crate::driver::Status;
+use crate::metrics::Metrics;
 use crate::node::Phase;
 use homeroom_shared::auth::{ServiceClaims, TokenKey};
 use homeroom_shared::media::{HeartbeatReply, NodeHeartbeat};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -32,6 +34,7 @@ pub(crate) struct Heartbeat {
     pub(crate) capacity: u32,
     pub(crate) interval: Duration,
     pub(crate) key: TokenKey,
+    pub(crate) metrics: Metrics,
 }
 
 /// Why one heartbeat failed.
@@ -50,11 +53,32 @@ enum HeartbeatError {
 /// What an operator should check for a refusal.
 fn hint(status: u16) -> &'static str {
     match status {
-        401 => " (check that this node's NODE_SECRET is the edge's: `wrangler secret put NODE_SECRET`)",
+        401 => {
+            " (check that this node's NODE_SECRET is the edge's: `wrangler secret put NODE_SECRET`; a token \
+             can also be refused as expired or not yet valid when this host's clock is off: keep it in sync \
+             with NTP)"
+        }
         403 => " (the edge refuses this node id or token kind)",
         404 => " (is --edge-url the edge's base URL, without a path?)",
+        409 => " (another node heartbeats with this id from another URL: give each node its own --node-id)",
         _ => "",
     }
+}
+
+/// An error with its sources: reqwest's own message ("error sending request for url …") leaves out the
+/// cause an operator needs (connection refused, DNS, TLS).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl Heartbeat {
@@ -80,6 +104,9 @@ impl Heartbeat {
             let load = if current == Phase::Stopped { 0 } else { status.sessions() };
             match self.send(&client, load, draining).await {
                 Ok(reply) => {
+                    status.registered.store(true, Ordering::Relaxed);
+                    status.heartbeat_failures.store(0, Ordering::Relaxed);
+                    self.metrics.registered.set(1);
                     if failures > 0 {
                         tracing::info!(after_failures = failures, "heartbeats to the edge recovered");
                     }
@@ -89,6 +116,10 @@ impl Heartbeat {
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
+                    status.registered.store(false, Ordering::Relaxed);
+                    status.heartbeat_failures.store(failures, Ordering::Relaxed);
+                    self.metrics.registered.set(0);
+                    self.metrics.heartbeat_failures.inc();
                     tracing::warn!(endpoint = %self.endpoint, failures, error = %e, "heartbeat failed; retrying");
                 }
             }
@@ -134,13 +165,34 @@ impl Heartbeat {
             .json(&body)
             .send()
             .await
-            .map_err(|e| HeartbeatError::Request(e.to_string()))?;
+            .map_err(|e| HeartbeatError::Request(error_chain(&e)))?;
         let status = response.status().as_u16();
-        let text = response.text().await.map_err(|e| HeartbeatError::Request(e.to_string()))?;
+        let text = response.text().await.map_err(|e| HeartbeatError::Request(error_chain(&e)))?;
         if !(200..300).contains(&status) {
             return Err(HeartbeatError::Refused { status, body: text.chars().take(300).collect() });
         }
         serde_json::from_str(&text)
             .map_err(|e| HeartbeatError::BadReply(format!("{e}: {}", text.chars().take(200).collect::<String>())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_request_names_its_cause() {
+        // Nothing listens on port 1 of loopback: the connect is refused at once.
+        let client = reqwest::Client::new();
+        let err = client.post("http://127.0.0.1:1/v1/nodes/heartbeat").send().await.unwrap_err();
+        let text = error_chain(&err);
+        assert!(text.to_lowercase().contains("refused"), "the cause is in the message: {text}");
+    }
+
+    #[test]
+    fn refusals_say_what_to_check() {
+        assert!(hint(401).contains("NODE_SECRET") && hint(401).contains("clock"));
+        assert!(hint(409).contains("--node-id"));
+        assert_eq!(hint(500), "");
     }
 }

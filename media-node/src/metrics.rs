@@ -122,6 +122,8 @@ pub struct Metrics {
     tracks: [Gauge; 3],
     pub(crate) capacity: Gauge,
     pub(crate) draining: Gauge,
+    pub(crate) registered: Gauge,
+    pub(crate) heartbeat_failures: Counter,
     pub(crate) sessions_created: Counter,
     sessions_closed: Family<ReasonLabel, Counter>,
     pub(crate) packets_in: PerKind,
@@ -164,6 +166,14 @@ impl Metrics {
         registry.register("capacity", "Most sessions the node takes", capacity.clone());
         let draining = Gauge::default();
         registry.register("draining", "1 while the node drains for shutdown", draining.clone());
+        let registered = Gauge::default();
+        registry.register("registered", "1 while the edge accepts the node's heartbeats", registered.clone());
+        let heartbeat_failures = Counter::default();
+        registry.register(
+            "heartbeat_failures",
+            "Heartbeats to the edge that failed or were refused (the log says why)",
+            heartbeat_failures.clone(),
+        );
         let sessions_created = Counter::default();
         registry.register("sessions_created", "Sessions created", sessions_created.clone());
         let sessions_closed = Family::<ReasonLabel, Counter>::default();
@@ -237,6 +247,8 @@ impl Metrics {
             tracks,
             capacity,
             draining,
+            registered,
+            heartbeat_failures,
             sessions_created,
             sessions_closed,
             packets_in,

@@ -21,7 +21,7 @@ use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use homeroom_shared::auth::TokenKey;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, UdpSocket};
@@ -169,6 +169,7 @@ pub async fn start(config: Config) -> Result<NodeHandle, NodeError> {
         capacity: config.capacity,
         status: Arc::clone(&status),
         metrics: metrics.clone(),
+        has_edge: config.edge_url.is_some(),
     };
     let (phase, phase_rx) = watch::channel(Phase::Running);
     let mut stopped = phase_rx.clone();
@@ -188,6 +189,7 @@ pub async fn start(config: Config) -> Result<NodeHandle, NodeError> {
             capacity: config.capacity,
             interval: config.heartbeat_interval,
             key,
+            metrics: metrics.clone(),
         };
         tracing::info!(endpoint = %heartbeat.endpoint, "heartbeats to the edge enabled");
         tokio::spawn(heartbeat.run(Arc::clone(&status), phase_rx.clone()))
@@ -195,9 +197,14 @@ pub async fn start(config: Config) -> Result<NodeHandle, NodeError> {
     if heartbeat.is_none() {
         tracing::warn!("no --edge-url: the node registers with no edge, so no rooms are placed on it (standalone)");
     }
+    if let Some(edge) = &config.edge_url {
+        for warning in reachability_warnings(edge, &public_url, candidate_addr.ip()) {
+            tracing::warn!("{warning}");
+        }
+    }
     tracing::info!(
         node = %config.node_id, region = %config.region, http = %http_addr, udp = %udp_addr,
-        candidate = %candidate_addr, capacity = config.capacity, "media node started"
+        candidate = %candidate_addr, public_url = %public_url, capacity = config.capacity, "media node started"
     );
     let supervisor = tokio::spawn(supervise(Supervised {
         phase: phase.clone(),
@@ -299,6 +306,56 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "no message".to_owned())
 }
 
+/// Whether `host` (of a URL, or an IP as text) names this machine only.
+fn is_local_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The host of an `http(s)://host[:port][/…]` URL.
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+    }
+}
+
+/// What an operator should hear at start when the node registers with an edge on another machine but
+/// announces addresses that only this machine can reach: the edge would place rooms on it that no client
+/// can join. (With the edge on this machine too, as in development, loopback is right.)
+pub(crate) fn reachability_warnings(edge_url: &str, public_url: &str, candidate_ip: IpAddr) -> Vec<String> {
+    if is_local_host(url_host(edge_url)) {
+        return Vec::new();
+    }
+    let mut warnings = Vec::new();
+    if is_local_host(url_host(public_url)) {
+        warnings.push(format!(
+            "the node registers with {edge_url} under the URL {public_url}, which only this machine can reach: \
+             clients will fail to create sessions; set --public-url (HOMEROOM_PUBLIC_URL) to its public URL"
+        ));
+    }
+    if candidate_ip.is_loopback() {
+        warnings.push(format!(
+            "the node announces the media address {candidate_ip}, which only this machine can reach: clients' \
+             ICE will fail; set --announce-ip (HOMEROOM_ANNOUNCE_IP) to its public IP"
+        ));
+    }
+    warnings
+}
+
+/// The warning for a socket buffer the kernel kept smaller than asked (Linux caps it at `net.core.rmem_max` /
+/// `wmem_max` without an error, and reports double the size it keeps for its own bookkeeping).
+fn buffer_warning(which: &str, sysctl: &str, asked: usize, got: usize) -> Option<String> {
+    (got < asked).then(|| {
+        format!(
+            "the UDP {which} buffer is {got} bytes, not the {asked} asked for: bursts of video may be dropped; \
+             raise the kernel's cap (`sysctl -w {sysctl}={asked}`) or lower --udp-buffer-bytes"
+        )
+    })
+}
+
 /// The media socket, with larger buffers than the OS default (bursts of video would otherwise be dropped).
 fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -309,6 +366,15 @@ fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<UdpSocket>
     if let Err(e) = socket.set_send_buffer_size(buffer_bytes) {
         tracing::warn!(error = %e, buffer_bytes, "could not enlarge the UDP send buffer");
     }
+    let sizes = [
+        ("receive", "net.core.rmem_max", socket.recv_buffer_size()),
+        ("send", "net.core.wmem_max", socket.send_buffer_size()),
+    ];
+    for (which, sysctl, got) in sizes {
+        if let Some(warning) = got.ok().and_then(|got| buffer_warning(which, sysctl, buffer_bytes, got)) {
+            tracing::warn!("{warning}");
+        }
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     UdpSocket::from_std(socket.into())
@@ -317,6 +383,27 @@ fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<UdpSocket>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_of_a_remote_edge_is_warned_about_addresses_only_it_can_reach() {
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let public: IpAddr = "203.0.113.10".parse().unwrap();
+        assert!(reachability_warnings("http://127.0.0.1:8787", "http://127.0.0.1:7000", loopback).is_empty());
+        assert!(reachability_warnings("http://localhost:8787/", "http://localhost:7000", loopback).is_empty());
+        let both = reachability_warnings("https://homeroom.example.workers.dev", "http://127.0.0.1:7000", loopback);
+        assert_eq!(both.len(), 2, "{both:?}");
+        assert!(both[0].contains("--public-url") && both[1].contains("--announce-ip"), "{both:?}");
+        let url_only = reachability_warnings("https://edge.example", "http://[::1]:7000", public);
+        assert_eq!(url_only.len(), 1, "{url_only:?}");
+        assert!(reachability_warnings("https://edge.example", "https://media.example:443", public).is_empty());
+    }
+
+    #[test]
+    fn a_buffer_capped_by_the_kernel_names_the_sysctl() {
+        let warning = buffer_warning("receive", "net.core.rmem_max", 4 << 20, 425_984).unwrap();
+        assert!(warning.contains("sysctl -w net.core.rmem_max=4194304"), "{warning}");
+        assert_eq!(buffer_warning("send", "net.core.wmem_max", 4 << 20, 8 << 20), None);
+    }
 
     #[tokio::test]
     async fn a_media_loop_that_dies_stops_the_node_as_draining_with_its_cause() {

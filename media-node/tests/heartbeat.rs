@@ -8,7 +8,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use common::*;
 use homeroom_media_node::peer::{PeerOptions, TestPeer};
-use homeroom_media_node::start;
+use homeroom_media_node::{start, NodeHandle};
 use homeroom_shared::auth::TokenKey;
 use homeroom_shared::media::{HeartbeatReply, NodeHeartbeat};
 use homeroom_shared::Timestamp;
@@ -112,4 +112,61 @@ async fn heartbeats_renew_within_the_lease_and_report_draining_at_once() {
     assert!(*at >= leaving, "a heartbeat after the last session left");
     assert!(last.draining && last.load == 0, "a last heartbeat on the way out");
     assert!(since_quiet <= 3, "only the draining beat and the last one came, not periodic renewals: {since_quiet}");
+}
+
+async fn health(node: &NodeHandle) -> serde_json::Value {
+    reqwest::get(format!("{}/healthz", node.url())).await.unwrap().json().await.unwrap()
+}
+
+async fn metric(node: &NodeHandle, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{}/metrics", node.url())).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_and_metrics_say_whether_the_edge_accepts_the_node() {
+    let edge = Edge::default();
+    *edge.fail_first.lock().unwrap() = u32::MAX;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let edge_url = format!("http://{}", listener.local_addr().unwrap());
+    let app = Router::new().route("/v1/nodes/heartbeat", post(heartbeat)).with_state(edge.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut registered = config();
+    registered.edge_url = Some(edge_url);
+    let node = start(registered).await.unwrap();
+
+    // Refused (0.5 s, then 1 s apart): unregistered, with the failures counted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = health(&node).await;
+        if h["heartbeat_failures"].as_u64().unwrap_or(0) >= 2 {
+            assert_eq!(h["edge"], "unregistered", "{h}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failures counted: {h}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(metric(&node, "homeroom_media_heartbeat_failures_total").await >= Some(2.0));
+    assert_eq!(metric(&node, "homeroom_media_registered").await, Some(0.0));
+
+    // The edge accepts the next one: registered, and the run of failures ends.
+    *edge.fail_first.lock().unwrap() = 0;
+    loop {
+        let h = health(&node).await;
+        if h["edge"] == "registered" {
+            assert_eq!(h["heartbeat_failures"], 0, "{h}");
+            break;
+        }
+        assert!(Instant::now() < deadline + Duration::from_secs(5), "never registered: {h}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metric(&node, "homeroom_media_registered").await, Some(1.0));
+    node.begin_drain();
+    node.wait().await.unwrap();
+
+    // Without --edge-url the node says it is standalone.
+    let standalone = start(config()).await.unwrap();
+    assert_eq!(health(&standalone).await["edge"], "standalone");
+    standalone.begin_drain();
+    standalone.wait().await.unwrap();
 }

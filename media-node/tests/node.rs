@@ -214,7 +214,10 @@ async fn control_needs_the_edge_token() {
     assert_eq!((status, reply["code"].as_str()), (403, Some("forbidden")), "a node token is not the edge");
     let forged = TokenKey::new(b"nope").sign(&ServiceClaims { sub: "edge".into(), exp: now_secs() + 60, iat: None });
     assert_eq!(control(&node, Some(&forged.unwrap()), body.clone()).await.0, 401);
-    let expired = sign(&ServiceClaims { sub: "edge".into(), exp: now_secs() - 5, iat: None });
+    // Service tokens tolerate 30 s of clock skew past `exp`, not more.
+    let skewed = sign(&ServiceClaims { sub: "edge".into(), exp: now_secs() - 5, iat: None });
+    assert_eq!(control(&node, Some(&skewed), body.clone()).await.0, 200, "5 s of skew is tolerated");
+    let expired = sign(&ServiceClaims { sub: "edge".into(), exp: now_secs() - 40, iat: None });
     assert_eq!(control(&node, Some(&expired), body.clone()).await.0, 401);
     let (status, reply) = control(&node, Some(&edge_token()), json!({"type": "reboot"})).await;
     assert_eq!((status, reply["code"].as_str()), (400, Some("bad_request")));

@@ -10,8 +10,14 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// Tolerated clock skew for `nbf`, in seconds. `exp` has none: an expired token is expired.
+/// Tolerated clock skew for `nbf`, in seconds. A user's or media token's `exp` has none: an expired token is
+/// expired.
 pub const NBF_LEEWAY_SECS: u64 = 30;
+
+/// Tolerated clock skew for a service token's `exp`, in seconds. Service tokens pass between two machines'
+/// clocks (a node's heartbeat to the edge, the edge's control call to a node) and live only a minute, so a
+/// node whose clock is a little ahead must not lose its lease or its moderation commands over it.
+pub const SERVICE_SKEW_SECS: u64 = 30;
 
 /// How long after its expiry a media token still releases its holder's session
 /// ([`TokenKey::verify_media_for_release`]).
@@ -150,8 +156,8 @@ struct ServiceTokenShape {
 pub enum AuthError {
     #[error("no token: pass ?token=JWT or an Authorization: Bearer header")]
     Missing,
-    #[error("the server has no signing secret configured")]
-    NoSecret,
+    #[error("{0} is not configured on this server (`wrangler secret put {0}`; `.dev.vars` for `wrangler dev`)")]
+    NoSecret(&'static str),
     #[error("token is not a valid HS256 JWT: {0}")]
     Malformed(String),
     #[error("token signature does not verify")]
@@ -173,7 +179,7 @@ impl AuthError {
     /// The client-facing error: always `unauthorized` (a configuration problem is `internal`).
     pub fn to_api(&self) -> ApiError {
         let code = match self {
-            AuthError::NoSecret => ErrorCode::Internal,
+            AuthError::NoSecret(_) => ErrorCode::Internal,
             AuthError::MediaTokenAsService => ErrorCode::Forbidden,
             _ => ErrorCode::Unauthorized,
         };
@@ -187,6 +193,8 @@ pub struct TokenKey {
     decoding: DecodingKey,
     encoding: EncodingKey,
     empty: bool,
+    /// What the secret is called where it is configured, for the error when it is missing.
+    secret_name: &'static str,
 }
 
 impl std::fmt::Debug for TokenKey {
@@ -202,13 +210,20 @@ impl TokenKey {
             decoding: DecodingKey::from_secret(secret),
             encoding: EncodingKey::from_secret(secret),
             empty: secret.is_empty(),
+            secret_name: "the signing secret",
         }
+    }
+
+    /// A key from the secret configured as `name` (a Worker secret or environment variable), which a missing
+    /// secret's error then names.
+    pub fn named(name: &'static str, secret: &[u8]) -> Self {
+        TokenKey { secret_name: name, ..TokenKey::new(secret) }
     }
 
     /// Signs `claims` as an HS256 JWT.
     pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, AuthError> {
         if self.empty {
-            return Err(AuthError::NoSecret);
+            return Err(AuthError::NoSecret(self.secret_name));
         }
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
             .map_err(|e| AuthError::Malformed(e.to_string()))
@@ -218,7 +233,7 @@ impl TokenKey {
     fn decode<T: DeserializeOwned>(&self, token: &str) -> Result<T, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
         if self.empty {
-            return Err(AuthError::NoSecret);
+            return Err(AuthError::NoSecret(self.secret_name));
         }
         let mut validation = Validation::new(Algorithm::HS256);
         validation.validate_exp = false;
@@ -271,7 +286,9 @@ impl TokenKey {
             return Err(AuthError::MediaTokenAsService);
         }
         let claims = ServiceClaims { sub: shape.sub, exp: shape.exp, iat: shape.iat };
-        check_times(claims.exp, None, now)?;
+        if claims.exp.saturating_add(SERVICE_SKEW_SECS) <= now.as_secs() {
+            return Err(AuthError::Expired { exp: claims.exp, now: now.as_secs() });
+        }
         NodeId::parse(&claims.sub).map_err(|e| AuthError::BadClaim(format!("sub: {e}")))?;
         Ok(claims)
     }
@@ -393,7 +410,9 @@ mod tests {
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1MSIsImV4cCI6OTk5OTk5OTk5OX0.";
         assert!(key.verify_user(none, NOW).is_err());
         assert!(matches!(key.verify_user("not-a-jwt", NOW), Err(AuthError::Malformed(_))));
-        assert_eq!(TokenKey::new(b"").verify_user("x", NOW), Err(AuthError::NoSecret));
+        assert_eq!(TokenKey::new(b"").verify_user("x", NOW), Err(AuthError::NoSecret("the signing secret")));
+        let unset = TokenKey::named("NODE_SECRET", b"").sign(&serde_json::json!({"sub": "x"})).unwrap_err();
+        assert!(unset.to_string().starts_with("NODE_SECRET is not configured"), "{unset}");
     }
 
     #[test]
@@ -436,6 +455,16 @@ mod tests {
             let refused = key.verify_service(&key.sign(&shaped).unwrap(), NOW);
             assert_eq!(refused, Err(AuthError::MediaTokenAsService), "a service token with {claim}");
         }
+    }
+
+    #[test]
+    fn a_service_token_tolerates_some_clock_skew_at_expiry() {
+        let key = TokenKey::new(b"node-secret");
+        let service = |exp| ServiceClaims { sub: "eu-node-1".into(), exp, iat: None };
+        let just_expired = key.sign(&service(NOW.as_secs() - 1)).unwrap();
+        assert!(key.verify_service(&just_expired, NOW).is_ok(), "a clock a little ahead is tolerated");
+        let long_expired = key.sign(&service(NOW.as_secs() - SERVICE_SKEW_SECS)).unwrap();
+        assert!(matches!(key.verify_service(&long_expired, NOW), Err(AuthError::Expired { .. })));
     }
 
     #[test]

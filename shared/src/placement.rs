@@ -197,10 +197,25 @@ impl Registry {
         if hb.capacity == 0 {
             return Err(bad("capacity must be at least 1".into()));
         }
+        let url = hb.url.trim_end_matches('/');
+        if let Some(live) = self.nodes.get(&hb.id).filter(|live| live.expires_at > now && live.url != url) {
+            // Two processes with one id would flip the lease between their URLs on every heartbeat, and the
+            // rooms placed on it between two nodes.
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "node id \"{}\" is registered at {} (its lease runs out in {} s unless it heartbeats); give \
+                     each node its own id, or stop the other one first",
+                    hb.id,
+                    live.url,
+                    live.expires_at.since(now).div_ceil(1000)
+                ),
+            ));
+        }
         let lease = NodeLease {
             id: hb.id.clone(),
             region: hb.region.clone(),
-            url: hb.url.trim_end_matches('/').to_owned(),
+            url: url.to_owned(),
             capacity: hb.capacity,
             load: hb.load,
             draining: hb.draining,
@@ -441,6 +456,25 @@ mod tests {
         bad = hb("a", "eu-west", 1, 0);
         bad.url = "ftp://x".into();
         assert!(r.heartbeat("a", &bad, Timestamp(0)).is_err());
+    }
+
+    #[test]
+    fn a_second_process_with_a_live_nodes_id_is_refused_until_the_lease_ends() {
+        let mut r = Registry::new(1000);
+        let first = hb("a", "eu-west", 1, 0);
+        r.heartbeat("a", &first, Timestamp(0)).unwrap();
+        let mut moved = first.clone();
+        moved.url = "http://elsewhere:9000".into();
+        let err = r.heartbeat("a", &moved, Timestamp(400)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Conflict, "{err:?}");
+        assert!(err.message.contains(&first.url) && err.message.contains("own id"), "{err:?}");
+        assert_eq!(r.nodes.get("a").map(|n| n.url.as_str()), Some(first.url.as_str()), "the lease keeps its URL");
+        let mut same = first.clone();
+        same.url.push('/');
+        assert!(r.heartbeat("a", &same, Timestamp(500)).is_ok(), "the same node, a trailing slash aside, renews");
+        assert!(r.heartbeat("a", &moved, Timestamp(1_499)).is_err());
+        let lease = r.heartbeat("a", &moved, Timestamp(1_500)).unwrap().0;
+        assert_eq!(lease.url, moved.url, "once the old lease ran out, the id may move");
     }
 
     #[test]

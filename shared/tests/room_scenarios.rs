@@ -430,6 +430,82 @@ fn clear_wipes_everything_and_closes_with_4004() {
 }
 
 #[test]
+fn a_user_reconnecting_in_a_loop_is_refused_until_it_slows_down() {
+    let mut s = sim();
+    let t = s.join("t", Role::Teacher);
+    let looper = s.identity("looper", Role::Student);
+    let burst = s.limits.join_burst;
+    for _ in 0..burst {
+        s.admin(|room, now| room.check_admission(&looper, now)).expect("a check is not a connect");
+        let c = s.connect(&looper, None).expect("within the burst");
+        s.drop_conn(c);
+    }
+    s.take(t);
+    let err = s.connect(&looper, None).unwrap_err();
+    assert_eq!(err.code, ErrorCode::RateLimited, "{err:?}");
+    assert_eq!(err.retry_after, Some(u64::from(s.limits.join_refill_secs)), "{err:?}");
+    assert!(err.message.contains("back off"), "{}", err.message);
+    assert!(s.take(t).is_empty(), "a refused connect costs the room nothing");
+    let other = s.identity("someone-else", Role::Student);
+    assert!(s.connect(&other, None).is_ok(), "the limit is per user");
+    s.advance(u64::from(s.limits.join_refill_secs) * 1000);
+    assert!(s.connect(&looper, None).is_ok(), "one more after the refill");
+}
+
+#[test]
+fn a_moderator_cannot_clear_a_room_while_someone_above_it_is_in_it() {
+    let mut s = sim();
+    let t = s.join("t", Role::Teacher);
+    let adm = s.join("adm", Role::Admin);
+    s.take(t);
+    s.request(t, Some("c"), Req::RoomClear);
+    let ft = s.take(t);
+    assert_eq!(error_code(&ft), Some(ErrorCode::Forbidden), "{ft:?}");
+    assert!(s.closed.is_empty(), "nobody was closed");
+    s.drop_conn(adm);
+    s.take(t);
+    s.request(t, Some("c2"), Req::RoomClear);
+    assert!(matches!(&s.take(t)[..], [F::Ack(_), F::RoomCleared { .. }]), "the admin left: the teacher may clear");
+}
+
+#[test]
+fn a_moderators_clear_keeps_bans_in_force_and_its_own_restrictions() {
+    let mut s = sim();
+    let t = s.join("t", Role::Teacher);
+    let t2 = s.join("t2", Role::Teacher);
+    s.join("a", Role::Student);
+    s.join("b", Role::Student);
+    s.request(t, Some("k"), Req::ParticipantKick { id: uid("a") });
+    s.request(t, Some("mute"), Req::ParticipantMute { id: uid("t2"), kind: MediaKind::Audio, muted: true });
+    s.request(
+        t,
+        Some("g"),
+        Req::ParticipantUpdate {
+            id: uid("b"),
+            role: None,
+            perms: Some(PermsPatch { chat: Some(false), ..PermsPatch::default() }),
+        },
+    );
+    s.take(t2);
+    // The muted teacher clears the room: the clear is not a way out of the mute, nor a way back in for `a`.
+    s.request(t2, Some("c"), Req::RoomClear);
+    assert!(matches!(&s.take(t2)[..], [F::Ack(_), F::RoomCleared { .. }]));
+    let t2 = s.join("t2", Role::Teacher);
+    assert!(welcome(&s.take(t2)).you.muted.audio, "its own mute outlives its clear");
+    let banned = s.identity("a", Role::Student);
+    let err = s.connect(&banned, None).unwrap_err();
+    assert_eq!(err.code, ErrorCode::Forbidden, "the kick's ban outlives the clear");
+    // A restriction the clearing moderator could have lifted itself is wiped with the room.
+    let b = s.join("b", Role::Student);
+    assert!(welcome(&s.take(b)).you.perms.chat);
+    // The admin API's clear wipes every decision.
+    s.admin(|room, now| room.clear(now)).unwrap();
+    assert!(s.connect(&banned, None).is_ok(), "the admin's clear lifts the ban");
+    let t2 = s.join("t2", Role::Teacher);
+    assert!(!welcome(&s.take(t2)).you.muted.audio);
+}
+
+#[test]
 fn a_clear_that_storage_refuses_is_not_acked_and_closes_nobody() {
     let mut s = sim();
     let t = s.join("t", Role::Teacher);

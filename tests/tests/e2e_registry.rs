@@ -87,6 +87,11 @@ async fn heartbeats_place_rooms_by_region_and_failover_tells_clients() {
     assert!(edge_subject.text().await.unwrap().contains("reserved"));
     let reply: serde_json::Value = beat(&http, &edge, &heartbeat("eu-1", "eu-west", 0)).await.json().await.unwrap();
     assert_eq!(reply["ttl_ms"], ttl_ms);
+    // A second process under a live node's id, at another URL, is refused: it would flip the lease.
+    let impostor = NodeHeartbeat { url: "http://127.0.0.1:9/elsewhere".into(), ..heartbeat("eu-1", "eu-west", 0) };
+    let refused = beat(&http, &edge, &impostor).await;
+    assert_eq!(refused.status().as_u16(), 409);
+    assert!(refused.text().await.unwrap().contains("own id"));
     beat(&http, &edge, &heartbeat("us-1", "us-east", 0)).await;
     let (eu_alive, eu_last_beat) = keep_alive(&edge, "eu-1", "eu-west");
     let (us_alive, _) = keep_alive(&edge, "us-1", "us-east");

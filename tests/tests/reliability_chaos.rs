@@ -13,6 +13,8 @@ async fn clients_dropping_at_random_end_with_identical_gap_free_logs() {
         ("RATE_PER_SEC", "100000"),
         ("LOG_LIMIT", "50000"),
         ("COALESCE_MIN_CONNECTIONS", "2"),
+        // Clients here reconnect every 0.7 s on purpose; the churn limit is not what this test is about.
+        ("JOIN_BURST", "100000"),
     ];
     let edge = Edge::start_with(&vars).await.expect("edge starts");
     let report = run(ChaosConfig {

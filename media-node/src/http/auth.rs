@@ -3,7 +3,7 @@
 use super::error::HttpError;
 use crate::clock;
 use axum::http::{header, HeaderMap};
-use homeroom_shared::auth::{token_from, MediaClaims, TokenKey};
+use homeroom_shared::auth::{token_from, AuthError, MediaClaims, TokenKey};
 use homeroom_shared::ids::UserId;
 use homeroom_shared::media::EDGE_SUBJECT;
 use homeroom_shared::protocol::ErrorCode;
@@ -67,7 +67,23 @@ pub(crate) fn media_claims(
 /// token's `iat`: when the edge made the decision, on the clock its media tokens' `iat` comes from.
 pub(crate) fn edge_service(headers: &HeaderMap, key: &TokenKey) -> Result<Option<u64>, HttpError> {
     let token = bearer(headers)?;
-    let claims = key.verify_service(&token, clock::now()).map_err(|e| HttpError(e.to_api()))?;
+    let claims = key.verify_service(&token, clock::now()).map_err(|e| {
+        // The edge's moderation (mutes, kicks, room clears) does not reach this node: the operator must know.
+        match &e {
+            AuthError::Expired { exp, now } => tracing::warn!(
+                error = %e,
+                expired_secs_ago = now.saturating_sub(*exp),
+                "refused the edge's control call: its token (valid for 60 s) had expired on this host's clock; \
+                 this host's clock is likely ahead: keep it in sync (NTP)"
+            ),
+            _ => tracing::warn!(
+                error = %e,
+                "refused the edge's control call: check that NODE_SECRET is the edge's (`wrangler secret put \
+                 NODE_SECRET`)"
+            ),
+        }
+        HttpError(e.to_api())
+    })?;
     if claims.sub != EDGE_SUBJECT {
         return Err(HttpError::new(
             ErrorCode::Forbidden,

@@ -39,6 +39,8 @@ pub(crate) struct AppState {
     pub(crate) capacity: u32,
     pub(crate) status: Arc<Status>,
     pub(crate) metrics: Metrics,
+    /// Whether the node heartbeats to an edge (`--edge-url`).
+    pub(crate) has_edge: bool,
 }
 
 /// The API's routes.

@@ -17,6 +17,11 @@ pub(crate) struct Health {
     rooms: u32,
     capacity: u32,
     draining: bool,
+    /// `standalone` (no `--edge-url`), `registered` (the edge accepted the last heartbeat) or `unregistered`
+    /// (not yet, or the last heartbeat failed: rooms are not placed here; the log says why).
+    edge: &'static str,
+    /// Heartbeats failed in a row.
+    heartbeat_failures: u32,
 }
 
 pub(crate) async fn healthz(State(state): State<AppState>) -> Json<Health> {
@@ -29,6 +34,12 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> Json<Health> {
         rooms: state.status.rooms(),
         capacity: state.capacity,
         draining,
+        edge: match (state.has_edge, state.status.registered()) {
+            (false, _) => "standalone",
+            (true, true) => "registered",
+            (true, false) => "unregistered",
+        },
+        heartbeat_failures: state.status.heartbeat_failures(),
     })
 }
 

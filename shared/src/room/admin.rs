@@ -197,19 +197,69 @@ impl<S: RoomStore> Room<S> {
         Ok(Some(seq))
     }
 
-    /// Clears the room: log, history, participants and moderation are wiped, a new epoch starts, and every
-    /// connection gets `room.cleared` and is closed with 4004. Settings are kept.
+    /// Admin API: clears the room. Log, history, participants and every moderation decision are wiped, a new
+    /// epoch starts, and every connection gets `room.cleared` and is closed with 4004. Settings are kept.
     pub fn clear(&mut self, now: Timestamp) -> Result<String, ApiError> {
         self.run_timers(now);
-        let result = self.clear_inner(now);
+        self.clear_as(&Actor::Admin, now)
+    }
+
+    /// Clears the room on behalf of `actor`. A clear closes everyone's connection, so a moderator may clear
+    /// only a room in which nobody present has a higher role. And a clear is not a way around a decision: a
+    /// moderator's clear keeps the bans and cooldowns still in force, and its own moderation record whole
+    /// (a muted or restricted teacher stays so); the admin API's clear wipes them all.
+    pub(super) fn clear_as(&mut self, actor: &Actor, now: Timestamp) -> Result<String, ApiError> {
+        if let Some(above) = self.members.values().map(|m| &m.record.participant).find(|p| p.role > actor.role()) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "a {} cannot clear the room while a {} (\"{}\") is in it; ask them, or use the admin API",
+                    actor.role().as_str(),
+                    above.role.as_str(),
+                    above.id
+                ),
+            ));
+        }
+        let result = self.clear_inner(actor, now);
         if matches!(&result, Err(e) if e.code == ErrorCode::Internal) {
             self.poisoned = true;
         }
         result
     }
 
-    fn clear_inner(&mut self, now: Timestamp) -> Result<String, ApiError> {
+    /// The moderation that outlives a clear by `actor` (see [`Room::clear_as`]).
+    fn moderation_kept_by_clear(
+        &self,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<Vec<(UserId, ModerationRecord)>, ApiError> {
+        let Actor::Member { id: actor_id, .. } = actor else {
+            return Ok(Vec::new());
+        };
+        let in_force = |until: Option<Timestamp>| until.filter(|until| *until > now);
+        let records = self.store.moderation_records().map_err(internal)?;
+        Ok(records
+            .into_iter()
+            .filter_map(|(user, record)| {
+                if user == *actor_id {
+                    return Some((user, record));
+                }
+                let kept = ModerationRecord {
+                    banned_until: in_force(record.banned_until),
+                    cooldown_until: in_force(record.cooldown_until),
+                    ..ModerationRecord::default()
+                };
+                (kept != ModerationRecord::default()).then_some((user, kept))
+            })
+            .collect())
+    }
+
+    fn clear_inner(&mut self, actor: &Actor, now: Timestamp) -> Result<String, ApiError> {
+        let kept = self.moderation_kept_by_clear(actor, now)?;
         self.store.wipe().map_err(internal)?;
+        for (user, record) in &kept {
+            self.store.put_moderation(user, record).map_err(internal)?;
+        }
         self.end_media();
         self.meta.epoch = next_epoch(Some(&self.meta.epoch), now);
         self.meta.seq = 0;

@@ -53,6 +53,11 @@ pub struct Limits {
     pub abuse_cooldown_ms: u64,
     /// Connections one user may hold in one room. Var `MAX_CONNECTIONS_PER_USER`.
     pub max_conns_per_user: u32,
+    /// Connects one user may make in a row before it is refused (`rate_limited`); one more is allowed every
+    /// `join_refill_secs`. Every connect costs the room a `welcome` and, for a returning user, a joined and a
+    /// left broadcast to everyone. Vars `JOIN_BURST`, `JOIN_REFILL_SECS`.
+    pub join_burst: u32,
+    pub join_refill_secs: u32,
     /// Largest `history` page.
     pub history_page_max: u32,
     /// How often clients should send `ping`.
@@ -108,6 +113,8 @@ impl Default for Limits {
             strike_refill_per_sec: 2,
             abuse_cooldown_ms: 30_000,
             max_conns_per_user: 8,
+            join_burst: 20,
+            join_refill_secs: 3,
             history_page_max: 100,
             ping_interval_ms: 30_000,
             media_token_ttl_ms: 5 * 60 * 1000,
@@ -193,6 +200,12 @@ impl Limits {
         }
         if let Some(n) = num("MAX_CONNECTIONS_PER_USER", 1, 10_000)? {
             l.max_conns_per_user = to_u32(n);
+        }
+        if let Some(n) = num("JOIN_BURST", 1, 1_000_000)? {
+            l.join_burst = to_u32(n);
+        }
+        if let Some(n) = num("JOIN_REFILL_SECS", 1, 3600)? {
+            l.join_refill_secs = to_u32(n);
         }
         if let Some(n) = num("MEDIA_TOKEN_TTL_SECS", 10, 24 * 3600)? {
             l.media_token_ttl_ms = n * 1000;

@@ -234,12 +234,12 @@ impl<S: RoomStore> Room<S> {
             }
             ClientRequest::AuthRefresh { token } => self.auth_refresh(conn, user, &token, now),
             ClientRequest::RoomClear => {
-                self.require_moderator(user, "room.clear")?;
+                let actor = self.actor(user, "room.clear")?;
                 // The ack must precede the `room.cleared` and close the clear sends, but only if it worked:
                 // everything queued goes out first, then the ack is slotted in ahead of what the clear sent.
                 self.flush_all();
                 let ack_at = self.outbox.len();
-                self.clear(now)?;
+                self.clear_as(&actor, now)?;
                 if let Some(rid) = rid {
                     let ack = ServerFrame::Ack(Ack { rid: rid.to_owned(), seq: None, id: None, exp: None });
                     self.outbox.insert(ack_at, Output::Send { to: vec![conn], text: Arc::from(ack.to_json()) });

@@ -52,7 +52,7 @@ use crate::protocol::{
 };
 use crate::time::Timestamp;
 use config::{Effective, Limits, RoomSettings};
-use rate::TokenBucket;
+use rate::{JoinBucket, TokenBucket};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -185,6 +185,9 @@ pub struct Room<S: RoomStore> {
     poisoned: bool,
     /// Buckets of recently closed connections, by user ([`CarriedBuckets`]).
     carried: BTreeMap<UserId, CarriedBuckets>,
+    /// Connect buckets of users who connected lately, until they refill (at most [`MAX_CARRIED_BUCKETS`]):
+    /// a client reconnecting in a loop costs everyone a joined and a left, and itself a welcome, each time.
+    joins: BTreeMap<UserId, JoinBucket>,
     /// Replies stored since the room was loaded; every 64th trims the table (requests that log nothing,
     /// such as a `hand` that changes nothing, store replies without moving `seq`).
     replies_stored: u64,
@@ -321,6 +324,7 @@ impl<S: RoomStore> Room<S> {
             poisoned: false,
             replies_stored: 0,
             carried: BTreeMap::new(),
+            joins: BTreeMap::new(),
         };
         for record in room.store.participants()? {
             room.members.insert(
@@ -390,6 +394,20 @@ impl<S: RoomStore> Room<S> {
             bucket: TokenBucket::full(l.rate_burst, l.rate_per_sec, now.as_millis()),
             strikes: TokenBucket::full(l.abuse_strikes, l.strike_refill_per_sec, now.as_millis()),
         }
+    }
+
+    /// Counts a connect of `user` (admission has checked that one is left).
+    fn take_join(&mut self, user: &UserId, now: Timestamp) {
+        let now = now.as_millis();
+        if !self.joins.contains_key(user) && self.joins.len() >= MAX_CARRIED_BUCKETS {
+            self.joins.retain(|_, joins| !joins.is_full(now));
+            if self.joins.len() >= MAX_CARRIED_BUCKETS {
+                self.joins.pop_first();
+            }
+        }
+        let (burst, refill_secs) = (self.limits.join_burst, self.limits.join_refill_secs);
+        let joins = self.joins.entry(user.clone()).or_insert_with(|| JoinBucket::full(burst, refill_secs, now));
+        joins.try_take(now);
     }
 
     /// Keeps a closing connection's buckets for its user's next connection, unless they are full anyway.
@@ -536,7 +554,8 @@ impl<S: RoomStore> Room<S> {
         self.admission(identity, now).map(|_| ())
     }
 
-    /// The admission checks: ban, capacity (moderators exempt), connections per user.
+    /// The admission checks: ban, abuse cooldown, connects in a row, capacity (moderators exempt),
+    /// connections per user.
     fn admission(
         &self,
         identity: &Identity,
@@ -557,6 +576,18 @@ impl<S: RoomStore> Room<S> {
             return Err(ApiError::new(
                 ErrorCode::RateLimited,
                 format!("this user was cut for too many refused frames; reconnect in {wait} s, more slowly"),
+            )
+            .retry_after(wait));
+        }
+        let wait = self.joins.get(user).map_or(0, |joins| joins.wait_secs(now.as_millis()));
+        if wait > 0 {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "this user connected {} times in a short while (one more is allowed every {} s); \
+                     reconnect in {wait} s, and back off between attempts",
+                    self.limits.join_burst, self.limits.join_refill_secs
+                ),
             )
             .retry_after(wait));
         }
@@ -596,6 +627,7 @@ impl<S: RoomStore> Room<S> {
     ) -> Result<Admitted, ApiError> {
         let user = &identity.user;
         let (moderation, grant, role, perms) = self.admission(identity, now)?;
+        self.take_join(user, now);
 
         let conn = ConnId(self.meta.next_conn);
         self.meta.next_conn += 1;

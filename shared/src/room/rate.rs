@@ -55,6 +55,39 @@ impl TokenBucket {
     }
 }
 
+/// A user's connects to a room: `burst` in a row, then one every `refill_secs` (a [`TokenBucket`] refilled at
+/// one token a second, each connect costing `refill_secs` of them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinBucket {
+    tokens: TokenBucket,
+    cost: u32,
+}
+
+impl JoinBucket {
+    /// A full bucket at `now_ms`.
+    pub fn full(burst: u32, refill_secs: u32, now_ms: u64) -> Self {
+        let cost = refill_secs.max(1);
+        JoinBucket { tokens: TokenBucket::full(burst.max(1).saturating_mul(cost), 1, now_ms), cost }
+    }
+
+    /// Seconds until the next connect is allowed (0: now).
+    pub fn wait_secs(&self, now_ms: u64) -> u64 {
+        let mut tokens = self.tokens.clone();
+        let missing_ms = (u64::from(self.cost) * 1000).saturating_sub(tokens.level(now_ms));
+        missing_ms.div_ceil(1000)
+    }
+
+    /// Takes one connect; `false` if none is left.
+    pub fn try_take(&mut self, now_ms: u64) -> bool {
+        self.tokens.try_take(self.cost, now_ms)
+    }
+
+    /// Whether the bucket has refilled completely (it can be forgotten).
+    pub fn is_full(&mut self, now_ms: u64) -> bool {
+        self.tokens.is_full(now_ms)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +101,20 @@ mod tests {
         assert!(b.try_take(1, 100));
         assert!(b.try_take(2, 10_000));
         assert!(!b.try_take(2, 10_000));
+    }
+
+    #[test]
+    fn joins_come_in_a_burst_then_one_per_refill() {
+        let mut b = JoinBucket::full(2, 3, 0);
+        assert_eq!(b.wait_secs(0), 0);
+        assert!(b.try_take(0) && b.try_take(0));
+        assert!(!b.try_take(0));
+        assert_eq!(b.wait_secs(0), 3);
+        assert_eq!(b.wait_secs(2_001), 1);
+        assert!(!b.try_take(2_999));
+        assert!(b.try_take(3_000));
+        assert!(!b.is_full(3_000));
+        assert!(b.is_full(9_000));
     }
 
     #[test]

@@ -110,6 +110,8 @@ pub trait RoomStore {
 
     fn moderation(&self, user: &UserId) -> StoreResult<Option<ModerationRecord>>;
     fn put_moderation(&mut self, user: &UserId, record: &ModerationRecord) -> StoreResult<()>;
+    /// Every moderation record, by user.
+    fn moderation_records(&self) -> StoreResult<Vec<(UserId, ModerationRecord)>>;
 
     /// Deletes everything but the meta row: log, messages, replies, participants, moderation.
     fn wipe(&mut self) -> StoreResult<()>;
@@ -255,6 +257,9 @@ impl RoomStore for MemoryStore {
         self.write()?;
         self.moderation.insert(user.clone(), record.clone());
         Ok(())
+    }
+    fn moderation_records(&self) -> StoreResult<Vec<(UserId, ModerationRecord)>> {
+        Ok(self.moderation.iter().map(|(user, record)| (user.clone(), record.clone())).collect())
     }
     fn wipe(&mut self) -> StoreResult<()> {
         self.write()?;

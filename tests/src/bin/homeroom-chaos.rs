@@ -27,8 +27,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let vars =
-        [("RATE_BURST", "100000"), ("RATE_PER_SEC", "100000"), ("LOG_LIMIT", "50000"), ("ROOM_CAPACITY", "1000")];
+    let vars = [
+        ("RATE_BURST", "100000"),
+        ("RATE_PER_SEC", "100000"),
+        ("LOG_LIMIT", "50000"),
+        ("ROOM_CAPACITY", "1000"),
+        ("JOIN_BURST", "100000"),
+    ];
     let edge = match &args.url {
         Some(_) => None,
         None => Some(Edge::start_with(&vars).await?),
