@@ -35,7 +35,8 @@ cleanup() {
   for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM  # the EXIT trap then stops both processes
+trap 'exit 130' INT  # the EXIT trap then stops both processes
+trap 'exit 143' TERM
 
 echo "[dev] starting the edge (wrangler dev) on 127.0.0.1:$PORT; log: $LOGS/edge.log" >&2
 setsid env WRANGLER_SEND_METRICS=false node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$PORT" \
@@ -84,7 +85,12 @@ MSG
 # Either process exiting ends the run (and, through the trap, the other): a half-running system is not left
 # behind looking healthy.
 status=0
-wait -n "${pids[@]}" || status=$?
+if ((BASH_VERSINFO[0] > 5 || (BASH_VERSINFO[0] == 5 && BASH_VERSINFO[1] >= 1))); then
+  wait -n "${pids[@]}" || status=$?
+else  # older bash (macOS ships 3.2): no `wait -n` on given pids, so poll
+  while kill -0 "${pids[0]}" 2>/dev/null && kill -0 "${pids[1]}" 2>/dev/null; do sleep 1; done
+  status=1
+fi
 if kill -0 "${pids[0]}" 2>/dev/null; then
   echo "[dev] the media node exited (status $status); its log: $LOGS/media-node.log" >&2
   tail -20 "$LOGS/media-node.log" >&2

@@ -280,6 +280,13 @@ impl RoomObject {
         }
     }
 
+    /// Queues the room's IO. A control command identical to the one queued right before it is dropped: the
+    /// commands are idempotent, and a moderator clicking mute again and again while the node is slow would
+    /// otherwise queue one call (up to [`MEDIA_IO_TIMEOUT_MS`] each) per click ahead of everything after.
+    fn queue_io(&self, io: Vec<Output>) {
+        self.io_queue.push_collapsing(io, |last, next| matches!(next, Output::MediaControl { .. }) && last == next);
+    }
+
     /// Applies the core's outputs and performs the media IO they ask for; an IO's answer (such as
     /// `media.assigned`) is applied as soon as it is in. With `drain`, the outbox is written before the IO:
     /// the room hears what happened (a kick's `participant.left`) before a handler waits on a node or the
@@ -290,7 +297,7 @@ impl RoomObject {
     /// the queue worked and returns at once, leaving any IO of its own to the worker.
     async fn apply_with_io(&self, budget: usize, drain: bool) {
         loop {
-            self.io_queue.push(self.apply_outputs(budget));
+            self.queue_io(self.apply_outputs(budget));
             let worker = self.io_queue.worker(clock::now());
             if drain {
                 self.drain_outbox().await;
@@ -303,7 +310,7 @@ impl RoomObject {
                 let Some(output) = next else { break };
                 self.media_io(output, &worker).await;
                 performed = true;
-                self.io_queue.push(self.apply_outputs(budget));
+                self.queue_io(self.apply_outputs(budget));
             }
             drop(worker);
             // Another round drains what the answers wrote beyond the first chunk (and performs any IO that
@@ -384,7 +391,7 @@ impl RoomObject {
                     break;
                 }
                 // Its media IO waits in the queue: the caller performs it once the drain is done.
-                self.io_queue.push(self.apply_outputs(outbox::CHUNK));
+                self.queue_io(self.apply_outputs(outbox::CHUNK));
             } else {
                 let frames = chunk
                     .iter()

@@ -43,12 +43,6 @@ struct Reply {
 }
 
 #[derive(Deserialize)]
-struct ModerationRow {
-    user: UserId,
-    body: String,
-}
-
-#[derive(Deserialize)]
 struct SeqRow {
     seq: Option<f64>,
 }
@@ -222,15 +216,9 @@ impl RoomStore for SqlStore {
         )
     }
 
-    fn moderation_records(&self) -> StoreResult<Vec<(UserId, ModerationRecord)>> {
-        self.rows::<ModerationRow>("SELECT user, body FROM moderation ORDER BY user", vec![])?
-            .into_iter()
-            .map(|row| Ok((row.user, from_json(&row.body)?)))
-            .collect()
-    }
-
-    fn wipe(&mut self) -> StoreResult<()> {
-        for table in ["log", "messages", "replies", "participants", "moderation"] {
+    fn wipe(&mut self, keep_moderation: bool) -> StoreResult<()> {
+        let moderation = (!keep_moderation).then_some("moderation");
+        for table in ["log", "messages", "replies", "participants"].into_iter().chain(moderation) {
             self.run(&format!("DELETE FROM {table}"), vec![])?;
         }
         Ok(())

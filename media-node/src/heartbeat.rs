@@ -124,6 +124,9 @@ impl Heartbeat {
                 }
             }
             if current == Phase::Stopped {
+                // The last heartbeat (draining, load 0) ended the lease: the node is no longer registered.
+                status.registered.store(false, Ordering::Relaxed);
+                self.metrics.registered.set(0);
                 return;
             }
             let wait = if failures == 0 {

@@ -306,16 +306,19 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "no message".to_owned())
 }
 
-/// Whether `host` (of a URL, or an IP as text) names this machine only.
+/// Whether `host` (of a URL, or an IP as text) names this machine only, or no machine (`0.0.0.0`: a
+/// listening address, which a client cannot connect to).
 fn is_local_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    let local_ip = |ip: IpAddr| ip.is_loopback() || ip.is_unspecified() || ip.to_canonical().is_loopback();
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(local_ip)
 }
 
-/// The host of an `http(s)://host[:port][/…]` URL.
+/// The host of an `http(s)://[user@]host[:port][/…]` URL.
 fn url_host(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split('/').next().unwrap_or(rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
     match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(v6),
         None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
@@ -345,13 +348,15 @@ pub(crate) fn reachability_warnings(edge_url: &str, public_url: &str, candidate_
     warnings
 }
 
-/// The warning for a socket buffer the kernel kept smaller than asked (Linux caps it at `net.core.rmem_max` /
-/// `wmem_max` without an error, and reports double the size it keeps for its own bookkeeping).
-fn buffer_warning(which: &str, sysctl: &str, asked: usize, got: usize) -> Option<String> {
-    (got < asked).then(|| {
+/// The warning for a socket buffer the kernel kept smaller than asked. `reported` is what the socket says:
+/// Linux caps a request at `net.core.rmem_max` / `wmem_max` without an error, and reports double what it
+/// granted (the other half is for its own bookkeeping).
+fn buffer_warning(which: &str, sysctl: &str, asked: usize, reported: usize) -> Option<String> {
+    let granted = if cfg!(target_os = "linux") { reported / 2 } else { reported };
+    (granted < asked).then(|| {
         format!(
-            "the UDP {which} buffer is {got} bytes, not the {asked} asked for: bursts of video may be dropped; \
-             raise the kernel's cap (`sysctl -w {sysctl}={asked}`) or lower --udp-buffer-bytes"
+            "the UDP {which} buffer is {granted} bytes, not the {asked} asked for: bursts of video may be \
+             dropped; raise the kernel's cap (`sysctl -w {sysctl}={asked}`) or lower --udp-buffer-bytes"
         )
     })
 }
@@ -396,12 +401,21 @@ mod tests {
         let url_only = reachability_warnings("https://edge.example", "http://[::1]:7000", public);
         assert_eq!(url_only.len(), 1, "{url_only:?}");
         assert!(reachability_warnings("https://edge.example", "https://media.example:443", public).is_empty());
+        assert!(reachability_warnings("http://u:p@127.0.0.1:8787", "http://127.0.0.1:7000", loopback).is_empty());
+        let unspecified = reachability_warnings("https://edge.example", "http://0.0.0.0:7000", public);
+        assert_eq!(unspecified.len(), 1, "a listening address is no URL for clients: {unspecified:?}");
+        let mapped = reachability_warnings("https://edge.example", "http://[::ffff:127.0.0.1]:7000", public);
+        assert_eq!(mapped.len(), 1, "{mapped:?}");
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn a_buffer_capped_by_the_kernel_names_the_sysctl() {
+        // Linux reports double what it granted: 425,984 is the default cap of 212,992 bytes.
         let warning = buffer_warning("receive", "net.core.rmem_max", 4 << 20, 425_984).unwrap();
-        assert!(warning.contains("sysctl -w net.core.rmem_max=4194304"), "{warning}");
+        assert!(warning.contains("is 212992 bytes") && warning.contains("sysctl -w net.core.rmem_max=4194304"));
+        let capped_at_3_mib = buffer_warning("receive", "net.core.rmem_max", 4 << 20, 6 << 20);
+        assert!(capped_at_3_mib.is_some(), "6 MiB reported is 3 MiB granted, less than the 4 asked");
         assert_eq!(buffer_warning("send", "net.core.wmem_max", 4 << 20, 8 << 20), None);
     }
 

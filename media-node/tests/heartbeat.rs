@@ -161,8 +161,13 @@ async fn healthz_and_metrics_say_whether_the_edge_accepts_the_node() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(metric(&node, "homeroom_media_registered").await, Some(1.0));
+    let metrics = node.metrics().clone();
     node.begin_drain();
     node.wait().await.unwrap();
+    assert!(
+        metrics.encode().lines().any(|line| line == "homeroom_media_registered 0"),
+        "the last heartbeat ended the lease: no longer registered"
+    );
 
     // Without --edge-url the node says it is standalone.
     let standalone = start(config()).await.unwrap();

@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 pub const NBF_LEEWAY_SECS: u64 = 30;
 
 /// Tolerated clock skew for a service token's `exp`, in seconds. Service tokens pass between two machines'
-/// clocks (a node's heartbeat to the edge, the edge's control call to a node) and live only a minute, so a
-/// node whose clock is a little ahead must not lose its lease or its moderation commands over it.
+/// clocks (a node's heartbeat token, valid 120 s, to the edge; the edge's control token, valid 60 s, to a
+/// node), so a node whose clock is somewhat off must not lose its lease or its moderation commands over it:
+/// control calls fail only once the node is more than 90 s ahead, heartbeats once it is 150 s behind.
 pub const SERVICE_SKEW_SECS: u64 = 30;
 
 /// How long after its expiry a media token still releases its holder's session
@@ -156,8 +157,8 @@ struct ServiceTokenShape {
 pub enum AuthError {
     #[error("no token: pass ?token=JWT or an Authorization: Bearer header")]
     Missing,
-    #[error("{0} is not configured on this server (`wrangler secret put {0}`; `.dev.vars` for `wrangler dev`)")]
-    NoSecret(&'static str),
+    #[error("{}", no_secret(*.0))]
+    NoSecret(Option<&'static str>),
     #[error("token is not a valid HS256 JWT: {0}")]
     Malformed(String),
     #[error("token signature does not verify")]
@@ -194,7 +195,7 @@ pub struct TokenKey {
     encoding: EncodingKey,
     empty: bool,
     /// What the secret is called where it is configured, for the error when it is missing.
-    secret_name: &'static str,
+    secret_name: Option<&'static str>,
 }
 
 impl std::fmt::Debug for TokenKey {
@@ -210,14 +211,14 @@ impl TokenKey {
             decoding: DecodingKey::from_secret(secret),
             encoding: EncodingKey::from_secret(secret),
             empty: secret.is_empty(),
-            secret_name: "the signing secret",
+            secret_name: None,
         }
     }
 
     /// A key from the secret configured as `name` (a Worker secret or environment variable), which a missing
     /// secret's error then names.
     pub fn named(name: &'static str, secret: &[u8]) -> Self {
-        TokenKey { secret_name: name, ..TokenKey::new(secret) }
+        TokenKey { secret_name: Some(name), ..TokenKey::new(secret) }
     }
 
     /// Signs `claims` as an HS256 JWT.
@@ -291,6 +292,15 @@ impl TokenKey {
         }
         NodeId::parse(&claims.sub).map_err(|e| AuthError::BadClaim(format!("sub: {e}")))?;
         Ok(claims)
+    }
+}
+
+fn no_secret(name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!(
+            "{name} is not configured on this server (`wrangler secret put {name}`; `.dev.vars` for `wrangler dev`)"
+        ),
+        None => "the server has no signing secret configured".to_owned(),
     }
 }
 
@@ -410,7 +420,7 @@ mod tests {
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1MSIsImV4cCI6OTk5OTk5OTk5OX0.";
         assert!(key.verify_user(none, NOW).is_err());
         assert!(matches!(key.verify_user("not-a-jwt", NOW), Err(AuthError::Malformed(_))));
-        assert_eq!(TokenKey::new(b"").verify_user("x", NOW), Err(AuthError::NoSecret("the signing secret")));
+        assert_eq!(TokenKey::new(b"").verify_user("x", NOW), Err(AuthError::NoSecret(None)));
         let unset = TokenKey::named("NODE_SECRET", b"").sign(&serde_json::json!({"sub": "x"})).unwrap_err();
         assert!(unset.to_string().starts_with("NODE_SECRET is not configured"), "{unset}");
     }

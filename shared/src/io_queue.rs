@@ -58,6 +58,18 @@ impl<T> IoQueue<T> {
         Some(IoWorker { queue: self, generation })
     }
 
+    /// Adds `items` behind everything queued, except an item that `repeats` says does the same as the item
+    /// queued last (not yet taken): performing an idempotent command twice in a row changes nothing, and a
+    /// moderator repeating a mute while the node is slow would otherwise queue a call per click.
+    pub fn push_collapsing(&self, items: impl IntoIterator<Item = T>, repeats: impl Fn(&T, &T) -> bool) {
+        let mut queue = self.queue.borrow_mut();
+        for item in items {
+            if !queue.back().is_some_and(|last| repeats(last, &item)) {
+                queue.push_back(item);
+            }
+        }
+    }
+
     /// How many items wait.
     pub fn len(&self) -> usize {
         self.queue.borrow().len()
@@ -141,6 +153,21 @@ mod tests {
         io.push(["place"]);
         let second = io.worker(T0.plus_ms(3_000)).expect("the turn ended with the first worker");
         assert_eq!((second.next(T0.plus_ms(3_000)), io.len()), (Some("place"), 0));
+    }
+
+    #[test]
+    fn a_repeat_of_the_last_queued_item_is_not_queued_again() {
+        let io = IoQueue::default();
+        let same = |a: &&str, b: &&str| a == b && a.starts_with("mute");
+        io.push_collapsing(["mute a", "mute a", "mute a"], same);
+        assert_eq!(io.len(), 1);
+        io.push_collapsing(["unmute a", "mute a", "place", "place"], same);
+        assert_eq!(io.len(), 5, "only a repeat of the item right before it collapses, and only when asked");
+        let worker = io.worker(T0).expect("free");
+        let order: Vec<_> = std::iter::from_fn(|| worker.next(T0)).collect();
+        assert_eq!(order, ["mute a", "unmute a", "mute a", "place", "place"]);
+        io.push_collapsing(["mute a"], same);
+        assert_eq!(io.len(), 1, "one taken (in flight) is not the queue's last: the new one is queued");
     }
 
     #[test]

@@ -469,7 +469,7 @@ fn a_moderator_cannot_clear_a_room_while_someone_above_it_is_in_it() {
 }
 
 #[test]
-fn a_moderators_clear_keeps_bans_in_force_and_its_own_restrictions() {
+fn a_moderators_clear_keeps_every_moderation_decision() {
     let mut s = sim();
     let t = s.join("t", Role::Teacher);
     let t2 = s.join("t2", Role::Teacher);
@@ -495,14 +495,34 @@ fn a_moderators_clear_keeps_bans_in_force_and_its_own_restrictions() {
     let banned = s.identity("a", Role::Student);
     let err = s.connect(&banned, None).unwrap_err();
     assert_eq!(err.code, ErrorCode::Forbidden, "the kick's ban outlives the clear");
-    // A restriction the clearing moderator could have lifted itself is wiped with the room.
     let b = s.join("b", Role::Student);
-    assert!(welcome(&s.take(b)).you.perms.chat);
+    assert!(!welcome(&s.take(b)).you.perms.chat, "so does the restriction on b");
     // The admin API's clear wipes every decision.
     s.admin(|room, now| room.clear(now)).unwrap();
     assert!(s.connect(&banned, None).is_ok(), "the admin's clear lifts the ban");
     let t2 = s.join("t2", Role::Teacher);
     assert!(!welcome(&s.take(t2)).you.muted.audio);
+}
+
+#[test]
+fn a_demoted_admin_still_counts_as_an_admin_for_a_teachers_clear() {
+    let mut s = sim();
+    let t = s.join("t", Role::Teacher);
+    let boss = s.join("boss", Role::Admin);
+    s.join("adm", Role::Admin);
+    s.request(boss, Some("d"), Req::ParticipantUpdate { id: uid("adm"), role: Some(Role::Student), perms: None });
+    s.drop_conn(boss);
+    s.take(t);
+    // Wiping the demotion would give `adm` back an admin's powers, which no teacher can grant.
+    s.request(t, Some("c"), Req::RoomClear);
+    let ft = s.take(t);
+    assert_eq!(error_code(&ft), Some(ErrorCode::Forbidden), "{ft:?}");
+    let message = ft.iter().find_map(|f| match f {
+        F::Error(e) => Some(e.message.clone()),
+        _ => None,
+    });
+    assert!(message.is_some_and(|m| m.contains("\"adm\"")), "{ft:?}");
+    assert!(s.closed.is_empty());
 }
 
 #[test]

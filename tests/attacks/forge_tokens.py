@@ -65,7 +65,8 @@ def main() -> None:
             "valid_node": encode(hs256, node, node_secret),
             "node_wrong_key": encode(hs256, node, secret),
             "node_alg_none": encode({"alg": "none"}, node, node_secret, signature=""),
-            "node_expired": encode(hs256, {**node, "exp": now - 1}, node_secret),
+            # Service tokens tolerate 30 s of clock skew past exp (SERVICE_SKEW_SECS): this one is well past.
+            "node_expired": encode(hs256, {**node, "exp": now - 120}, node_secret),
         }
     )
     # Media tokens (for a node named "attack-node"): valid only with NODE_SECRET, for that node, unexpired.

@@ -7,6 +7,7 @@ use homeroom_shared::auth::{token_from, AuthError, MediaClaims, TokenKey};
 use homeroom_shared::ids::UserId;
 use homeroom_shared::media::EDGE_SUBJECT;
 use homeroom_shared::protocol::ErrorCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Longest tenant-scoped room key accepted from a token (`{tenant}/{room}`: 64 + 1 + 64).
 const MAX_ROOM_KEY: usize = 129;
@@ -63,25 +64,39 @@ pub(crate) fn media_claims(
     Ok(claims)
 }
 
+/// When a refused control call was last logged at warn (seconds on the node's clock).
+static LAST_REFUSAL_WARNING: AtomicU64 = AtomicU64::new(0);
+
+/// Logs a refused control call. A bad signature or an expired token means the edge's moderation (mutes,
+/// kicks, room clears) does not reach this node, which the operator must hear about: at warn, at most once
+/// per 10 s (the endpoint is public, and anyone can send it bad tokens). Garbage is logged at debug.
+fn log_refused_control(error: &AuthError) {
+    let now = clock::now().as_secs();
+    let last = LAST_REFUSAL_WARNING.load(Ordering::Relaxed);
+    let warn = now >= last.saturating_add(10)
+        && LAST_REFUSAL_WARNING.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok();
+    match error {
+        AuthError::Expired { exp, now } if warn => tracing::warn!(
+            %error,
+            expired_secs_ago = now.saturating_sub(*exp),
+            "refused the edge's control call: its token (valid for 60 s, 30 s of skew tolerated) had expired \
+             on this host's clock; this host's clock is likely ahead: keep it in sync (NTP)"
+        ),
+        AuthError::BadSignature if warn => tracing::warn!(
+            %error,
+            "refused a control call signed with another secret: if it came from the edge, this node's \
+             NODE_SECRET is not the edge's (`wrangler secret put NODE_SECRET`)"
+        ),
+        _ => tracing::debug!(%error, "refused a control call"),
+    }
+}
+
 /// Verifies the edge's control token: signed with `NODE_SECRET`, unexpired, `sub` = `"edge"`. Returns the
 /// token's `iat`: when the edge made the decision, on the clock its media tokens' `iat` comes from.
 pub(crate) fn edge_service(headers: &HeaderMap, key: &TokenKey) -> Result<Option<u64>, HttpError> {
     let token = bearer(headers)?;
     let claims = key.verify_service(&token, clock::now()).map_err(|e| {
-        // The edge's moderation (mutes, kicks, room clears) does not reach this node: the operator must know.
-        match &e {
-            AuthError::Expired { exp, now } => tracing::warn!(
-                error = %e,
-                expired_secs_ago = now.saturating_sub(*exp),
-                "refused the edge's control call: its token (valid for 60 s) had expired on this host's clock; \
-                 this host's clock is likely ahead: keep it in sync (NTP)"
-            ),
-            _ => tracing::warn!(
-                error = %e,
-                "refused the edge's control call: check that NODE_SECRET is the edge's (`wrangler secret put \
-                 NODE_SECRET`)"
-            ),
-        }
+        log_refused_control(&e);
         HttpError(e.to_api())
     })?;
     if claims.sub != EDGE_SUBJECT {

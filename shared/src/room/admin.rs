@@ -205,18 +205,22 @@ impl<S: RoomStore> Room<S> {
     }
 
     /// Clears the room on behalf of `actor`. A clear closes everyone's connection, so a moderator may clear
-    /// only a room in which nobody present has a higher role. And a clear is not a way around a decision: a
-    /// moderator's clear keeps the bans and cooldowns still in force, and its own moderation record whole
-    /// (a muted or restricted teacher stays so); the admin API's clear wipes them all.
+    /// only a room in which nobody present has a higher role (by the room's decision or by their token: a
+    /// demoted admin counts as one). And a clear is not a way around a decision: a moderator's clear keeps
+    /// every moderation decision (bans, cooldowns, mutes, roles and permissions granted or taken); the admin
+    /// API's clear wipes them too.
     pub(super) fn clear_as(&mut self, actor: &Actor, now: Timestamp) -> Result<String, ApiError> {
-        if let Some(above) = self.members.values().map(|m| &m.record.participant).find(|p| p.role > actor.role()) {
+        let above =
+            self.members.values().map(|m| &m.record).find(|r| r.participant.role.max(r.grant.role) > actor.role());
+        if let Some(above) = above {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
                 format!(
-                    "a {} cannot clear the room while a {} (\"{}\") is in it; ask them, or use the admin API",
+                    "a {} cannot clear the room while {} \"{}\" (role {}) is in it; ask them, or use the admin API",
                     actor.role().as_str(),
-                    above.role.as_str(),
-                    above.id
+                    above.participant.name,
+                    above.participant.id,
+                    above.participant.role.max(above.grant.role).as_str()
                 ),
             ));
         }
@@ -227,39 +231,8 @@ impl<S: RoomStore> Room<S> {
         result
     }
 
-    /// The moderation that outlives a clear by `actor` (see [`Room::clear_as`]).
-    fn moderation_kept_by_clear(
-        &self,
-        actor: &Actor,
-        now: Timestamp,
-    ) -> Result<Vec<(UserId, ModerationRecord)>, ApiError> {
-        let Actor::Member { id: actor_id, .. } = actor else {
-            return Ok(Vec::new());
-        };
-        let in_force = |until: Option<Timestamp>| until.filter(|until| *until > now);
-        let records = self.store.moderation_records().map_err(internal)?;
-        Ok(records
-            .into_iter()
-            .filter_map(|(user, record)| {
-                if user == *actor_id {
-                    return Some((user, record));
-                }
-                let kept = ModerationRecord {
-                    banned_until: in_force(record.banned_until),
-                    cooldown_until: in_force(record.cooldown_until),
-                    ..ModerationRecord::default()
-                };
-                (kept != ModerationRecord::default()).then_some((user, kept))
-            })
-            .collect())
-    }
-
     fn clear_inner(&mut self, actor: &Actor, now: Timestamp) -> Result<String, ApiError> {
-        let kept = self.moderation_kept_by_clear(actor, now)?;
-        self.store.wipe().map_err(internal)?;
-        for (user, record) in &kept {
-            self.store.put_moderation(user, record).map_err(internal)?;
-        }
+        self.store.wipe(matches!(actor, Actor::Member { .. })).map_err(internal)?;
         self.end_media();
         self.meta.epoch = next_epoch(Some(&self.meta.epoch), now);
         self.meta.seq = 0;

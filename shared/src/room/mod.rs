@@ -915,7 +915,7 @@ impl<S: RoomStore> Room<S> {
         if !self.conns.is_empty() {
             return Ok(());
         }
-        self.store.wipe().map_err(internal)?;
+        self.store.wipe(false).map_err(internal)?;
         self.members.clear();
         self.end_media();
         self.meta.epoch = next_epoch(Some(&self.meta.epoch), now);

@@ -110,11 +110,10 @@ pub trait RoomStore {
 
     fn moderation(&self, user: &UserId) -> StoreResult<Option<ModerationRecord>>;
     fn put_moderation(&mut self, user: &UserId, record: &ModerationRecord) -> StoreResult<()>;
-    /// Every moderation record, by user.
-    fn moderation_records(&self) -> StoreResult<Vec<(UserId, ModerationRecord)>>;
 
-    /// Deletes everything but the meta row: log, messages, replies, participants, moderation.
-    fn wipe(&mut self) -> StoreResult<()>;
+    /// Deletes everything but the meta row: log, messages, replies, participants, and the moderation
+    /// decisions unless `keep_moderation`.
+    fn wipe(&mut self, keep_moderation: bool) -> StoreResult<()>;
 }
 
 /// An in-memory [`RoomStore`] for tests and benchmarks.
@@ -258,10 +257,7 @@ impl RoomStore for MemoryStore {
         self.moderation.insert(user.clone(), record.clone());
         Ok(())
     }
-    fn moderation_records(&self) -> StoreResult<Vec<(UserId, ModerationRecord)>> {
-        Ok(self.moderation.iter().map(|(user, record)| (user.clone(), record.clone())).collect())
-    }
-    fn wipe(&mut self) -> StoreResult<()> {
+    fn wipe(&mut self, keep_moderation: bool) -> StoreResult<()> {
         self.write()?;
         self.events.clear();
         self.messages.clear();
@@ -269,7 +265,9 @@ impl RoomStore for MemoryStore {
         self.replies.clear();
         self.reply_order.clear();
         self.participants.clear();
-        self.moderation.clear();
+        if !keep_moderation {
+            self.moderation.clear();
+        }
         Ok(())
     }
 }
