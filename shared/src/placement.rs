@@ -198,7 +198,8 @@ impl Registry {
             return Err(bad("capacity must be at least 1".into()));
         }
         let url = hb.url.trim_end_matches('/');
-        if let Some(live) = self.nodes.get(&hb.id).filter(|live| live.expires_at > now && live.url != url) {
+        let elsewhere = |live: &&NodeLease| live.expires_at > now && comparable_url(&live.url) != comparable_url(url);
+        if let Some(live) = self.nodes.get(&hb.id).filter(elsewhere) {
             // Two processes with one id would flip the lease between their URLs on every heartbeat, and the
             // rooms placed on it between two nodes.
             return Err(ApiError::new(
@@ -315,6 +316,25 @@ pub fn choose<'a>(nodes: impl Iterator<Item = &'a NodeLease>, client: &ClientLoc
     let nearest = open.iter().map(|n| distance(n)).fold(f64::INFINITY, f64::min);
     let region = open.iter().find(|n| distance(n) == nearest).map(|n| n.region.clone())?;
     least_loaded(open.into_iter().filter(|n| n.region == region).collect())
+}
+
+/// A node URL as compared between heartbeats: scheme and host in lower case, without a default port or a
+/// trailing slash (`HTTPS://Media.example:443/` is the node at `https://media.example`).
+fn comparable_url(url: &str) -> String {
+    let url = url.trim_end_matches('/');
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let scheme = scheme.to_ascii_lowercase();
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let mut authority = authority.to_ascii_lowercase();
+    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    if authority.ends_with(default_port) {
+        authority.truncate(authority.len() - default_port.len());
+    }
+    if path.is_empty() {
+        format!("{scheme}://{authority}")
+    } else {
+        format!("{scheme}://{authority}/{path}")
+    }
 }
 
 #[cfg(test)]
@@ -472,6 +492,10 @@ mod tests {
         let mut same = first.clone();
         same.url.push('/');
         assert!(r.heartbeat("a", &same, Timestamp(500)).is_ok(), "the same node, a trailing slash aside, renews");
+        same.url = first.url.replace(".example", ".EXAMPLE:80");
+        assert!(r.heartbeat("a", &same, Timestamp(500)).is_ok(), "nor do case and a default port: {}", same.url);
+        assert_eq!(comparable_url("https://Media.example:443/"), "https://media.example");
+        assert_ne!(comparable_url("https://media.example:8443"), "https://media.example");
         assert!(r.heartbeat("a", &moved, Timestamp(1_499)).is_err());
         let lease = r.heartbeat("a", &moved, Timestamp(1_500)).unwrap().0;
         assert_eq!(lease.url, moved.url, "once the old lease ran out, the id may move");
