@@ -87,6 +87,13 @@ impl Heartbeat {
         format!("{}/v1/nodes/heartbeat", edge_url.trim_end_matches('/'))
     }
 
+    /// Records whether the edge accepts the node, for `/healthz` and the metrics.
+    fn record(&self, status: &Status, registered: bool, failures: u32) {
+        status.registered.store(registered, Ordering::Relaxed);
+        status.heartbeat_failures.store(failures, Ordering::Relaxed);
+        self.metrics.registered.set(i64::from(registered));
+    }
+
     /// Sends heartbeats until the phase becomes [`Phase::Stopped`] (which sends a last one).
     pub(crate) async fn run(self, status: Arc<Status>, mut phase: watch::Receiver<Phase>) {
         let client = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() {
@@ -104,9 +111,7 @@ impl Heartbeat {
             let load = if current == Phase::Stopped { 0 } else { status.sessions() };
             match self.send(&client, load, draining).await {
                 Ok(reply) => {
-                    status.registered.store(true, Ordering::Relaxed);
-                    status.heartbeat_failures.store(0, Ordering::Relaxed);
-                    self.metrics.registered.set(1);
+                    self.record(&status, true, 0);
                     if failures > 0 {
                         tracing::info!(after_failures = failures, "heartbeats to the edge recovered");
                     }
@@ -116,17 +121,14 @@ impl Heartbeat {
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    status.registered.store(false, Ordering::Relaxed);
-                    status.heartbeat_failures.store(failures, Ordering::Relaxed);
-                    self.metrics.registered.set(0);
+                    self.record(&status, false, failures);
                     self.metrics.heartbeat_failures.inc();
                     tracing::warn!(endpoint = %self.endpoint, failures, error = %e, "heartbeat failed; retrying");
                 }
             }
             if current == Phase::Stopped {
                 // The last heartbeat (draining, load 0) ended the lease: the node is no longer registered.
-                status.registered.store(false, Ordering::Relaxed);
-                self.metrics.registered.set(0);
+                self.record(&status, false, failures);
                 return;
             }
             let wait = if failures == 0 {

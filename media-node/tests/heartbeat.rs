@@ -49,6 +49,15 @@ async fn heartbeat(
     Ok(Json(HeartbeatReply { ttl_ms }))
 }
 
+/// Serves the stand-in edge on a loopback port; returns its base URL.
+async fn serve(edge: &Edge) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let edge_url = format!("http://{}", listener.local_addr().unwrap());
+    let app = Router::new().route("/v1/nodes/heartbeat", post(heartbeat)).with_state(edge.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    edge_url
+}
+
 /// Heartbeats answered with a 900 ms lease; the rest get 30 s.
 const SHORT_LEASES: usize = 6;
 
@@ -56,10 +65,7 @@ const SHORT_LEASES: usize = 6;
 async fn heartbeats_renew_within_the_lease_and_report_draining_at_once() {
     let edge = Edge::default();
     *edge.fail_first.lock().unwrap() = 2;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let edge_url = format!("http://{}", listener.local_addr().unwrap());
-    let app = Router::new().route("/v1/nodes/heartbeat", post(heartbeat)).with_state(edge.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let edge_url = serve(&edge).await;
 
     let mut config = config();
     config.edge_url = Some(edge_url);
@@ -127,10 +133,7 @@ async fn metric(node: &NodeHandle, name: &str) -> Option<f64> {
 async fn healthz_and_metrics_say_whether_the_edge_accepts_the_node() {
     let edge = Edge::default();
     *edge.fail_first.lock().unwrap() = u32::MAX;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let edge_url = format!("http://{}", listener.local_addr().unwrap());
-    let app = Router::new().route("/v1/nodes/heartbeat", post(heartbeat)).with_state(edge.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let edge_url = serve(&edge).await;
     let mut registered = config();
     registered.edge_url = Some(edge_url);
     let node = start(registered).await.unwrap();
