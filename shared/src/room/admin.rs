@@ -205,22 +205,19 @@ impl<S: RoomStore> Room<S> {
     }
 
     /// Clears the room on behalf of `actor`. A clear closes everyone's connection, so a moderator may clear
-    /// only a room in which nobody present has a higher role (by the room's decision or by their token: a
-    /// demoted admin counts as one). And a clear is not a way around a decision: a moderator's clear keeps
-    /// every moderation decision (bans, cooldowns, mutes, roles and permissions granted or taken); the admin
-    /// API's clear wipes them too.
+    /// only a room in which nobody present has a higher role, as for a kick. And a clear is not a way around a
+    /// decision: a moderator's clear keeps every moderation decision (bans, cooldowns, mutes, roles and
+    /// permissions granted or taken); the admin API's clear wipes them too.
     pub(super) fn clear_as(&mut self, actor: &Actor, now: Timestamp) -> Result<String, ApiError> {
-        let above =
-            self.members.values().map(|m| &m.record).find(|r| r.participant.role.max(r.grant.role) > actor.role());
-        if let Some(above) = above {
+        if let Some(above) = self.members.values().map(|m| &m.record.participant).find(|p| p.role > actor.role()) {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
                 format!(
                     "a {} cannot clear the room while {} \"{}\" (role {}) is in it; ask them, or use the admin API",
                     actor.role().as_str(),
-                    above.participant.name,
-                    above.participant.id,
-                    above.participant.role.max(above.grant.role).as_str()
+                    above.name,
+                    above.id,
+                    above.role.as_str()
                 ),
             ));
         }
