@@ -113,7 +113,7 @@ pub(crate) async fn run(
         }
         supported
     };
-    let mut sender = Sender { gso: udp_gso, gso_health: gso::GsoHealth::default(), scratch: Vec::new() };
+    let mut sender = Sender { gso: udp_gso, gso_health: gso::GsoHealth::default() };
     loop {
         let deadline = sfu.next_deadline().min(Instant::now() + MAX_SLEEP);
         let mut stop = false;
@@ -235,8 +235,6 @@ struct Sender {
     gso: bool,
     /// Tells a route that cannot take GSO (that run falls back) from a kernel that cannot (GSO goes off).
     gso_health: gso::GsoHealth,
-    /// The concatenated run of a GSO send, reused.
-    scratch: Vec<u8>,
 }
 
 impl Sender {
@@ -248,7 +246,7 @@ impl Sender {
             let (run, tail) = rest.split_at(n.min(rest.len()));
             rest = tail;
             if run.len() > 1 {
-                match gso::send_run(socket, run, &mut self.scratch).await {
+                match gso::send_run(socket, run).await {
                     Ok(bytes) => {
                         self.gso_health.succeeded();
                         metrics.datagrams_out.inc_by(run.len() as u64);

@@ -113,21 +113,17 @@ impl GsoHealth {
 }
 
 /// Sends `run` (a run [`run_len`] accepted, at least two transmits) as one GSO `sendmsg`, waiting for room
-/// in the socket buffer like `send_to` does. `scratch` is reused from call to call. Returns the bytes sent.
-pub(crate) async fn send_run(socket: &UdpSocket, run: &[Transmit], scratch: &mut Vec<u8>) -> io::Result<usize> {
+/// in the socket buffer like `send_to` does. The datagrams go as one `iovec` each, which the kernel joins
+/// and then cuts at the segment size: nothing is copied here. Returns the bytes sent.
+pub(crate) async fn send_run(socket: &UdpSocket, run: &[Transmit]) -> io::Result<usize> {
     let Some(first) = run.first() else { return Ok(0) };
-    scratch.clear();
-    for transmit in run {
-        scratch.extend_from_slice(&transmit.contents);
-    }
     let segment = u16::try_from(first.contents.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let address = SockaddrStorage::from(first.destination);
-    let payload: &[u8] = scratch;
+    let payload: Vec<IoSlice<'_>> = run.iter().map(|transmit| IoSlice::new(&transmit.contents)).collect();
     socket
         .async_io(Interest::WRITABLE, || {
             let control = [ControlMessage::UdpGsoSegments(&segment)];
-            sendmsg(socket.as_raw_fd(), &[IoSlice::new(payload)], &control, MsgFlags::empty(), Some(&address))
-                .map_err(io::Error::from)
+            sendmsg(socket.as_raw_fd(), &payload, &control, MsgFlags::empty(), Some(&address)).map_err(io::Error::from)
         })
         .await
 }
@@ -206,8 +202,7 @@ mod tests {
             .collect();
         run.iter_mut().for_each(|t| t.source = sender.local_addr().unwrap());
         assert_eq!(run_len(&run), 5);
-        let mut scratch = Vec::new();
-        match send_run(&sender, &run, &mut scratch).await {
+        match send_run(&sender, &run).await {
             Ok(n) => assert_eq!(n, 4 * 1_000 + 200),
             Err(e) if is_unsupported(&e) && !cfg!(target_os = "linux") => return, // the driver falls back
             Err(e) => panic!("GSO send failed: {e}"),
