@@ -1041,6 +1041,24 @@ fn an_empty_room_is_wiped_after_the_idle_ttl() {
 }
 
 #[test]
+fn an_empty_room_waits_for_its_longest_ban_before_the_idle_wipe() {
+    let idle = Limits::default().idle_room_ttl_ms;
+    let mut s = Sim::new(Limits { kick_ban_ms: 3 * idle, ..Limits::default() });
+    let t = s.join("t", Role::Teacher);
+    s.join("a", Role::Student);
+    s.request(t, Some("k"), Req::ParticipantKick { id: uid("a") });
+    s.drop_conn(t);
+    let banned = s.identity("a", Role::Student);
+    s.advance(2 * idle);
+    assert_eq!(s.connect(&banned, None).unwrap_err().code, ErrorCode::Forbidden, "idle, but the ban still runs");
+    assert!(s.room().store().load_meta().unwrap().is_some(), "the room waits for the ban");
+    s.advance(idle);
+    let c = s.connect(&banned, None).expect("the ban is over");
+    let w = s.take(c);
+    assert_eq!(welcome(&w).seq, 1, "the room was wiped once the ban ended");
+}
+
+#[test]
 fn a_room_woken_without_its_address_stores_nothing_until_a_request_names_it() {
     use homeroom_shared::auth::TokenKey;
     use homeroom_shared::room::store::MemoryStore;

@@ -80,8 +80,10 @@ impl<S: RoomStore> Room<S> {
     pub(crate) fn kick_as(&mut self, actor: &Actor, target: &UserId, now: Timestamp) -> Result<u64, ApiError> {
         self.authorize(actor, target)?;
         let mut moderation = self.moderation_of(target)?;
-        moderation.banned_until = Some(now.plus_ms(self.limits.kick_ban_ms));
+        let until = now.plus_ms(self.limits.kick_ban_ms);
+        moderation.banned_until = Some(until);
         self.store.put_moderation(target, &moderation).map_err(internal)?;
+        self.keep_until(until)?;
         let conns: Vec<_> = self.members.get(target).map(|m| m.conns.iter().copied().collect()).unwrap_or_default();
         for conn in conns {
             self.close_conn(conn, close::KICKED, "removed by a moderator", LeaveReason::Kicked, now);
@@ -229,7 +231,11 @@ impl<S: RoomStore> Room<S> {
     }
 
     fn clear_inner(&mut self, actor: &Actor, now: Timestamp) -> Result<String, ApiError> {
-        self.store.wipe(matches!(actor, Actor::Member { .. })).map_err(internal)?;
+        let keep_moderation = matches!(actor, Actor::Member { .. });
+        self.store.wipe(keep_moderation).map_err(internal)?;
+        if !keep_moderation {
+            self.meta.bans_until = None;
+        }
         self.end_media();
         self.meta.epoch = next_epoch(Some(&self.meta.epoch), now);
         self.meta.seq = 0;

@@ -287,6 +287,7 @@ impl<S: RoomStore> Room<S> {
                     empty_since: Some(now),
                     settings: RoomSettings::default(),
                     media: None,
+                    bans_until: None,
                 };
                 // Stored only with its address: an event without one (an alarm, a registry notice after the
                 // room was wiped) must not leave a row that names no room.
@@ -822,8 +823,19 @@ impl<S: RoomStore> Room<S> {
             return Ok(());
         }
         let mut moderation = self.store.moderation(user).map_err(internal)?.unwrap_or_default();
-        moderation.cooldown_until = Some(now.plus_ms(self.limits.abuse_cooldown_ms));
-        self.store.put_moderation(user, &moderation).map_err(internal)
+        let until = now.plus_ms(self.limits.abuse_cooldown_ms);
+        moderation.cooldown_until = Some(until);
+        self.store.put_moderation(user, &moderation).map_err(internal)?;
+        self.keep_until(until)
+    }
+
+    /// Records that a ban or cooldown lasts until `until`, which the idle wipe waits for.
+    pub(super) fn keep_until(&mut self, until: Timestamp) -> Result<(), ApiError> {
+        if self.meta.bans_until.is_some_and(|kept| kept >= until) {
+            return Ok(());
+        }
+        self.meta.bans_until = Some(until);
+        self.store.save_meta(&self.meta).map_err(internal)
     }
 
     fn remove_member(&mut self, user: &UserId, reason: LeaveReason, now: Timestamp) -> Result<(), ApiError> {
@@ -915,7 +927,13 @@ impl<S: RoomStore> Room<S> {
         if !self.conns.is_empty() {
             return Ok(());
         }
+        if let Some(until) = self.meta.bans_until.filter(|until| *until > now) {
+            // A ban (or cooldown) still runs: wiping the room would end it. Wipe when it is over.
+            self.timers.set(TimerKey::RoomCleanup, until);
+            return Ok(());
+        }
         self.store.wipe(false).map_err(internal)?;
+        self.meta.bans_until = None;
         self.members.clear();
         self.end_media();
         self.meta.epoch = next_epoch(Some(&self.meta.epoch), now);

@@ -36,6 +36,10 @@ pub struct Meta {
     /// The media node the room is placed on (as last told by the registry).
     #[serde(default)]
     pub media: Option<NodeInfo>,
+    /// The latest end of a ban or abuse cooldown the room has imposed: an empty room's idle wipe waits for it,
+    /// so that a ban longer than the idle period is not ended by wiping the room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bans_until: Option<Timestamp>,
 }
 
 /// What a participant's token granted: kept so moderation changes can be recomputed on top of it.
