@@ -58,6 +58,9 @@ pub struct SfuConfig {
     pub max_p99_ms: f64,
     /// CPUs for the node (`taskset -c` syntax).
     pub node_cpus: String,
+    /// Peers read with UDP GRO ([`PeerOptions::gro`]): a GSO run from the node is not cut into datagrams on
+    /// the node's CPU, as it would not be on a network with segmentation offload.
+    pub peer_gro: bool,
 }
 
 /// One step's measurements.
@@ -305,12 +308,18 @@ fn publisher_options(config: &SfuConfig) -> PeerOptions {
         keyframe_every: Some(Duration::from_secs(2)),
         record_latency: true,
         snapshot_every: SNAPSHOT_EVERY,
+        gro: config.peer_gro,
         ..PeerOptions::publisher()
     }
 }
 
-fn subscriber_options() -> PeerOptions {
-    PeerOptions { record_latency: true, snapshot_every: SNAPSHOT_EVERY, ..PeerOptions::subscriber() }
+fn subscriber_options(config: &SfuConfig) -> PeerOptions {
+    PeerOptions {
+        record_latency: true,
+        snapshot_every: SNAPSHOT_EVERY,
+        gro: config.peer_gro,
+        ..PeerOptions::subscriber()
+    }
 }
 
 /// Connects `count` peers, the i-th as `spec(i)` = (participant, room, options), [`CONNECT_BATCH`] at a time.
@@ -559,7 +568,7 @@ pub async fn lecture(config: &SfuConfig, kind: &SfuKind) -> anyhow::Result<RunRe
     let mut subscribers: Vec<TestPeer> = Vec::new();
     let mut run = RunResult { scenario: "lecture", sfu: kind.name(), steps: Vec::new(), stopped: None };
     for &n in &config.lecture_steps {
-        let student = |i: usize| (format!("student-{i}"), "lecture".to_owned(), subscriber_options());
+        let student = |i: usize| (format!("student-{i}"), "lecture".to_owned(), subscriber_options(config));
         if let Err(e) = grow(&http, &node, &mut subscribers, n, student).await {
             run.stopped = Some(format!("at {n} subscribers: {e:#}"));
             break;
@@ -629,7 +638,7 @@ pub async fn classroom(config: &SfuConfig) -> anyhow::Result<RunResult> {
 pub fn table(run: &RunResult, config: &SfuConfig) -> String {
     let unit = if run.scenario == "lecture" { "subscribers" } else { "rooms" };
     let mut out = format!(
-        "#### {} — {}: {} kbps video + audio per publisher{}\n\n| {unit} | streams received | forwarded pkt/s | \
+        "#### {} — {}: {} kbps video + audio per publisher{}{}\n\n| {unit} | streams received | forwarded pkt/s | \
          expected frames/s | publisher frames/s | frame loss % | p50 ms | p99 ms | max ms | slow peers | SFU CPU % | \
          SFU µs / forwarded pkt | SFU µs / delivered frame | SFU RSS MiB | load tool CPU % | host steal % |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
@@ -641,6 +650,7 @@ pub fn table(run: &RunResult, config: &SfuConfig) -> String {
         } else {
             String::new()
         },
+        if config.peer_gro { ", peers reading with UDP GRO" } else { "" },
     );
     for s in &run.steps {
         out.push_str(&format!(

@@ -76,6 +76,40 @@ async fn a_publisher_reaches_two_subscribers_and_no_other_room() {
     node.shutdown().await.unwrap();
 }
 
+/// A peer reading with UDP GRO (as the load tool's `--peer-gro` peers do) gets the node's GSO runs whole and
+/// must see the same media as a plain one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_reading_with_gro_gets_the_same_media_as_a_plain_one() {
+    let node = node().await;
+    let url = node.url();
+    let plain = TestPeer::connect(&url, &media_token("bob", "t1/gro"), PeerOptions::subscriber()).await.unwrap();
+    let gro = PeerOptions { gro: true, ..PeerOptions::subscriber() };
+    let with_gro = TestPeer::connect(&url, &media_token("carol", "t1/gro"), gro).await.unwrap();
+    let alice = TestPeer::connect(&url, &media_token("alice", "t1/gro"), PeerOptions::publisher()).await.unwrap();
+    let enough = |s: &PeerStats| {
+        s.packets_from("alice", MediaKind::Audio) >= AUDIO_ENOUGH
+            && s.packets_from("alice", MediaKind::Video) >= VIDEO_ENOUGH
+    };
+    with_gro.wait_for(WAIT, enough).await.expect("the GRO peer gets audio and video");
+    plain.wait_for(WAIT, enough).await.expect("the plain peer too");
+    alice.close().await;
+    for peer in [&plain, &with_gro] {
+        peer.wait_until_still(WAIT, PeerStats::packets).await.expect("the streams end when alice leaves");
+    }
+    let (a, b) = (plain.stats(), with_gro.stats());
+    for kind in [MediaKind::Audio, MediaKind::Video] {
+        let (plain_packets, gro_packets) = (a.packets_from("alice", kind), b.packets_from("alice", kind));
+        eprintln!("{kind:?}: plain {plain_packets}, GRO {gro_packets}");
+        let gap = plain_packets.abs_diff(gro_packets);
+        assert!(gap * 20 <= plain_packets, "{kind:?}: the two peers got the same stream (within 5 %)");
+    }
+    assert!(b.track("alice", MediaKind::Video).unwrap().keyframes >= 1, "video decodable from a keyframe");
+    for peer in [plain, with_gro] {
+        peer.close().await;
+    }
+    node.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mute_over_control_drops_the_packets_until_unmuted() {
     let node = node().await;

@@ -49,6 +49,10 @@ struct Args {
     /// CPUs for the media node (`taskset -c` syntax).
     #[arg(long, default_value = "0")]
     node_cpus: String,
+    /// Peers read with UDP GRO: on loopback a GSO run from the node is then not cut into datagrams on the
+    /// node's CPU (as with a NIC's segmentation offload). Off by default, as in the published figures.
+    #[arg(long)]
+    peer_gro: bool,
     /// Run only these scenarios.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Scenario>,
@@ -73,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         max_loss_pct: args.max_loss_pct,
         max_p99_ms: args.max_p99_ms,
         node_cpus: args.node_cpus.clone(),
+        peer_gro: args.peer_gro,
     };
     let wants = |s: Scenario| args.only.is_empty() || args.only.contains(&s);
     let mut runs = Vec::new();

@@ -47,6 +47,9 @@ pub struct PeerOptions {
     /// How often [`super::TestPeer`]'s driver refreshes the [`PeerStats`] snapshot it shares (a clone of the
     /// stats each time: load tools running hundreds of peers make it rare).
     pub snapshot_every: Duration,
+    /// Turn on UDP GRO on the peer's socket, so that a GSO run from the node is read whole (see
+    /// `peer::gro`: on loopback the node's send otherwise pays for cutting it at this socket). Off by default.
+    pub gro: bool,
 }
 
 /// The signalling an SFU speaks with its peers over the data channel.
@@ -73,6 +76,7 @@ impl Default for PeerOptions {
             record_latency: false,
             snapshot_every: Duration::from_millis(5),
             dialect: Dialect::Homeroom,
+            gro: false,
         }
     }
 }

@@ -20,6 +20,7 @@
 //! also be driven in memory (see [`crate::sim`]).
 
 mod core;
+mod gro;
 pub(crate) mod media;
 
 pub use self::core::{
@@ -57,6 +58,8 @@ struct Live {
 pub enum PeerError {
     #[error("could not bind the peer's UDP socket: {0}")]
     Bind(std::io::Error),
+    #[error("could not turn on UDP GRO on the peer's socket (it needs Linux 5.0 or later): {0}")]
+    Gro(std::io::Error),
     #[error("the HTTP request to the node failed: {0}")]
     Http(String),
     #[error("the node refused: HTTP {status} {code}: {message}")]
@@ -132,7 +135,7 @@ impl TestPeer {
         media_token: &str,
         options: PeerOptions,
     ) -> Result<TestPeer, PeerError> {
-        let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await.map_err(PeerError::Bind)?;
+        let socket = bind(bind_ip, &options).await?;
         let local_addr = socket.local_addr().map_err(PeerError::Bind)?;
         let (mut core, offer) = PeerCore::new(&options, local_addr, Instant::now())?;
 
@@ -209,7 +212,7 @@ impl TestPeer {
         options: PeerOptions,
     ) -> Result<TestPeer, PeerError> {
         let options = PeerOptions { dialect: Dialect::Str0mChat, ..options };
-        let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await.map_err(PeerError::Bind)?;
+        let socket = bind(bind_ip, &options).await?;
         let local_addr = socket.local_addr().map_err(PeerError::Bind)?;
         let (mut core, offer) = PeerCore::new(&options, local_addr, Instant::now())?;
         let offer = str0m::change::SdpOffer::from_sdp_string(&offer.sdp)
@@ -245,7 +248,12 @@ impl TestPeer {
         let stats = Arc::new(Mutex::new(core.stats().clone()));
         let live = Arc::new(Live::default());
         let (commands, receiver) = mpsc::unbounded_channel();
-        let shared = Shared { stats: Arc::clone(&stats), live: Arc::clone(&live), every: options.snapshot_every };
+        let shared = Shared {
+            stats: Arc::clone(&stats),
+            live: Arc::clone(&live),
+            every: options.snapshot_every,
+            gro: options.gro,
+        };
         let task = tokio::spawn(drive(core, socket, receiver, shared));
         TestPeer { session_url, token, http, local_addr, commands, stats, live, task }
     }
@@ -359,11 +367,16 @@ struct Shared {
     stats: Arc<Mutex<PeerStats>>,
     live: Arc<Live>,
     every: Duration,
+    /// The socket has UDP GRO on: reads may hold several datagrams.
+    gro: bool,
 }
+
+/// Reads per turn of the peer's loop before timers and commands get a look in.
+const RECV_BATCH: usize = 64;
 
 /// The peer's run loop: socket, timers and commands around [`PeerCore`].
 async fn drive(mut core: PeerCore, socket: UdpSocket, mut commands: mpsc::UnboundedReceiver<Command>, shared: Shared) {
-    let mut buf = vec![0u8; 2048];
+    let mut buf = vec![0u8; if shared.gro { gro::BUFFER_BYTES } else { 2048 }];
     let mut last_snapshot = Instant::now();
     let mut stopping = false;
     loop {
@@ -376,18 +389,9 @@ async fn drive(mut core: PeerCore, socket: UdpSocket, mut commands: mpsc::Unboun
                     stopping = true;
                 }
             },
-            received = socket.recv_from(&mut buf) => {
-                if let Ok((n, source)) = received {
-                    if let Some(datagram) = buf.get(..n) {
-                        core.handle_datagram(Instant::now(), source, datagram);
-                    }
-                    // Take whatever else is already queued before yielding to timers.
-                    for _ in 0..64 {
-                        let Ok((n, source)) = socket.try_recv_from(&mut buf) else { break };
-                        if let Some(datagram) = buf.get(..n) {
-                            core.handle_datagram(Instant::now(), source, datagram);
-                        }
-                    }
+            ready = socket.readable() => {
+                if ready.is_ok() {
+                    receive_queued(&mut core, &socket, &mut buf, shared.gro);
                 }
             }
             () = tokio::time::sleep_until(deadline.into()) => core.handle_timeout(Instant::now()),
@@ -411,6 +415,35 @@ async fn drive(mut core: PeerCore, socket: UdpSocket, mut commands: mpsc::Unboun
             return;
         }
     }
+}
+
+/// Reads without waiting: hands the core what the socket has queued (a bounded number of reads, so timers
+/// and commands get a look in).
+fn receive_queued(core: &mut PeerCore, socket: &UdpSocket, buf: &mut [u8], gro: bool) {
+    for _ in 0..RECV_BATCH {
+        if gro {
+            let Ok(read) = gro::try_recv(socket, buf) else { break };
+            let Some(data) = buf.get(..read.len) else { break };
+            let now = Instant::now();
+            for datagram in gro::segments(data, read.segment) {
+                core.handle_datagram(now, read.source, datagram);
+            }
+        } else {
+            let Ok((n, source)) = socket.try_recv_from(buf) else { break };
+            if let Some(datagram) = buf.get(..n) {
+                core.handle_datagram(Instant::now(), source, datagram);
+            }
+        }
+    }
+}
+
+/// Binds the peer's socket on `bind_ip` (any port), with GRO if asked for.
+async fn bind(bind_ip: IpAddr, options: &PeerOptions) -> Result<UdpSocket, PeerError> {
+    let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await.map_err(PeerError::Bind)?;
+    if options.gro {
+        gro::enable(&socket).map_err(PeerError::Gro)?;
+    }
+    Ok(socket)
 }
 
 /// Everything in `kept`, leaving it empty.
