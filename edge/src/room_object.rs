@@ -698,10 +698,15 @@ impl RoomObject {
                 }
             }
             "/media/lost" => match serde_json::from_str::<LostCall>(&body) {
-                Ok(lost) => self.with_room(address, |room, now| {
-                    room.media_lost(&lost.node, &lost.reason, now);
-                    http::json(200, &serde_json::json!({ "ok": true }))
-                }),
+                Ok(lost) => {
+                    // Commands still queued for the lost node would each wait out their timeout ahead of the
+                    // placement on the next one.
+                    self.io_queue.retain(|o| !matches!(o, Output::MediaControl { node, .. } if node.id == lost.node));
+                    self.with_room(address, |room, now| {
+                        room.media_lost(&lost.node, &lost.reason, now);
+                        http::json(200, &serde_json::json!({ "ok": true }))
+                    })
+                }
                 Err(e) => Ok(http::fail(ErrorCode::BadRequest, format!("expected {{node, reason}}: {e}"))),
             },
             _ => Ok(http::fail(ErrorCode::NotFound, format!("no room route {path}"))),

@@ -70,6 +70,12 @@ impl<T> IoQueue<T> {
         }
     }
 
+    /// Drops the waiting items `keep` refuses (commands for a media node the room has lost: each would only
+    /// wait out its timeout, ahead of the room's placement on the next node).
+    pub fn retain(&self, keep: impl Fn(&T) -> bool) {
+        self.queue.borrow_mut().retain(|item| keep(item));
+    }
+
     /// How many items wait.
     pub fn len(&self) -> usize {
         self.queue.borrow().len()
@@ -168,6 +174,16 @@ mod tests {
         assert_eq!(order, ["mute a", "unmute a", "mute a", "place", "place"]);
         io.push_collapsing(["mute a"], same);
         assert_eq!(io.len(), 1, "one taken (in flight) is not the queue's last: the new one is queued");
+    }
+
+    #[test]
+    fn items_for_a_lost_node_can_be_dropped_keeping_the_rest_in_order() {
+        let io = IoQueue::default();
+        io.push(["n1: mute a", "place", "n1: kick b", "n2: mute c"]);
+        io.retain(|item| !item.starts_with("n1:"));
+        let worker = io.worker(T0).expect("free");
+        let order: Vec<_> = std::iter::from_fn(|| worker.next(T0)).collect();
+        assert_eq!(order, ["place", "n2: mute c"]);
     }
 
     #[test]

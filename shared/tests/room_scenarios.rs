@@ -168,6 +168,38 @@ fn a_lowered_history_limit_applies_at_once() {
 }
 
 #[test]
+fn a_new_tabs_token_grant_is_stored_even_when_moderation_hides_the_difference() {
+    let mut s = sim();
+    let t = s.join("t", Role::Teacher);
+    s.join("a", Role::Student);
+    s.request(t, Some("p"), Req::ParticipantUpdate { id: uid("a"), role: Some(Role::Teacher), perms: None });
+    assert!(ack(&s.take(t)).seq.is_some());
+    // A new tab whose token says admin: the role in force stays the teacher's decision, so nothing visible
+    // changes; the grant later moderation is computed on must still be the new token's.
+    let admin_token = s.identity("a", Role::Admin);
+    s.connect(&admin_token, None).unwrap();
+    let stored = s.room().store().participants().unwrap();
+    let a = stored.iter().find(|r| r.participant.id == uid("a")).expect("a is stored");
+    assert_eq!(a.participant.role, Role::Teacher, "the decision in force");
+    assert_eq!(a.grant.role, Role::Admin, "the newest token's grant, stored");
+}
+
+#[test]
+fn history_turned_off_keeps_nothing_readable_or_editable() {
+    let mut s = sim();
+    let a = s.join("a", Role::Student);
+    send_many(&mut s, a, 5);
+    s.take(a);
+    let kept = s.room().history(None, None).unwrap().0;
+    assert_eq!(kept.len(), 5);
+    let patch = SettingsPatch { persist_messages: Some(Some(false)), ..SettingsPatch::default() };
+    s.admin(|room, _| room.update_settings(&patch)).unwrap();
+    assert!(s.room().history(None, Some(100)).unwrap().0.is_empty(), "the messages kept so far are gone");
+    s.request(a, Some("e"), Req::ChatEdit { id: kept[0].id.clone(), text: "rewritten".into() });
+    assert_eq!(error_code(&s.take(a)), Some(ErrorCode::NotFound), "nothing left to edit");
+}
+
+#[test]
 fn history_pages_backwards_and_respects_persistence() {
     let mut s = sim();
     let a = s.join("a", Role::Student);
@@ -520,6 +552,40 @@ fn a_demotion_outlives_a_teachers_clear() {
     let adm = s.join("adm", Role::Admin);
     let w = s.take(adm);
     assert_eq!(welcome(&w).you.role, Role::Student, "the demotion outlived the clear");
+}
+
+#[test]
+fn a_teacher_cannot_lift_what_an_admin_decided_about_another_teacher() {
+    let mut s = sim();
+    let boss = s.join("boss", Role::Admin);
+    let t2 = s.join("t2", Role::Teacher);
+    s.join("t1", Role::Teacher);
+    let mute = |muted| Req::ParticipantMute { id: uid("t1"), kind: MediaKind::Audio, muted };
+    s.request(boss, Some("m"), mute(true));
+    let restrict = PermsPatch { chat: Some(false), ..PermsPatch::default() };
+    s.request(boss, Some("p"), Req::ParticipantUpdate { id: uid("t1"), role: None, perms: Some(restrict) });
+    s.take(boss);
+    s.take(t2);
+
+    s.request(t2, Some("u"), mute(false));
+    let refused = s.take(t2);
+    assert_eq!(error_code(&refused), Some(ErrorCode::Forbidden), "the admin's mute stands: {refused:?}");
+    let grant = PermsPatch { chat: Some(true), ..PermsPatch::default() };
+    s.request(t2, Some("g"), Req::ParticipantUpdate { id: uid("t1"), role: None, perms: Some(grant) });
+    assert_eq!(error_code(&s.take(t2)), Some(ErrorCode::Forbidden), "so does its restriction");
+    s.request(t2, Some("v"), Req::ParticipantMute { id: uid("t1"), kind: MediaKind::Video, muted: true });
+    assert!(ack(&s.take(t2)).seq.is_some(), "adding to the decisions is still a teacher's to do");
+
+    // The admin lifts everything; from then on the teachers' own decisions are theirs to lift.
+    s.request(boss, Some("u"), mute(false));
+    s.request(boss, Some("uv"), Req::ParticipantMute { id: uid("t1"), kind: MediaKind::Video, muted: false });
+    let clear = PermsPatch { chat: Some(true), ..PermsPatch::default() };
+    s.request(boss, Some("g"), Req::ParticipantUpdate { id: uid("t1"), role: None, perms: Some(clear) });
+    s.take(boss);
+    s.request(t2, Some("m2"), mute(true));
+    s.request(t2, Some("u2"), mute(false));
+    let frames = s.take(t2);
+    assert_eq!(error_code(&frames), None, "a teacher lifts a teacher's decision: {frames:?}");
 }
 
 #[test]
@@ -1272,6 +1338,50 @@ mod media {
                 ]
             ),
             "an unmute: the mutes still in force, then the unmute: {commands:?}"
+        );
+    }
+
+    /// Everyone was told the user left (token expired, or cut for abuse): its media must end too, and only
+    /// once its last connection is gone.
+    #[test]
+    fn media_ends_when_the_room_removes_someone_for_an_expired_token_or_abuse() {
+        let mut s = sim();
+        let mut short = s.identity("late", Role::Student);
+        short.exp = s.now.as_secs() + 10;
+        let late = s.connect(&short, None).unwrap();
+        let second_tab = s.join("late", Role::Student);
+        let flood = s.join("flood", Role::Student);
+        s.request(flood, Some("m"), Req::MediaJoin { region: None });
+        place(&mut s, node("n1"));
+        control_commands(&mut s);
+
+        s.advance(10_000);
+        assert_eq!(s.closed.get(&late).unwrap().0, close::TOKEN_INVALID);
+        assert!(control_commands(&mut s).is_empty(), "its other tab is still in the room: media goes on");
+        s.drop_conn(second_tab);
+        assert!(control_commands(&mut s).is_empty(), "leaving on its own is not a removal (media may outlive a blip)");
+
+        let mut expired = s.identity("gone", Role::Student);
+        expired.exp = s.now.as_secs() + 5;
+        s.connect(&expired, None).unwrap();
+        s.advance(5_000);
+        let commands = control_commands(&mut s);
+        assert!(
+            matches!(&commands[..], [ControlCommand::Kick { participant, .. }] if participant == "gone"),
+            "an expired token's last connection: {commands:?}"
+        );
+
+        for i in 0..200 {
+            if !s.is_open(flood) {
+                break;
+            }
+            s.request(flood, None, Req::Typing { active: i % 2 == 0 });
+        }
+        assert_eq!(s.closed.get(&flood).unwrap().0, close::POLICY);
+        let commands = control_commands(&mut s);
+        assert!(
+            matches!(&commands[..], [ControlCommand::Kick { participant, .. }] if participant == "flood"),
+            "cut for abuse: {commands:?}"
         );
     }
 

@@ -71,6 +71,29 @@ impl<S: RoomStore> Room<S> {
         }
     }
 
+    /// A decision stands against moderators below the one who made it: a lift (unmute, a permission or a
+    /// higher role granted) needs at least the decider's role. Without it a teacher could undo at once what an
+    /// admin decided about another teacher.
+    fn refuse_lift_below_decider(
+        actor: &Actor,
+        moderation: &ModerationRecord,
+        lifts: bool,
+        what: &str,
+    ) -> Result<(), ApiError> {
+        match moderation.decided_by {
+            Some(decider) if lifts && actor.role() < decider => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "this participant's restrictions were decided with the {decider} role; a {} cannot {what} \
+                     them, someone with the {decider} role can",
+                    actor.role().as_str(),
+                    decider = decider.as_str()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn moderation_of(&self, user: &UserId) -> Result<ModerationRecord, ApiError> {
         Ok(self.store.moderation(user).map_err(internal)?.unwrap_or_default())
     }
@@ -101,7 +124,7 @@ impl<S: RoomStore> Room<S> {
         perms: Option<PermsPatch>,
         now: Timestamp,
     ) -> Result<Option<u64>, ApiError> {
-        self.authorize(actor, target)?;
+        let current = self.authorize(actor, target)?;
         if role.is_none() && perms.is_none() {
             return Err(ApiError::new(ErrorCode::BadRequest, "participant.update needs a role or perms"));
         }
@@ -114,12 +137,15 @@ impl<S: RoomStore> Room<S> {
         let grants = perms.is_some_and(|p| [p.chat, p.stream, p.screen_share, p.moderate].contains(&Some(true)));
         Self::refuse_self_lift(actor, target, grants, "grant permissions to")?;
         let mut moderation = self.moderation_of(target)?;
+        let raises = role.is_some_and(|r| r > current.role);
+        Self::refuse_lift_below_decider(actor, &moderation, grants || raises, "lift")?;
         if let Some(role) = role {
             moderation.role = Some(role);
         }
         if let Some(perms) = perms {
             moderation.perms = moderation.perms.merged(&perms);
         }
+        moderation.decided(actor.role());
         self.store.put_moderation(target, &moderation).map_err(internal)?;
         self.recompute(target, &moderation, None, now)
     }
@@ -136,7 +162,9 @@ impl<S: RoomStore> Room<S> {
         self.authorize(actor, target)?;
         Self::refuse_self_lift(actor, target, !muted, "unmute")?;
         let mut moderation = self.moderation_of(target)?;
+        Self::refuse_lift_below_decider(actor, &moderation, !muted, "lift")?;
         moderation.muted.set(kind, muted);
+        moderation.decided(actor.role());
         self.store.put_moderation(target, &moderation).map_err(internal)?;
         let seq = self.recompute(target, &moderation, None, now)?;
         // A mute that changed the participant went out with its `perms` command (`control_perms` re-asserts
@@ -335,9 +363,11 @@ impl<S: RoomStore> Room<S> {
             self.poisoned = true;
             internal(e)
         })?;
-        // A lowered history limit applies at once, not at the next trim.
-        let history_limit = self.effective_settings().history_limit;
-        self.store.trim_messages(history_limit).map_err(|e| {
+        // A lowered history limit applies at once, not at the next trim; history turned off keeps nothing (the
+        // messages it kept would otherwise stay readable and editable).
+        let effective = self.effective_settings();
+        let keep = if effective.persist_messages { effective.history_limit } else { 0 };
+        self.store.trim_messages(keep).map_err(|e| {
             self.poisoned = true;
             internal(e)
         })?;

@@ -657,7 +657,13 @@ impl<S: RoomStore> Room<S> {
                 member.conns.insert(conn);
                 let p = &member.record.participant;
                 let changed = p.name != identity.name || p.role != role || p.perms != perms;
+                let grant_changed = member.record.grant != grant;
                 member.record.grant = grant;
+                if grant_changed && !changed {
+                    // Nothing anyone sees changed (moderation overrides what differs), but the grant is what
+                    // later moderation is computed on: it must outlive this object's memory.
+                    self.store.put_participant(&member.record).map_err(internal)?;
+                }
                 if changed {
                     let perms_changed = p.perms != perms;
                     let mut updated = member.record.clone();
@@ -813,8 +819,16 @@ impl<S: RoomStore> Room<S> {
                 }
             }
         }
+        let user = self.conns.get(&conn).map(|c| c.record.user.clone());
         if let Err(e) = self.drop_conn(conn, leave, now) {
             self.poisoned |= e.code == ErrorCode::Internal;
+        }
+        // The room removed this user (its token ran out, or it was cut for abuse) and everyone was told it
+        // left: its media must not go on unseen. A kick on the node ends its sessions and refuses its media
+        // tokens issued before now; a client that comes back with a fresh token joins media again.
+        let removed = matches!(leave, LeaveReason::Expired | LeaveReason::Policy);
+        if let Some(user) = user.filter(|user| removed && !self.members.contains_key(user)) {
+            self.control_kick(&user);
         }
     }
 

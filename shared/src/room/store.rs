@@ -75,6 +75,25 @@ pub struct ModerationRecord {
     /// Cut for abuse (4008/4009): reconnects are refused until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cooldown_until: Option<Timestamp>,
+    /// The highest role among the moderators whose role, permission and mute decisions are in force here. A
+    /// moderator below it may add to them but not lift them: a teacher cannot unmute a teacher an admin muted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<Role>,
+}
+
+impl ModerationRecord {
+    /// Whether a decision that could be lifted is in force: a role set, a permission taken away, a mute
+    /// (bans and cooldowns aside; a permission granted back is no restriction).
+    pub fn restricts(&self) -> bool {
+        let p = &self.perms;
+        let taken = [p.chat, p.stream, p.screen_share, p.moderate].contains(&Some(false));
+        self.role.is_some() || taken || self.muted != MediaFlags::default()
+    }
+
+    /// Records that `role` made a decision here; forgets the decider once nothing is decided any more.
+    pub fn decided(&mut self, role: Role) {
+        self.decided_by = self.restricts().then(|| self.decided_by.map_or(role, |before| before.max(role)));
+    }
 }
 
 /// The room's durable state. Every method is one synchronous storage operation.
