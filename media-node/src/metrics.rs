@@ -141,6 +141,7 @@ pub struct Metrics {
     pub(crate) udp_bytes_in: Counter,
     pub(crate) udp_bytes_out: Counter,
     pub(crate) unroutable: Counter,
+    pub(crate) stun_refused: Counter,
     pub(crate) send_errors: Counter,
     pub(crate) run_loop_seconds: Histogram,
 }
@@ -231,6 +232,12 @@ impl Metrics {
         registry.register("udp_bytes_out", "UDP bytes sent", udp_bytes_out.clone());
         let unroutable = Counter::default();
         registry.register("udp_unroutable", "UDP datagrams that matched no session", unroutable.clone());
+        let stun_refused = Counter::default();
+        registry.register(
+            "stun_refused",
+            "STUN requests dropped: from a new source address of a session that has had too many",
+            stun_refused.clone(),
+        );
         let send_errors = Counter::default();
         registry.register("udp_send_errors", "UDP datagrams the socket refused to send", send_errors.clone());
         let run_loop_seconds = Histogram::new(exponential_buckets(0.000_005, 2.0, 18));
@@ -266,6 +273,7 @@ impl Metrics {
             udp_bytes_in,
             udp_bytes_out,
             unroutable,
+            stun_refused,
             send_errors,
             run_loop_seconds,
         }

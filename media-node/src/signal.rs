@@ -20,6 +20,14 @@ pub const MAX_SIGNAL_BYTES: usize = 256 * 1024;
 /// what would keep the node's media loop busy.
 pub const SIGNAL_RATE_PER_SEC: u32 = 20;
 pub const SIGNAL_BURST: u32 = 50;
+/// A message costs one unit of the rate per started [`SIGNAL_UNIT_BYTES`]: the work is the parsing and
+/// applying of its SDP, so a burst of offers at the size limit is as limited as the bytes it would take.
+pub const SIGNAL_UNIT_BYTES: usize = 8 * 1024;
+
+/// Units of the signalling rate a message of `len` bytes costs: one per started [`SIGNAL_UNIT_BYTES`].
+pub fn signal_cost(len: usize) -> u32 {
+    u32::try_from(len.div_ceil(SIGNAL_UNIT_BYTES).max(1)).unwrap_or(u32::MAX)
+}
 
 /// A message from the client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -352,6 +352,33 @@ fn crossing_offers_resolve_with_the_node_as_the_polite_peer() {
     assert!(net.peer(alice).unwrap().stats().packets_from("bob", MediaKind::Screen) > 10);
 }
 
+/// The same crossing, with the node's offer reusing the m-lines of a track that left: the dropped offer's
+/// direction changes are undone, and the offer after bob's gives them to alice's tracks again.
+#[test]
+fn crossing_offers_leave_reused_m_lines_consistent() {
+    use homeroom_media_node::core::CloseReason;
+    let mut net = SimNetwork::new();
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
+    let carol = net.join(&SimIdentity::new("carol", "t/math"), &PeerOptions::publisher()).unwrap();
+    net.run_for(Duration::from_secs(2));
+    let (now, carol_session) = (net.now(), net.session_of(carol).unwrap());
+    net.sfu.close_session(now, carol_session, CloseReason::Deleted);
+    net.run_for(Duration::from_secs(1));
+    net.cut(bob);
+    let alice = net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
+    net.run_for(Duration::from_millis(500));
+    assert!(net.peer_mut(bob).unwrap().start_screen_share(200));
+    net.run_for(Duration::from_millis(200));
+    net.restore(bob);
+    net.run_for(Duration::from_secs(6));
+    let stats = net.peer(bob).unwrap().stats();
+    assert!(stats.ignored_offers >= 1, "the offers crossed");
+    assert!(stats.errors.is_empty(), "{:?}", stats.errors);
+    assert!(stats.packets_from("alice", MediaKind::Video) > 20, "alice's video on carol's old m-line");
+    assert_eq!(stats.tracks.len(), 2, "carol's two m-lines, reused: {:?}", stats.tracks.keys().collect::<Vec<_>>());
+    assert!(net.peer(alice).unwrap().stats().packets_from("bob", MediaKind::Screen) > 10);
+}
+
 #[test]
 fn one_participant_may_hold_a_few_sessions_per_room() {
     use homeroom_media_node::core::MAX_SESSIONS_PER_PARTICIPANT;
@@ -460,4 +487,120 @@ fn a_client_flooding_signalling_messages_is_told_and_the_room_goes_on() {
     net.run_for(Duration::from_secs(1));
     assert_eq!(limited(&net), refused);
     assert!(net.peer(bob).unwrap().stats().packets_from("alice", MediaKind::Video) > video + 20);
+}
+
+#[test]
+fn large_offers_pay_for_their_size_in_the_signalling_budget() {
+    use homeroom_media_node::signal::{signal_cost, ClientSignal, SIGNAL_BURST};
+    use homeroom_shared::media::Quality;
+    let mut net = SimNetwork::new();
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
+    net.run_for(Duration::from_secs(2));
+    // 100 KiB each (not SDP: parsing stops early, but the budget is charged before that).
+    let offer = "x".repeat(100 * 1024 - 64);
+    let message = serde_json::to_string(&ClientSignal::Offer { sdp: offer.clone(), screen: Vec::new() }).unwrap();
+    let cost = signal_cost(message.len());
+    assert_eq!(cost, 13);
+    for _ in 0..10 {
+        net.peer_mut(bob).unwrap().send_raw_offer(offer.clone());
+    }
+    net.run_for(Duration::from_millis(100));
+    let errors = net.peer(bob).unwrap().stats().errors.clone();
+    let limited = errors.iter().filter(|e| e.contains("too many signalling messages")).count();
+    let parsed = errors.iter().filter(|e| e.contains("not SDP")).count();
+    assert_eq!(parsed as u32, SIGNAL_BURST / cost, "the burst holds {} such offers: {errors:?}", SIGNAL_BURST / cost);
+    assert_eq!(parsed + limited, 10);
+    // Small messages are still one unit each, and the budget refills.
+    net.run_for(Duration::from_secs(3));
+    net.peer_mut(bob).unwrap().set_quality(Quality::Low, None);
+    net.run_for(Duration::from_millis(100));
+    let limited_after = net.peer(bob).unwrap().stats().errors.iter().filter(|e| e.contains("too many")).count();
+    assert_eq!(limited_after, limited, "a quality change after the refill is not refused");
+}
+
+/// A STUN binding request alice's peer sent, captured by stepping her alone (consent checks come every few
+/// seconds).
+fn captured_binding_request(net: &mut SimNetwork, alice: usize) -> Vec<u8> {
+    for _ in 0..200 {
+        let sent = net.step_peer(alice, Duration::from_millis(100));
+        if let Some(stun) = sent.into_iter().find(|d| d.len() > 20 && d[..2] == [0x00, 0x01]) {
+            return stun;
+        }
+    }
+    panic!("no binding request within 20 s");
+}
+
+#[test]
+fn stun_from_ever_new_source_addresses_stops_reaching_the_ice_agent() {
+    use homeroom_media_node::core::session::MAX_STUN_SOURCES;
+    let mut net = SimNetwork::new();
+    let alice = net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
+    net.run_for(Duration::from_secs(2));
+    let request = captured_binding_request(&mut net, alice);
+    // Signed with alice's own credentials (a replay of her request), from 100 new ports: each would be a new
+    // remote candidate her ICE agent keeps and scans on every request.
+    let now = net.now();
+    for port in 0..100u16 {
+        let source = std::net::SocketAddr::from(([10, 9, 9, 9], 20_000 + port));
+        net.sfu.handle_datagram(now, source, &request);
+    }
+    let admitted = MAX_STUN_SOURCES - 1; // alice's own address is the first source
+    let metrics = net.metrics.encode();
+    assert!(
+        metrics.contains(&format!("homeroom_media_stun_refused_total {}", 100 - admitted)),
+        "{}",
+        metrics.lines().filter(|l| l.contains("stun")).collect::<Vec<_>>().join("\n")
+    );
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.sfu.session_count(), 1, "alice's own session is unharmed");
+}
+
+#[test]
+fn forged_stun_does_not_keep_a_silent_session_alive() {
+    use homeroom_media_node::core::SfuConfig;
+    let config = SfuConfig { idle_timeout: Duration::from_secs(3), ..SfuConfig::new("10.0.0.1:5000".parse().unwrap()) };
+    let mut net = SimNetwork::with_config(config);
+    let alice = net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
+    net.run_for(Duration::from_secs(2));
+    let mut forged = captured_binding_request(&mut net, alice);
+    // Alice's ufrag is in clear in every request; anyone can route a message to her session with it. One
+    // byte of the MESSAGE-INTEGRITY changed (it sits before the 8-byte FINGERPRINT): not hers any more.
+    let at = forged.len() - 12;
+    forged[at] ^= 0xff;
+    net.cut(alice);
+    let stranger = std::net::SocketAddr::from(([10, 9, 9, 9], 40_000));
+    for _ in 0..6 {
+        net.run_for(Duration::from_secs(1));
+        let now = net.now();
+        net.sfu.handle_datagram(now, stranger, &forged);
+    }
+    assert_eq!(net.sfu.session_count(), 0, "reaped after the idle timeout despite the forged requests");
+}
+
+/// str0m never reuses a stopped m-line, so a member of a class where people come and go used to collect one
+/// m-line per track that ever left, in every later offer, until its offers outgrew the signalling limit and
+/// it was offered nobody new. The node now reuses the m-line of a track that went away.
+#[test]
+fn a_member_of_a_class_where_people_come_and_go_keeps_a_bounded_offer() {
+    use homeroom_media_node::core::CloseReason;
+    let mut net = SimNetwork::new();
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
+    net.run_for(Duration::from_secs(1));
+    for round in 0..12 {
+        let name = format!("pupil-{round}");
+        let pupil = net.join(&SimIdentity::new(&name, "t/math"), &PeerOptions::publisher()).unwrap();
+        net.run_for(Duration::from_secs(2));
+        let stats = net.peer(bob).unwrap().stats().clone();
+        let audio = stats.packets_from(&name, MediaKind::Audio);
+        let video = stats.track(&name, MediaKind::Video).map_or((0, 0), |t| (t.packets, t.keyframes));
+        assert!(audio > 20 && video.0 > 10 && video.1 >= 1, "round {round}: bob gets {name}: {audio} audio, {video:?}");
+        let id = net.session_of(pupil).unwrap();
+        let now = net.now();
+        net.sfu.close_session(now, id, CloseReason::Deleted);
+        net.run_for(Duration::from_millis(500));
+    }
+    let mids = net.peer(bob).unwrap().stats().tracks.len();
+    assert_eq!(mids, 2, "one audio and one video m-line carried all twelve pupils in turn");
+    let bob_session = net.session_of(bob).unwrap();
+    assert_eq!(net.sfu.session_info(bob_session).unwrap().receiving, 0, "the last pupil's copies were stopped");
 }

@@ -44,7 +44,9 @@ pub(crate) mod throttle;
 pub(crate) mod track;
 
 use crate::metrics::{DropReason, KeyframeSource, Metrics};
-use crate::signal::{ClientSignal, NodeSignal, MAX_SIGNAL_BYTES, SIGNAL_BURST, SIGNAL_RATE_PER_SEC};
+use crate::signal::{
+    signal_cost, ClientSignal, NodeSignal, MAX_SIGNAL_BYTES, SIGNAL_BURST, SIGNAL_RATE_PER_SEC, SIGNAL_UNIT_BYTES,
+};
 use demux::Demux;
 use forward::{OutState, PacketView, Publisher, Subscription};
 use homeroom_shared::auth::MediaPerms;
@@ -483,11 +485,15 @@ impl Sfu {
         let Ok(contents) = DatagramRecv::try_from(datagram) else {
             return;
         };
+        let is_stun = demux::is_stun(datagram);
+        if is_stun && !session.admit_stun_source(source) {
+            self.metrics.stun_refused.inc();
+            return;
+        }
         if session.needs_drain {
             // Packets written to it earlier in this batch go out before it takes new input.
             drain(&mut self.io, session);
         }
-        session.last_rx = now;
         let input = Input::Receive(
             now,
             Receive { proto: Protocol::Udp, source, destination: self.config.candidate_addr, contents },
@@ -499,12 +505,18 @@ impl Sfu {
         drain(&mut self.io, session);
         // A binding request the session answered with success passed its integrity check: its source now
         // reaches this session (the demux learns addresses only this way).
-        let verified = demux::is_stun(datagram)
+        let verified = is_stun
             && self.io.outbox.get(answers_from..).is_some_and(|sent| {
                 sent.iter().any(|t| t.destination == source && demux::is_binding_success(&t.contents))
             });
         if verified {
             self.demux.confirm(source, id, now);
+        }
+        // Only what the client sent keeps the session alive: a verified request, or traffic from an address a
+        // verified request taught the demux. A STUN message routed by its ufrag (sent in clear in every
+        // request) from anywhere, signed or not, does not.
+        if !is_stun || verified {
+            session.last_rx = now;
         }
         self.settle(now);
     }
@@ -864,7 +876,8 @@ impl Sfu {
             tracing::debug!(session = %session.id, "signalling message over the session's rate; dropped");
             let message = format!(
                 "too many signalling messages: at most {SIGNAL_RATE_PER_SEC} per second with bursts of \
-                 {SIGNAL_BURST}; this one was dropped"
+                 {SIGNAL_BURST}, an offer counting once per started {} KiB; this one was dropped",
+                SIGNAL_UNIT_BYTES / 1024
             );
             // Not read, so of no known type: a client that waits for an answer times out (none does this).
             let error = NodeSignal::Error { code: ErrorCode::RateLimited, message, refused: None };
@@ -891,6 +904,23 @@ impl Sfu {
                 return;
             }
         };
+        // An offer's work (parsing, applying and answering its SDP) grows with its size: it pays for the rest
+        // of its 8 KiB units. An answer needs an offer of the node's, which the node sends one at a time.
+        let extra = signal_cost(data.data.len()).saturating_sub(1);
+        if matches!(message, ClientSignal::Offer { .. }) && !session.signal_budget.try_take(extra, since_created) {
+            let message = format!(
+                "too many signalling messages: at most {SIGNAL_RATE_PER_SEC} per second with bursts of \
+                 {SIGNAL_BURST}, an offer counting once per started {} KiB (this one: {}); it was dropped",
+                SIGNAL_UNIT_BYTES / 1024,
+                extra + 1
+            );
+            let error = NodeSignal::Error { code: ErrorCode::RateLimited, message, refused: Some("offer".into()) };
+            if let Err(reason) = session.send_signal(&error) {
+                tracing::debug!(session = %session.id, %reason, "could not report it to the client");
+            }
+            drain(&mut self.io, session);
+            return;
+        }
         match message {
             ClientSignal::Offer { sdp, screen } => {
                 let offer = match SdpOffer::from_sdp_string(&sdp) {
@@ -929,9 +959,14 @@ impl Sfu {
                 self.to_negotiate.insert(id);
             }
             ClientSignal::Answer { sdp } => {
-                let result = SdpAnswer::from_sdp_string(&sdp)
-                    .map_err(|e| format!("answer: not SDP: {e}"))
-                    .and_then(|answer| session.accept_answer(answer));
+                // Without an offer outstanding there is nothing to parse the SDP for.
+                let result = if session.pending_offer.is_none() {
+                    Err("there is no node offer outstanding to answer".to_owned())
+                } else {
+                    SdpAnswer::from_sdp_string(&sdp)
+                        .map_err(|e| format!("answer: not SDP: {e}"))
+                        .and_then(|answer| session.accept_answer(answer))
+                };
                 match result {
                     Ok(_) => {
                         drain(&mut self.io, session);

@@ -13,6 +13,7 @@ use homeroom_shared::media::{MediaCaps, Quality};
 use homeroom_shared::protocol::{MediaFlags, MediaKind};
 use homeroom_shared::room::rate::TokenBucket;
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use str0m::bwe::Bitrate;
@@ -89,6 +90,13 @@ pub(crate) enum Delivery {
 /// SSRCs would otherwise grow it for as long as its session lives.
 pub(crate) const MAX_CACHED_ROUTES: usize = 64;
 
+/// Source addresses a session's STUN may come from over its life. Each new one becomes a remote candidate in
+/// str0m's ICE agent, which keeps them all and scans them on every request: a client signing requests with
+/// its own credentials from ever new ports would grow that list, and the work per request, without end. A
+/// real client has a few candidates and a NAT rebinding now and then; one that moves networks more often than
+/// this opens a new session.
+pub const MAX_STUN_SOURCES: usize = 64;
+
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) id: SessionId,
@@ -103,7 +111,12 @@ pub(crate) struct Session {
     pub(crate) channel: Option<ChannelId>,
     pub(crate) published: HashMap<Mid, PublishedTrack>,
     stream_routes: HashMap<Ssrc, (Mid, Option<Rid>)>,
+    /// Every source address this session's STUN came from (at most [`MAX_STUN_SOURCES`]).
+    stun_sources: HashSet<SocketAddr>,
     pub(crate) subscriptions: HashMap<TrackKey, Subscription>,
+    /// Receiving m-lines of tracks that went away, made `inactive` and free to carry the next track of their
+    /// kind ([`FreeMid`]).
+    free_mids: Vec<FreeMid>,
     /// Mids the client declared as screen share (`?screen=` or `screen` in its offers).
     pub(crate) screen_mids: HashSet<Mid>,
     /// Session-wide quality preference for received simulcast tracks.
@@ -131,6 +144,19 @@ pub(crate) struct Session {
     pub(crate) needs_drain: bool,
     /// Signalling messages the client may still send, in milliseconds since `created_at`.
     pub(crate) signal_budget: TokenBucket,
+}
+
+/// A receiving m-line whose track went away. str0m never reuses a stopped m-line: each stays in every later
+/// offer (about 1–2.3 KB with its codecs), so a member of a long class in which people come and go would
+/// outgrow the signalling limit (256 KiB) after a few dozen departures and never be offered a track again.
+/// Instead the m-line goes `inactive` and the next track of its kind takes it over (`sendonly` again, with the
+/// same SSRC): the client's m-line count is the most tracks it ever received at once. The forwarder comes
+/// along, so the stream's sequence numbers and timestamps continue as across a simulcast switch.
+#[derive(Debug)]
+struct FreeMid {
+    video: bool,
+    mid: Mid,
+    forwarder: super::forward::Forwarder,
 }
 
 /// How long a session waits before building an offer again after `failures` failed ones in a row: 250 ms,
@@ -175,7 +201,9 @@ impl Session {
             channel: None,
             published: HashMap::new(),
             stream_routes: HashMap::new(),
+            stun_sources: HashSet::new(),
             subscriptions: HashMap::new(),
+            free_mids: Vec::new(),
             screen_mids,
             quality,
             pending_offer: None,
@@ -237,6 +265,19 @@ impl Session {
         }
         self.stream_routes.insert(ssrc, route);
         Some(route)
+    }
+
+    /// Whether a STUN request from `source` may reach this session's ICE agent: a source it has seen, or a new
+    /// one while it has seen fewer than [`MAX_STUN_SOURCES`].
+    pub(crate) fn admit_stun_source(&mut self, source: SocketAddr) -> bool {
+        if self.stun_sources.contains(&source) {
+            return true;
+        }
+        if self.stun_sources.len() >= MAX_STUN_SOURCES {
+            return false;
+        }
+        self.stun_sources.insert(source);
+        true
     }
 
     /// Forgets cached SSRC routes of `mid` (its track was unpublished).
@@ -356,30 +397,35 @@ impl Session {
             return false;
         }
         let mut change = self.rtc.sdp_api();
-        let mut touched = Vec::new();
         for (key, sub) in self.subscriptions.iter_mut() {
             match sub.state {
                 OutState::ToOpen => {
-                    let media_kind = if sub.kind == MediaKind::Audio {
-                        str0m::media::MediaKind::Audio
-                    } else {
-                        str0m::media::MediaKind::Video
+                    let video = sub.kind != MediaKind::Audio;
+                    let mid = match self.free_mids.iter().position(|free| free.video == video) {
+                        Some(at) => {
+                            let free = self.free_mids.swap_remove(at);
+                            change.set_direction(free.mid, Direction::SendOnly);
+                            sub.forwarder = free.forwarder;
+                            free.mid
+                        }
+                        None => {
+                            let media_kind =
+                                if video { str0m::media::MediaKind::Video } else { str0m::media::MediaKind::Audio };
+                            let track_id = format!("{}-{}-{}", sub.kind.as_str(), key.session, key.mid);
+                            change.add_media(
+                                media_kind,
+                                Direction::SendOnly,
+                                Some(sub.publisher.participant.clone()),
+                                Some(track_id),
+                                None,
+                            )
+                        }
                     };
-                    let track_id = format!("{}-{}-{}", sub.kind.as_str(), key.session, key.mid);
-                    let mid = change.add_media(
-                        media_kind,
-                        Direction::SendOnly,
-                        Some(sub.publisher.participant.clone()),
-                        Some(track_id),
-                        None,
-                    );
                     sub.state = OutState::Negotiating(mid);
-                    touched.push(*key);
                 }
                 OutState::ToStop(mid) => {
-                    change.stop_media(mid);
+                    change.set_direction(mid, Direction::Inactive);
                     sub.state = OutState::NegotiatingStop(mid);
-                    touched.push(*key);
                 }
                 _ => {}
             }
@@ -433,12 +479,36 @@ impl Session {
     pub(crate) fn rollback_negotiation(&mut self) {
         self.offered_at = None;
         self.offered_sdp = None;
+        // str0m sets an m-line's direction on the session at once (not when the answer comes), and a direction
+        // set again to what it is is no change to offer: put back what the dropped offer changed, so that the
+        // next offer carries it again.
+        let mut to_inactive = Vec::new();
+        let mut to_sendonly = Vec::new();
         for sub in self.subscriptions.values_mut() {
             match sub.state {
-                OutState::Negotiating(_) => sub.state = OutState::ToOpen,
-                OutState::NegotiatingStop(mid) => sub.state = OutState::ToStop(mid),
+                OutState::Negotiating(mid) => {
+                    sub.state = OutState::ToOpen;
+                    // A reused m-line exists on the session already; a new one only in the dropped offer.
+                    if self.rtc.media(mid).is_some() {
+                        to_inactive.push(mid);
+                        let video = sub.kind != MediaKind::Audio;
+                        let forwarder = std::mem::take(&mut sub.forwarder);
+                        self.free_mids.push(FreeMid { video, mid, forwarder });
+                    }
+                }
+                OutState::NegotiatingStop(mid) => {
+                    sub.state = OutState::ToStop(mid);
+                    to_sendonly.push(mid);
+                }
                 _ => {}
             }
+        }
+        let mut undo = self.rtc.sdp_api();
+        for mid in to_inactive {
+            undo.set_direction(mid, Direction::Inactive);
+        }
+        for mid in to_sendonly {
+            undo.set_direction(mid, Direction::SendOnly);
         }
     }
 
@@ -465,7 +535,15 @@ impl Session {
                 }
             }
         }
-        self.subscriptions.retain(|_, sub| !matches!(sub.state, OutState::NegotiatingStop(_)));
+        let free_mids = &mut self.free_mids;
+        self.subscriptions.retain(|_, sub| match sub.state {
+            OutState::NegotiatingStop(mid) => {
+                let video = sub.kind != MediaKind::Audio;
+                free_mids.push(FreeMid { video, mid, forwarder: std::mem::take(&mut sub.forwarder) });
+                false
+            }
+            _ => true,
+        });
         Ok(opened)
     }
 

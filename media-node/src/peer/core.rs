@@ -377,6 +377,13 @@ impl PeerCore {
         self.flush_signals();
     }
 
+    /// Sends `sdp` as an offer over the signalling channel, whatever it holds (tests of the node's limits:
+    /// the peer's own state does not change, so the node's answer or error is only recorded).
+    pub fn send_raw_offer(&mut self, sdp: String) {
+        self.queued.push(ClientSignal::Offer { sdp, screen: Vec::new() });
+        self.flush_signals();
+    }
+
     /// Starts publishing a screen share: a new m-line offered over the signalling channel (declared in
     /// `screen`). Returns `false` when the channel is not open or an offer is already outstanding.
     pub fn start_screen_share(&mut self, kbps: u32) -> bool {
@@ -676,6 +683,10 @@ impl PeerCore {
     fn learn_tracks(&mut self, tracks: Vec<TrackInfo>) {
         for info in tracks {
             let entry = self.stats.tracks.entry(info.mid.clone()).or_default();
+            if entry.participant.as_ref().is_some_and(|p| *p != info.participant) {
+                // The node reuses a receiving m-line of a track that went away for the next one: a new track.
+                *entry = ReceivedTrack::default();
+            }
             entry.mid = info.mid;
             entry.participant = Some(info.participant);
             entry.kind = Some(info.kind);

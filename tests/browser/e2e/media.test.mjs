@@ -188,6 +188,7 @@ describe('media through the node', { skip, timeout: 180_000 }, () => {
 
   test('turning the camera off and on renegotiates: the tile goes blank, then shows video again', async () => {
     const tile = teacher.page.locator(`[data-testid="video-tile"][data-participant="${student.id}"][data-kind="camera"]`);
+    const midBefore = (await inbound(teacher, student.id, 'video'))?.mid;
     await student.page.getByTestId('camera-toggle').click();
     await waitFor(async () => (await tile.getAttribute('data-has-video')) === 'false', {
       timeoutMs: 20_000,
@@ -204,6 +205,12 @@ describe('media through the node', { skip, timeout: 180_000 }, () => {
       timeoutMs: 20_000,
       what: "frames of the student's restarted camera on the teacher page",
     });
+    // The node made the teacher's m-line inactive when the camera stopped and gave it to the restarted camera
+    // (it reuses m-lines of tracks that went away, so offers do not grow with every departure).
+    const midAfter = await waitFor(async () => (await inbound(teacher, student.id, 'video'))?.mid, {
+      what: "the teacher's inbound stats of the restarted camera",
+    });
+    assert.equal(midAfter, midBefore, 'the restarted camera arrives on the same (reused) m-line');
     assertNoPageErrors(teacher, student);
   });
 
