@@ -170,6 +170,7 @@ pub async fn start(config: Config) -> Result<NodeHandle, NodeError> {
         status: Arc::clone(&status),
         metrics: metrics.clone(),
         has_edge: config.edge_url.is_some(),
+        opens: Arc::new(crate::http::OpenLimit::new(Instant::now())),
     };
     let (phase, phase_rx) = watch::channel(Phase::Running);
     let mut stopped = phase_rx.clone();

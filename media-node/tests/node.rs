@@ -235,6 +235,33 @@ async fn bad_expired_and_misdirected_tokens_are_refused() {
     node.shutdown().await.unwrap();
 }
 
+/// An offer the node refuses leaves no session, so the session limit does not count it: opens are limited on
+/// their own, per participant and room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_looping_on_refused_offers_is_slowed_down() {
+    let node = node().await;
+    let url = format!("{}/v1/sessions", node.url());
+    let http = reqwest::Client::new();
+    let open = |participant: &str| {
+        let request = http.post(&url).header("content-type", "application/sdp").body("not an offer");
+        request.bearer_auth(media_token(participant, "t1/loop")).send()
+    };
+    for attempt in 0..10 {
+        assert_eq!(open("eve").await.unwrap().status(), 400, "attempt {attempt}: refused as not SDP");
+    }
+    let limited = open("eve").await.unwrap();
+    assert_eq!(limited.status(), 429);
+    let retry_after = limited.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_eq!(retry_after.as_deref(), Some("2"));
+    let body: serde_json::Value = limited.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limited");
+    assert!(body["message"].as_str().unwrap().contains("back off"), "{body}");
+    assert_eq!(open("bob").await.unwrap().status(), 400, "another participant is not affected");
+    let bob = TestPeer::connect(&node.url(), &media_token("bob", "t1/loop"), PeerOptions::subscriber()).await;
+    assert!(bob.is_ok(), "and opens sessions as before");
+    node.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_needs_the_edge_token() {
     let node = node().await;

@@ -4,6 +4,8 @@
 mod auth;
 mod control;
 mod error;
+mod open_limit;
+pub(crate) use open_limit::OpenLimit;
 mod ops;
 mod sessions;
 
@@ -41,6 +43,8 @@ pub(crate) struct AppState {
     pub(crate) metrics: Metrics,
     /// Whether the node heartbeats to an edge (`--edge-url`).
     pub(crate) has_edge: bool,
+    /// How often each participant may open sessions.
+    pub(crate) opens: Arc<OpenLimit>,
 }
 
 /// The API's routes.

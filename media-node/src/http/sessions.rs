@@ -2,6 +2,7 @@
 
 use super::auth::{media_claims, Use};
 use super::error::HttpError;
+use super::open_limit::{OPEN_BURST, OPEN_REFILL_SECS};
 use super::{ask, AppState};
 use crate::core::{NewSession, SessionId, SessionOwner};
 use crate::driver::{Command, DeleteError};
@@ -11,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use homeroom_shared::media::{MediaCaps, Quality};
-use homeroom_shared::protocol::ErrorCode;
+use homeroom_shared::protocol::{ApiError, ErrorCode};
 use serde::Deserialize;
 
 /// Largest SDP offer accepted, in bytes.
@@ -41,6 +42,13 @@ pub(crate) async fn create(
         ));
     }
     let claims = media_claims(&headers, &state.key, state.node_id.as_str(), Use::Open)?;
+    state.opens.take(&claims.room, &claims.sub, std::time::Instant::now()).map_err(|wait| {
+        let message = format!(
+            "this participant opened {OPEN_BURST} sessions in this room in a short while (one more is allowed \
+             every {OPEN_REFILL_SECS} s); retry in {wait} s, and back off between attempts"
+        );
+        HttpError(ApiError::new(ErrorCode::RateLimited, message).retry_after(wait))
+    })?;
     let Query(query) = query.map_err(|e| HttpError::new(ErrorCode::BadRequest, e.body_text()))?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.trim().to_ascii_lowercase().starts_with("application/sdp") {
