@@ -9,13 +9,19 @@ use worker::{Fetch, Headers, Method, Request, RequestInit};
 /// Lifetime of the edge's control tokens.
 const CONTROL_TOKEN_TTL_SECS: u64 = 60;
 
-/// Sends `command` to `node`. Returns the node's answer status, or why it could not be sent.
-pub async fn send(env: &worker::Env, node: &NodeInfo, command: &ControlCommand) -> Result<u16, String> {
+/// Sends `command` to `node`, dated `decided_at` (the token's `iat`, which the node takes as the decision's
+/// second; now if `None`). Returns the node's answer status, or why it could not be sent.
+pub async fn send(
+    env: &worker::Env,
+    node: &NodeInfo,
+    command: &ControlCommand,
+    decided_at: Option<u64>,
+) -> Result<u16, String> {
     let now = clock::now();
     let claims = ServiceClaims {
         sub: EDGE_SUBJECT.to_owned(),
         exp: now.as_secs() + CONTROL_TOKEN_TTL_SECS,
-        iat: Some(now.as_secs()),
+        iat: Some(decided_at.unwrap_or(now.as_secs()).min(now.as_secs())),
     };
     let token = config::node_key(env).sign(&claims).map_err(|e| e.to_string())?;
     let body = serde_json::to_string(command).map_err(|e| e.to_string())?;

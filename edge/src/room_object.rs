@@ -476,8 +476,9 @@ impl RoomObject {
                 }
                 self.place_media(location, joins).await;
             }
-            Output::MediaControl { node, command } => {
-                match within(MEDIA_IO_TIMEOUT_MS, media_control::send(&self.env, &node, &command)).await {
+            Output::MediaControl { node, command, decided_at } => {
+                let send = media_control::send(&self.env, &node, &command, decided_at);
+                match within(MEDIA_IO_TIMEOUT_MS, send).await {
                     Some(Ok(_)) => {}
                     Some(Err(e)) => worker::console_error!("media control {command:?} to node {} failed: {e}", node.id),
                     None => timed_out(&format!("media control {command:?} to node {}", node.id)),

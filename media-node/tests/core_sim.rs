@@ -502,7 +502,7 @@ fn large_offers_pay_for_their_size_in_the_signalling_budget() {
     let cost = signal_cost(message.len());
     assert_eq!(cost, 13);
     for _ in 0..10 {
-        net.peer_mut(bob).unwrap().send_raw_offer(offer.clone());
+        net.peer_mut(bob).unwrap().send_raw_signal(ClientSignal::Offer { sdp: offer.clone(), screen: Vec::new() });
     }
     net.run_for(Duration::from_millis(100));
     let errors = net.peer(bob).unwrap().stats().errors.clone();
@@ -516,6 +516,25 @@ fn large_offers_pay_for_their_size_in_the_signalling_budget() {
     net.run_for(Duration::from_millis(100));
     let limited_after = net.peer(bob).unwrap().stats().errors.iter().filter(|e| e.contains("too many")).count();
     assert_eq!(limited_after, limited, "a quality change after the refill is not refused");
+
+    // Answers: a good one costs one unit whatever its size (one per offer of the node's); one that fails
+    // pays for its size afterwards. With an offer outstanding (bob is slow to answer), large bad answers.
+    net.run_for(Duration::from_secs(3));
+    net.peer_mut(bob).unwrap().set_answer_delay(Duration::from_secs(5));
+    net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
+    net.run_for(Duration::from_millis(300));
+    let before = net.peer(bob).unwrap().stats().errors.len();
+    for _ in 0..10 {
+        net.peer_mut(bob).unwrap().send_raw_signal(ClientSignal::Answer { sdp: offer.clone() });
+    }
+    net.run_for(Duration::from_millis(100));
+    let errors = net.peer(bob).unwrap().stats().errors[before..].to_vec();
+    let parsed = errors.iter().filter(|e| e.contains("not SDP")).count();
+    let limited = errors.iter().filter(|e| e.contains("too many signalling messages")).count();
+    assert!(
+        parsed <= 5 && parsed + limited == 10,
+        "bad answers pay for their size: {parsed} parsed, {limited} refused"
+    );
 }
 
 /// A STUN binding request alice's peer sent, captured by stepping her alone (consent checks come every few
@@ -537,9 +556,18 @@ fn stun_from_ever_new_source_addresses_stops_reaching_the_ice_agent() {
     let alice = net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
     net.run_for(Duration::from_secs(2));
     let request = captured_binding_request(&mut net, alice);
+    // First 100 that only name her ufrag (integrity broken): they never become candidates, so they must not
+    // use up what her real addresses may need.
+    let mut forged = request.clone();
+    let at = forged.len() - 12;
+    forged[at] ^= 0xff;
+    let now = net.now();
+    for port in 0..100u16 {
+        net.sfu.handle_datagram(now, std::net::SocketAddr::from(([10, 9, 9, 8], 20_000 + port)), &forged);
+    }
+    assert!(net.metrics.encode().contains("homeroom_media_stun_refused_total 0"), "forged requests count for nothing");
     // Signed with alice's own credentials (a replay of her request), from 100 new ports: each would be a new
     // remote candidate her ICE agent keeps and scans on every request.
-    let now = net.now();
     for port in 0..100u16 {
         let source = std::net::SocketAddr::from(([10, 9, 9, 9], 20_000 + port));
         net.sfu.handle_datagram(now, source, &request);

@@ -586,6 +586,22 @@ fn a_teacher_cannot_lift_what_an_admin_decided_about_another_teacher() {
     s.request(t2, Some("u2"), mute(false));
     let frames = s.take(t2);
     assert_eq!(error_code(&frames), None, "a teacher lifts a teacher's decision: {frames:?}");
+
+    // An admin's promotion restricts nothing: a teacher may lift its own mute of the promoted student, and a
+    // demotion the admin undid is no decision in force either.
+    s.join("s", Role::Student);
+    s.request(boss, Some("up"), Req::ParticipantUpdate { id: uid("s"), role: Some(Role::Teacher), perms: None });
+    s.request(boss, Some("down"), Req::ParticipantUpdate { id: uid("t1"), role: Some(Role::Student), perms: None });
+    s.request(boss, Some("back"), Req::ParticipantUpdate { id: uid("t1"), role: Some(Role::Teacher), perms: None });
+    s.take(boss);
+    for id in ["s", "t1"] {
+        let mute = |muted| Req::ParticipantMute { id: uid(id), kind: MediaKind::Audio, muted };
+        s.request(t2, Some(&format!("m3-{id}")), mute(true));
+        s.request(t2, Some(&format!("u3-{id}")), mute(false));
+        let frames = s.take(t2);
+        assert_eq!(frames.iter().filter(|f| matches!(f, F::Ack(_))).count(), 2, "{id}: both acked: {frames:?}");
+        assert_eq!(error_code(&frames), None, "{id}: the admin's decisions restrict nothing now: {frames:?}");
+    }
 }
 
 #[test]
@@ -1365,6 +1381,15 @@ mod media {
         expired.exp = s.now.as_secs() + 5;
         s.connect(&expired, None).unwrap();
         s.advance(5_000);
+        let dated = s.media.iter().find_map(|o| match o {
+            Output::MediaControl { decided_at, .. } => Some(*decided_at),
+            _ => None,
+        });
+        assert_eq!(
+            dated,
+            Some(Some(s.now.as_secs() - 1)),
+            "dated a second early: a fresh media token of this second still opens a session"
+        );
         let commands = control_commands(&mut s);
         assert!(
             matches!(&commands[..], [ControlCommand::Kick { participant, .. }] if participant == "gone"),
@@ -1398,7 +1423,7 @@ mod media {
             .media
             .drain(..)
             .filter_map(|o| match o {
-                Output::MediaControl { node, command } => {
+                Output::MediaControl { node, command, .. } => {
                     assert_eq!(node.id, "n1");
                     Some(command)
                 }

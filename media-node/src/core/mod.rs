@@ -486,7 +486,7 @@ impl Sfu {
             return;
         };
         let is_stun = demux::is_stun(datagram);
-        if is_stun && !session.admit_stun_source(source) {
+        if is_stun && !session.admits_stun_from(source) {
             self.metrics.stun_refused.inc();
             return;
         }
@@ -511,10 +511,11 @@ impl Sfu {
             });
         if verified {
             self.demux.confirm(source, id, now);
+            session.verified_stun_source(source);
         }
-        // Only what the client sent keeps the session alive: a verified request, or traffic from an address a
-        // verified request taught the demux. A STUN message routed by its ufrag (sent in clear in every
-        // request) from anywhere, signed or not, does not.
+        // Only what passes a check keeps the session alive: a request with the session's integrity (a replay
+        // of a captured one does too), or traffic from an address such a request taught the demux. A STUN
+        // message that merely names the session's ufrag (sent in clear in every request) does not.
         if !is_stun || verified {
             session.last_rx = now;
         }
@@ -975,6 +976,10 @@ impl Sfu {
                         self.select_layers(now, Some(id));
                     }
                     Err(message) => {
+                        // A good answer comes once per offer of the node's, so it costs one unit, whatever its
+                        // size; one that fails pays for its size after the fact, or a client could have large
+                        // answers parsed at the one-unit rate while an offer is outstanding.
+                        session.signal_budget.take_up_to(extra, since_created);
                         reply_error(session, Some("answer"), message);
                         drain(&mut self.io, session);
                         self.to_negotiate.insert(id);

@@ -111,7 +111,7 @@ pub(crate) struct Session {
     pub(crate) channel: Option<ChannelId>,
     pub(crate) published: HashMap<Mid, PublishedTrack>,
     stream_routes: HashMap<Ssrc, (Mid, Option<Rid>)>,
-    /// Every source address this session's STUN came from (at most [`MAX_STUN_SOURCES`]).
+    /// Every source address a verified STUN request of this session came from (at most [`MAX_STUN_SOURCES`]).
     stun_sources: HashSet<SocketAddr>,
     pub(crate) subscriptions: HashMap<TrackKey, Subscription>,
     /// Receiving m-lines of tracks that went away, made `inactive` and free to carry the next track of their
@@ -267,17 +267,18 @@ impl Session {
         Some(route)
     }
 
-    /// Whether a STUN request from `source` may reach this session's ICE agent: a source it has seen, or a new
-    /// one while it has seen fewer than [`MAX_STUN_SOURCES`].
-    pub(crate) fn admit_stun_source(&mut self, source: SocketAddr) -> bool {
-        if self.stun_sources.contains(&source) {
-            return true;
+    /// Whether a STUN request from `source` may reach this session's ICE agent: a source already verified, or
+    /// any while fewer than [`MAX_STUN_SOURCES`] have been (only a request that passes its integrity check
+    /// becomes a candidate, so only those count: see [`Session::verified_stun_source`]).
+    pub(crate) fn admits_stun_from(&self, source: SocketAddr) -> bool {
+        self.stun_sources.len() < MAX_STUN_SOURCES || self.stun_sources.contains(&source)
+    }
+
+    /// A request from `source` passed its integrity check: the ICE agent keeps it as a candidate.
+    pub(crate) fn verified_stun_source(&mut self, source: SocketAddr) {
+        if self.stun_sources.len() < MAX_STUN_SOURCES {
+            self.stun_sources.insert(source);
         }
-        if self.stun_sources.len() >= MAX_STUN_SOURCES {
-            return false;
-        }
-        self.stun_sources.insert(source);
-        true
     }
 
     /// Forgets cached SSRC routes of `mid` (its track was unpublished).
@@ -396,6 +397,7 @@ impl Session {
         if self.next_offer_at.is_some_and(|at| now < at) {
             return false;
         }
+        self.settle_unofferable_stops();
         let mut change = self.rtc.sdp_api();
         for (key, sub) in self.subscriptions.iter_mut() {
             match sub.state {
@@ -460,6 +462,33 @@ impl Session {
         self.offer_failures = 0;
         self.next_offer_at = None;
         true
+    }
+
+    /// Ends the stops no offer would carry: an m-line the client already made `inactive` (setting it inactive
+    /// again changes nothing, so no offer would go out and the stop would wait for ever) is free at once; one
+    /// the client rejected or stopped cannot carry anything again and is forgotten. Free m-lines that were
+    /// stopped meanwhile leave the pool.
+    fn settle_unofferable_stops(&mut self) {
+        let mut settled = Vec::new();
+        for (key, sub) in &self.subscriptions {
+            if let OutState::ToStop(mid) = sub.state {
+                match self.rtc.media(mid) {
+                    Some(media) if !media.disabled() && media.direction() != Direction::Inactive => {}
+                    Some(media) if !media.disabled() => settled.push((*key, Some(mid))),
+                    _ => settled.push((*key, None)),
+                }
+            }
+        }
+        for (key, reusable) in settled {
+            if let Some(mut sub) = self.subscriptions.remove(&key) {
+                if let Some(mid) = reusable {
+                    let video = sub.kind != MediaKind::Audio;
+                    self.free_mids.push(FreeMid { video, mid, forwarder: std::mem::take(&mut sub.forwarder) });
+                }
+            }
+        }
+        let rtc = &self.rtc;
+        self.free_mids.retain(|free| rtc.media(free.mid).is_some_and(|media| !media.disabled()));
     }
 
     /// Sends the outstanding node offer again, unchanged: the client may have lost it, or may be answering it

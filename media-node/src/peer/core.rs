@@ -377,10 +377,10 @@ impl PeerCore {
         self.flush_signals();
     }
 
-    /// Sends `sdp` as an offer over the signalling channel, whatever it holds (tests of the node's limits:
-    /// the peer's own state does not change, so the node's answer or error is only recorded).
-    pub fn send_raw_offer(&mut self, sdp: String) {
-        self.queued.push(ClientSignal::Offer { sdp, screen: Vec::new() });
+    /// Sends `message` over the signalling channel, whatever it holds (tests of the node's limits: the peer's
+    /// own state does not change, so the node's answer or error is only recorded).
+    pub fn send_raw_signal(&mut self, message: ClientSignal) {
+        self.queued.push(message);
         self.flush_signals();
     }
 

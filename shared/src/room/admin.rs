@@ -94,6 +94,11 @@ impl<S: RoomStore> Room<S> {
         }
     }
 
+    /// The role `user`'s token grants (its role in force, `current`, if the room holds no grant for it).
+    fn granted_role(&self, user: &UserId, current: &Participant) -> Role {
+        self.members.get(user).map_or(current.role, |member| member.record.grant.role)
+    }
+
     fn moderation_of(&self, user: &UserId) -> Result<ModerationRecord, ApiError> {
         Ok(self.store.moderation(user).map_err(internal)?.unwrap_or_default())
     }
@@ -145,7 +150,7 @@ impl<S: RoomStore> Room<S> {
         if let Some(perms) = perms {
             moderation.perms = moderation.perms.merged(&perms);
         }
-        moderation.decided(actor.role());
+        moderation.decided(actor.role(), self.granted_role(target, &current));
         self.store.put_moderation(target, &moderation).map_err(internal)?;
         self.recompute(target, &moderation, None, now)
     }
@@ -159,12 +164,12 @@ impl<S: RoomStore> Room<S> {
         muted: bool,
         now: Timestamp,
     ) -> Result<Option<u64>, ApiError> {
-        self.authorize(actor, target)?;
+        let current = self.authorize(actor, target)?;
         Self::refuse_self_lift(actor, target, !muted, "unmute")?;
         let mut moderation = self.moderation_of(target)?;
         Self::refuse_lift_below_decider(actor, &moderation, !muted, "lift")?;
         moderation.muted.set(kind, muted);
-        moderation.decided(actor.role());
+        moderation.decided(actor.role(), self.granted_role(target, &current));
         self.store.put_moderation(target, &moderation).map_err(internal)?;
         let seq = self.recompute(target, &moderation, None, now)?;
         // A mute that changed the participant went out with its `perms` command (`control_perms` re-asserts

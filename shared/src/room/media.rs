@@ -112,7 +112,7 @@ impl<S: RoomStore> Room<S> {
     /// Queues a control command for the room's node (nothing when the room has no media).
     pub(super) fn control(&mut self, command: ControlCommand) {
         if let Some(node) = self.meta.media.clone() {
-            self.outbox.push_back(Output::MediaControl { node, command });
+            self.outbox.push_back(Output::MediaControl { node, command, decided_at: None });
         }
     }
 
@@ -124,6 +124,15 @@ impl<S: RoomStore> Room<S> {
     pub(super) fn control_kick(&mut self, user: &UserId) {
         let room = self.meta.address.clone();
         self.control(ControlCommand::Kick { room, participant: user.to_string() });
+    }
+
+    /// A kick the node dates at second `decided_at` (its sessions end; media tokens issued in or before that
+    /// second are refused).
+    pub(super) fn control_kick_decided_at(&mut self, user: &UserId, decided_at: u64) {
+        if let Some(node) = self.meta.media.clone() {
+            let command = ControlCommand::Kick { room: self.meta.address.clone(), participant: user.to_string() };
+            self.outbox.push_back(Output::MediaControl { node, command, decided_at: Some(decided_at) });
+        }
     }
 
     /// Sends `user`'s permissions to the node, then re-asserts each of its mutes.

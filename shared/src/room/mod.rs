@@ -72,8 +72,10 @@ pub enum Output {
     Attach { record: ConnRecord },
     /// Ask the registry for the room's media node, then call [`Room::media_placed`] with the answer.
     PlaceMedia { conn: ConnId, rid: Option<String>, location: ClientLocation },
-    /// Send an edge-signed control command to the room's media node at `node.url`.
-    MediaControl { node: NodeInfo, command: ControlCommand },
+    /// Send an edge-signed control command to the room's media node at `node.url`. `decided_at`: the second
+    /// to sign as the decision's (the control token's `iat`; the node applies a decision to media tokens
+    /// issued in or before it); `None`: when it is sent.
+    MediaControl { node: NodeInfo, command: ControlCommand, decided_at: Option<u64> },
     /// The room ended (cleared or wiped): tell the registry to forget its placement.
     ReleaseMedia,
 }
@@ -828,7 +830,10 @@ impl<S: RoomStore> Room<S> {
         // tokens issued before now; a client that comes back with a fresh token joins media again.
         let removed = matches!(leave, LeaveReason::Expired | LeaveReason::Policy);
         if let Some(user) = user.filter(|user| removed && !self.members.contains_key(user)) {
-            self.control_kick(&user);
+            // Signed as decided a second earlier: unlike a moderator's kick, no ban follows, and the node
+            // refuses media tokens issued in the decision's second, which a client back at once with a fresh
+            // token may well hold.
+            self.control_kick_decided_at(&user, now.as_secs().saturating_sub(1));
         }
     }
 

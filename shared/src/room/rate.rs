@@ -35,6 +35,12 @@ impl TokenBucket {
         }
     }
 
+    /// Takes `n` tokens, or all there are if fewer (a cost charged after the fact, which cannot be refused).
+    pub fn take_up_to(&mut self, n: u32, now_ms: u64) {
+        self.refill(now_ms);
+        self.milli_tokens = self.milli_tokens.saturating_sub(u64::from(n) * 1000);
+    }
+
     /// Tokens (in thousandths) left at `now_ms`.
     pub fn level(&mut self, now_ms: u64) -> u64 {
         self.refill(now_ms);

@@ -82,17 +82,19 @@ pub struct ModerationRecord {
 }
 
 impl ModerationRecord {
-    /// Whether a decision that could be lifted is in force: a role set, a permission taken away, a mute
-    /// (bans and cooldowns aside; a permission granted back is no restriction).
-    pub fn restricts(&self) -> bool {
+    /// Whether a decision that could be lifted is in force on a participant whose token grants `granted`: a
+    /// demotion below it, a permission taken away, a mute (bans and cooldowns aside; a promotion or a
+    /// permission granted back restricts nothing).
+    pub fn restricts(&self, granted: Role) -> bool {
         let p = &self.perms;
         let taken = [p.chat, p.stream, p.screen_share, p.moderate].contains(&Some(false));
-        self.role.is_some() || taken || self.muted != MediaFlags::default()
+        self.role.is_some_and(|role| role < granted) || taken || self.muted != MediaFlags::default()
     }
 
-    /// Records that `role` made a decision here; forgets the decider once nothing is decided any more.
-    pub fn decided(&mut self, role: Role) {
-        self.decided_by = self.restricts().then(|| self.decided_by.map_or(role, |before| before.max(role)));
+    /// Records that `role` made a decision here (on a participant whose token grants `granted`); forgets the
+    /// decider once nothing is restricted any more.
+    pub fn decided(&mut self, role: Role, granted: Role) {
+        self.decided_by = self.restricts(granted).then(|| self.decided_by.map_or(role, |before| before.max(role)));
     }
 }
 
