@@ -632,3 +632,25 @@ fn a_member_of_a_class_where_people_come_and_go_keeps_a_bounded_offer() {
     let bob_session = net.session_of(bob).unwrap();
     assert_eq!(net.sfu.session_info(bob_session).unwrap().receiving, 0, "the last pupil's copies were stopped");
 }
+
+#[test]
+fn an_offer_with_thousands_of_m_lines_is_refused_before_it_is_parsed() {
+    use homeroom_media_node::core::MAX_OFFER_MLINES;
+    use homeroom_media_node::signal::ClientSignal;
+    let mut net = SimNetwork::new();
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
+    net.run_for(Duration::from_secs(2));
+    let sdp = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n".repeat(MAX_OFFER_MLINES + 1);
+    net.peer_mut(bob).unwrap().send_raw_signal(ClientSignal::Offer { sdp: sdp.clone(), screen: Vec::new() });
+    net.run_for(Duration::from_millis(100));
+    let errors = &net.peer(bob).unwrap().stats().errors;
+    assert!(errors.iter().any(|e| e.contains("513 m-lines; at most 512")), "{errors:?}");
+    // The same at the door.
+    let request = homeroom_media_node::core::NewSession {
+        offer_sdp: sdp,
+        ..bare_offer("eve", &[str0m::media::MediaKind::Audio])
+    };
+    let now = net.now();
+    let refused = net.sfu.create_session(now, request).unwrap_err();
+    assert!(refused.to_string().contains("513 m-lines"), "{refused}");
+}

@@ -174,8 +174,13 @@ pub enum CreateError {
     TooManySessions { limit: usize },
     #[error("the node's UDP address cannot be announced as an ICE candidate: {0}")]
     BadCandidate(String),
-    #[error("a moderator removed this participant from the room after its media token was issued")]
+    #[error(
+        "this participant was removed from the room (by a moderator, or for an expired token or abuse) after its \
+         media token was issued; ask the edge again (media.join)"
+    )]
     Kicked,
+    #[error("the offer has {count} m-lines; at most {MAX_OFFER_MLINES} are accepted")]
+    TooManyMlines { count: usize },
     #[error("the room was closed (cleared) after this media token was issued; ask the edge again (media.join)")]
     RoomClosed,
 }
@@ -185,7 +190,9 @@ impl CreateError {
     pub fn code(&self) -> ErrorCode {
         match self {
             CreateError::Draining | CreateError::Full { .. } => ErrorCode::Unavailable,
-            CreateError::BadOffer(_) | CreateError::OfferRefused(_) => ErrorCode::BadRequest,
+            CreateError::BadOffer(_) | CreateError::OfferRefused(_) | CreateError::TooManyMlines { .. } => {
+                ErrorCode::BadRequest
+            }
             CreateError::TooManySessions { .. } => ErrorCode::RateLimited,
             CreateError::BadCandidate(_) => ErrorCode::Internal,
             CreateError::Kicked | CreateError::RoomClosed => ErrorCode::Forbidden,
@@ -377,6 +384,10 @@ impl Sfu {
                 moderation::Admission::RoomClosed => return Err(CreateError::RoomClosed),
                 moderation::Admission::Restricted { muted, perms } => (perms.unwrap_or(request.perms), muted),
             };
+        let count = mline_count(&request.offer_sdp);
+        if count > MAX_OFFER_MLINES {
+            return Err(CreateError::TooManyMlines { count });
+        }
         let offer = SdpOffer::from_sdp_string(&request.offer_sdp).map_err(|e| CreateError::BadOffer(e.to_string()))?;
         let mut rtc = self.build_rtc(now);
         let candidate =
@@ -924,6 +935,13 @@ impl Sfu {
         }
         match message {
             ClientSignal::Offer { sdp, screen } => {
+                let count = mline_count(&sdp);
+                if count > MAX_OFFER_MLINES {
+                    let message = format!("offer: {count} m-lines; at most {MAX_OFFER_MLINES} are accepted");
+                    reply_error(session, Some("offer"), message);
+                    drain(&mut self.io, session);
+                    return;
+                }
                 let offer = match SdpOffer::from_sdp_string(&sdp) {
                     Ok(offer) => offer,
                     Err(e) => {
@@ -1322,6 +1340,17 @@ impl Sfu {
 /// The most m-lines a session may ever mark as screen shares (it publishes at most one at a time; the rest
 /// leaves room for renegotiations that replace it).
 const MAX_SCREEN_MIDS: usize = 8;
+
+/// Most m-lines a client's offer may have. A session's SDP lists every m-line it ever had (its own and the
+/// node's, which the node bounds by reusing them), and every offer, answer and `poll_output` of its `Rtc`
+/// walks them: a client offering thousands of `recvonly` lines would make its session a weight on the media
+/// loop every other session shares. A client in a room of 75 cameras with their microphones has ≈ 150.
+pub const MAX_OFFER_MLINES: usize = 512;
+
+/// How many m-lines `sdp` has (counted before parsing it).
+fn mline_count(sdp: &str) -> usize {
+    sdp.lines().filter(|line| line.starts_with("m=")).count()
+}
 
 /// The mids of `claimed` that `sdp` really offers, without repeats, at most [`MAX_SCREEN_MIDS`]: the client's
 /// list of screen m-lines must not hold the node's memory beyond the m-lines it has.
