@@ -123,7 +123,7 @@ fn a_kick_or_a_mute_is_not_undone_by_reconnecting_with_an_older_token() {
     for iat in [Some(900), Some(1_000), None] {
         let refused = net.join(&issued("dave", iat), &PeerOptions::publisher());
         let message = refused.expect_err("a token from before the kick opens no session").to_string();
-        assert!(message.contains("moderator removed"), "{message}");
+        assert!(message.contains("removed from the room (by a moderator"), "{message}");
     }
 
     // Carol comes back with her old token as well (a second tab): the session opens, but its audio stays muted.
