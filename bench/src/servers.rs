@@ -74,6 +74,28 @@ impl Target {
 pub const HOMEROOM_VARS: &[(&str, &str)] =
     &[("RATE_BURST", "100000"), ("RATE_PER_SEC", "100000"), ("ROOM_CAPACITY", "10000"), ("IDLE_AFTER_SECS", "86400")];
 
+/// Worker vars from `HOMEROOM_BENCH_VARS` (comma-separated `NAME:value`), for comparing a setting against the
+/// defaults on servers started side by side. Names are upper-case words; anything else is skipped, with a note.
+fn extra_vars() -> Vec<String> {
+    let Ok(list) = std::env::var("HOMEROOM_BENCH_VARS") else { return Vec::new() };
+    list.split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| {
+            let ok = pair.split_once(':').is_some_and(|(name, value)| {
+                !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                    && value.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            });
+            if !ok {
+                eprintln!("HOMEROOM_BENCH_VARS: {pair:?} skipped (expected NAME:value)");
+            }
+            ok
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The processes of a running `wrangler dev`.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct EdgeProcs {
@@ -293,6 +315,10 @@ async fn start_edge(target: Target, cpus: &str) -> anyhow::Result<Server> {
     );
     for (k, v) in HOMEROOM_VARS {
         command.push_str(&format!(" --var '{k}:{v}'"));
+    }
+    // A/B of a setting: `HOMEROOM_BENCH_VARS="COALESCE_SWEEP_CONNECTIONS:32,COALESCE_FLUSH_DUTY_PCT:60"`.
+    for pair in extra_vars() {
+        command.push_str(&format!(" --var '{pair}'"));
     }
     let log = dir.join("wrangler.log");
     let child = spawn_group(&command, &dir, &log)?;
