@@ -654,3 +654,29 @@ fn an_offer_with_thousands_of_m_lines_is_refused_before_it_is_parsed() {
     let refused = net.sfu.create_session(now, request).unwrap_err();
     assert!(refused.to_string().contains("513 m-lines"), "{refused}");
 }
+
+/// A client that made a received m-line `inactive` itself: when that track leaves, setting the line inactive
+/// changes nothing, so no offer would carry the stop. It must settle at once, or the track's return (a
+/// camera turned back on) would never be offered.
+#[test]
+fn a_stop_the_client_already_made_settles_without_an_offer() {
+    let mut net = SimNetwork::new();
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
+    let alice = net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
+    net.run_for(Duration::from_secs(2));
+    let video_mid = net.peer(bob).unwrap().stats().track("alice", MediaKind::Video).unwrap().mid.clone();
+    assert!(net.peer_mut(bob).unwrap().stop_receiving(&video_mid));
+    net.run_for(Duration::from_secs(1));
+    assert!(net.peer(bob).unwrap().stats().errors.is_empty(), "{:?}", net.peer(bob).unwrap().stats().errors);
+
+    // Alice's camera goes: bob's copy must end, though no offer carries its stop.
+    assert!(net.peer_mut(alice).unwrap().stop_publishing(MediaKind::Video));
+    net.run_for(Duration::from_secs(1));
+    let info = net.sfu.session_info(net.session_of(bob).unwrap()).unwrap();
+    assert_eq!((info.receiving, info.subscriptions), (1, 1), "only alice's audio is left, nothing waits");
+    // Her screen share next takes the freed video m-line.
+    assert!(net.peer_mut(alice).unwrap().start_screen_share(300));
+    net.run_for(Duration::from_secs(2));
+    let stats = net.peer(bob).unwrap().stats();
+    assert_eq!(stats.track("alice", MediaKind::Screen).map(|t| t.mid.clone()), Some(video_mid), "reused");
+}

@@ -587,6 +587,21 @@ fn a_teacher_cannot_lift_what_an_admin_decided_about_another_teacher() {
     let frames = s.take(t2);
     assert_eq!(error_code(&frames), None, "a teacher lifts a teacher's decision: {frames:?}");
 
+    // A demotion stops restricting once the participant's own token grants no more (it refreshed to a
+    // student's token): the admin's authority is no longer needed to lift a teacher's later mute.
+    s.request(boss, Some("d2"), Req::ParticipantUpdate { id: uid("t1"), role: Some(Role::Student), perms: None });
+    s.take(boss);
+    let t1 = s.open_connections().into_iter().find(|(_, u)| *u == uid("t1")).map(|(c, _)| c).unwrap();
+    let student_grant = s.identity("t1", Role::Student);
+    let token = s.token_for(&student_grant, s.now.as_secs() + 3600);
+    s.request(t1, Some("r"), Req::AuthRefresh { token });
+    s.request(t2, Some("m4"), Req::ParticipantMute { id: uid("t1"), kind: MediaKind::Audio, muted: true });
+    s.request(t2, Some("u4"), Req::ParticipantMute { id: uid("t1"), kind: MediaKind::Audio, muted: false });
+    let frames = s.take(t2);
+    assert_eq!(error_code(&frames), None, "after the refresh nothing of the admin's restricts t1: {frames:?}");
+    s.request(boss, Some("d3"), Req::ParticipantUpdate { id: uid("t1"), role: Some(Role::Teacher), perms: None });
+    s.take(boss);
+
     // An admin's promotion restricts nothing: a teacher may lift its own mute of the promoted student, and a
     // demotion the admin undid is no decision in force either.
     s.join("s", Role::Student);
@@ -1403,6 +1418,11 @@ mod media {
             s.request(flood, None, Req::Typing { active: i % 2 == 0 });
         }
         assert_eq!(s.closed.get(&flood).unwrap().0, close::POLICY);
+        let dated = s.media.iter().find_map(|o| match o {
+            Output::MediaControl { decided_at, .. } => Some(*decided_at),
+            _ => None,
+        });
+        assert_eq!(dated, Some(None), "cut for abuse: dated now (its cooldown keeps it from a fresh token)");
         let commands = control_commands(&mut s);
         assert!(
             matches!(&commands[..], [ControlCommand::Kick { participant, .. }] if participant == "flood"),

@@ -211,6 +211,8 @@ pub struct SessionInfo {
     pub published: Vec<MediaKind>,
     /// Tracks it receives, negotiated and flowing.
     pub receiving: usize,
+    /// Its copies of published tracks in any state: being offered, flowing, or being stopped.
+    pub subscriptions: usize,
     /// Layer currently forwarded to it per received track (`None` inside: the only layer).
     pub layers: Vec<(TrackKey, Option<Option<String>>)>,
     /// The latest send-side bandwidth estimate towards it, kbit/s.
@@ -344,6 +346,7 @@ impl Sfu {
             connected: s.connected_at.is_some(),
             published,
             receiving: layers.len(),
+            subscriptions: s.subscriptions.len(),
             layers,
             bwe_kbps: s.bwe_estimate.map(|b| b.as_u64() / 1000),
         })
@@ -998,6 +1001,10 @@ impl Sfu {
                         // size; one that fails pays for its size after the fact, or a client could have large
                         // answers parsed at the one-unit rate while an offer is outstanding.
                         session.signal_budget.take_up_to(extra, since_created);
+                        // The refused answer sends the node's changes back to be offered again; building that
+                        // offer (up to 256 KiB in a large room) waits a moment, so bad answers cannot have the
+                        // loop build one per message.
+                        session.defer_next_offer(now);
                         reply_error(session, Some("answer"), message);
                         drain(&mut self.io, session);
                         self.to_negotiate.insert(id);

@@ -464,6 +464,11 @@ impl Session {
         true
     }
 
+    /// Holds the next offer back for the shortest backoff (after the client refused one).
+    pub(crate) fn defer_next_offer(&mut self, now: Instant) {
+        self.next_offer_at = Some(now + offer_backoff(1));
+    }
+
     /// Ends the stops no offer would carry: an m-line the client already made `inactive` (setting it inactive
     /// again changes nothing, so no offer would go out and the stop would wait for ever) is free at once; one
     /// the client rejected or stopped cannot carry anything again and is forgotten. Free m-lines that were

@@ -45,6 +45,11 @@ impl OpenLimit {
         };
         if buckets.len() >= MAX_TRACKED {
             buckets.retain(|_, bucket| !bucket.is_full(now_ms));
+            if buckets.len() >= MAX_TRACKED {
+                // Ten thousand participants opening at once (each with a valid token): start everyone afresh
+                // rather than scan the map on every request. The limit fails open, never closed.
+                buckets.clear();
+            }
         }
         let key = (room.to_owned(), participant.to_owned());
         let bucket = buckets.entry(key).or_insert_with(|| TokenBucket::full(OPEN_BURST, 1, now_ms));

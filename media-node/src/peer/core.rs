@@ -422,6 +422,23 @@ impl PeerCore {
         true
     }
 
+    /// Stops receiving on `mid` (an m-line the node sends on): it becomes `inactive` in a new offer of ours, as a
+    /// browser's `transceiver.direction = "inactive"` does. Returns `false` when no offer could be made.
+    pub fn stop_receiving(&mut self, mid: &str) -> bool {
+        if self.channel.is_none() || self.pending.is_some() {
+            return false;
+        }
+        let mut change = self.rtc.sdp_api();
+        change.set_direction(Mid::from(mid), Direction::Inactive);
+        let Some((offer, pending)) = change.apply() else {
+            return false;
+        };
+        self.pending = Some(pending);
+        self.queued.push(ClientSignal::Offer { sdp: offer.to_sdp_string(), screen: Vec::new() });
+        self.flush_signals();
+        true
+    }
+
     /// Sends a keyframe request (PLI) for the received track on `mid`, as a decoder that lost its picture would.
     pub fn request_keyframe(&mut self, mid: &str) -> bool {
         let mid = Mid::from(mid);

@@ -190,7 +190,13 @@ impl<S: RoomStore> Room<S> {
     ) -> Result<(), ApiError> {
         let Some(member) = self.members.get_mut(user) else { return Ok(()) };
         member.record.grant = grant;
-        let moderation = self.moderation_of(user)?;
+        let mut moderation = self.moderation_of(user)?;
+        if moderation.decided_by.is_some() && !moderation.restricts(grant.role) {
+            // The new token grants no more than the decisions left it (a demotion now matches the grant): nothing
+            // is restricted any more, so nobody's authority is needed to lift anything.
+            moderation.decided_by = None;
+            self.store.put_moderation(user, &moderation).map_err(internal)?;
+        }
         self.recompute(user, &moderation, name, now)?;
         Ok(())
     }

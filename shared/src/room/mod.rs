@@ -830,10 +830,16 @@ impl<S: RoomStore> Room<S> {
         // tokens issued before now; a client that comes back with a fresh token joins media again.
         let removed = matches!(leave, LeaveReason::Expired | LeaveReason::Policy);
         if let Some(user) = user.filter(|user| removed && !self.members.contains_key(user)) {
-            // Signed as decided a second earlier: unlike a moderator's kick, no ban follows, and the node
-            // refuses media tokens issued in the decision's second, which a client back at once with a fresh
-            // token may well hold.
-            self.control_kick_decided_at(&user, now.as_secs().saturating_sub(1));
+            if leave == LeaveReason::Expired {
+                // Signed as decided a second earlier: no ban follows an expiry, and the node refuses media
+                // tokens issued in the decision's second, which a client back at once with a fresh token may
+                // well hold.
+                self.control_kick_decided_at(&user, now.as_secs().saturating_sub(1));
+            } else {
+                // Cut for abuse: the cooldown keeps it from a fresh token, so any token of this second is
+                // one it held when it was cut.
+                self.control_kick(&user);
+            }
         }
     }
 
