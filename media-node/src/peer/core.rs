@@ -409,17 +409,7 @@ impl PeerCore {
         }
         let mids: Vec<Mid> = self.streams.iter().filter(|s| s.kind == kind).map(|s| s.mid).collect();
         self.streams.retain(|s| s.kind != kind);
-        let mut change = self.rtc.sdp_api();
-        for mid in mids {
-            change.set_direction(mid, Direction::Inactive);
-        }
-        let Some((offer, pending)) = change.apply() else {
-            return false;
-        };
-        self.pending = Some(pending);
-        self.queued.push(ClientSignal::Offer { sdp: offer.to_sdp_string(), screen: Vec::new() });
-        self.flush_signals();
-        true
+        self.offer_inactive(&mids)
     }
 
     /// Stops receiving on `mid` (an m-line the node sends on): it becomes `inactive` in a new offer of ours, as a
@@ -428,8 +418,15 @@ impl PeerCore {
         if self.channel.is_none() || self.pending.is_some() {
             return false;
         }
+        self.offer_inactive(&[Mid::from(mid)])
+    }
+
+    /// Offers the node `mids` as `inactive`; `false` when that changes nothing.
+    fn offer_inactive(&mut self, mids: &[Mid]) -> bool {
         let mut change = self.rtc.sdp_api();
-        change.set_direction(Mid::from(mid), Direction::Inactive);
+        for mid in mids {
+            change.set_direction(*mid, Direction::Inactive);
+        }
         let Some((offer, pending)) = change.apply() else {
             return false;
         };
