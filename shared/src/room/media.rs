@@ -111,8 +111,13 @@ impl<S: RoomStore> Room<S> {
 
     /// Queues a control command for the room's node (nothing when the room has no media).
     pub(super) fn control(&mut self, command: ControlCommand) {
+        self.control_decided_at(command, None);
+    }
+
+    /// Queues `command` for the room's media node (if it has one), dated `decided_at` (`None`: when sent).
+    fn control_decided_at(&mut self, command: ControlCommand, decided_at: Option<u64>) {
         if let Some(node) = self.meta.media.clone() {
-            self.outbox.push_back(Output::MediaControl { node, command, decided_at: None });
+            self.outbox.push_back(Output::MediaControl { node, command, decided_at });
         }
     }
 
@@ -122,17 +127,14 @@ impl<S: RoomStore> Room<S> {
     }
 
     pub(super) fn control_kick(&mut self, user: &UserId) {
-        let room = self.meta.address.clone();
-        self.control(ControlCommand::Kick { room, participant: user.to_string() });
+        self.control_kick_decided_at(user, None);
     }
 
     /// A kick the node dates at second `decided_at` (its sessions end; media tokens issued in or before that
-    /// second are refused).
-    pub(super) fn control_kick_decided_at(&mut self, user: &UserId, decided_at: u64) {
-        if let Some(node) = self.meta.media.clone() {
-            let command = ControlCommand::Kick { room: self.meta.address.clone(), participant: user.to_string() };
-            self.outbox.push_back(Output::MediaControl { node, command, decided_at: Some(decided_at) });
-        }
+    /// second are refused); `None`: when it is sent.
+    pub(super) fn control_kick_decided_at(&mut self, user: &UserId, decided_at: Option<u64>) {
+        let command = ControlCommand::Kick { room: self.meta.address.clone(), participant: user.to_string() };
+        self.control_decided_at(command, decided_at);
     }
 
     /// Sends `user`'s permissions to the node, then re-asserts each of its mutes.

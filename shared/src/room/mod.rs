@@ -834,7 +834,7 @@ impl<S: RoomStore> Room<S> {
                 // Signed as decided a second earlier: no ban follows an expiry, and the node refuses media
                 // tokens issued in the decision's second, which a client back at once with a fresh token may
                 // well hold.
-                self.control_kick_decided_at(&user, now.as_secs().saturating_sub(1));
+                self.control_kick_decided_at(&user, Some(now.as_secs().saturating_sub(1)));
             } else {
                 // Cut for abuse: the cooldown keeps it from a fresh token, so any token of this second is
                 // one it held when it was cut.
