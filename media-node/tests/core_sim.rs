@@ -680,3 +680,97 @@ fn a_stop_the_client_already_made_settles_without_an_offer() {
     let stats = net.peer(bob).unwrap().stats();
     assert_eq!(stats.track("alice", MediaKind::Screen).map(|t| t.mid.clone()), Some(video_mid), "reused");
 }
+
+/// A client that rejects a node m-line (port 0, as a browser without the codec does) gets nothing on it and
+/// is not offered that track again; when the track goes, its copy ends without an offer (the line is dead),
+/// and the publisher's next track comes on a new line.
+#[test]
+fn a_track_the_client_rejected_is_neither_forwarded_nor_offered_again() {
+    let mut net = SimNetwork::new();
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
+    net.peer_mut(bob).unwrap().decline_track_of("alice", MediaKind::Video);
+    let alice = net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
+    net.run_for(Duration::from_secs(2));
+    let bob_session = net.session_of(bob).unwrap();
+    let stats = net.peer(bob).unwrap().stats().clone();
+    assert!(stats.errors.is_empty(), "{:?}", stats.errors);
+    assert!(stats.packets_from("alice", MediaKind::Audio) > 50, "audio flows");
+    assert_eq!(stats.packets_from("alice", MediaKind::Video), 0, "the rejected line carries nothing");
+    let rejected_mid = stats.track("alice", MediaKind::Video).map(|t| t.mid.clone()).expect("offered once");
+    let info = net.sfu.session_info(bob_session).unwrap();
+    assert_eq!((info.receiving, info.subscriptions), (1, 2), "audio open, video declined");
+
+    // Nothing to offer while alice's camera stays: no offer loop.
+    let offers = stats.node_offers;
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.peer(bob).unwrap().stats().node_offers, offers, "the declined track is not offered again");
+
+    // The camera goes: the declined copy is forgotten without an offer.
+    assert!(net.peer_mut(alice).unwrap().stop_publishing(MediaKind::Video));
+    net.run_for(Duration::from_secs(1));
+    let info = net.sfu.session_info(bob_session).unwrap();
+    assert_eq!((info.receiving, info.subscriptions), (1, 1), "only alice's audio is left");
+    assert_eq!(net.peer(bob).unwrap().stats().node_offers, offers, "a dead line needs no offer to stop");
+
+    // Her screen share comes on a new line, and flows.
+    assert!(net.peer_mut(alice).unwrap().start_screen_share(300));
+    net.run_for(Duration::from_secs(2));
+    let stats = net.peer(bob).unwrap().stats();
+    let screen = stats.track("alice", MediaKind::Screen).expect("the screen share is offered");
+    assert_ne!(screen.mid, rejected_mid, "a rejected line is never reused");
+    assert!(screen.packets > 10, "the screen share flows: {screen:?}");
+}
+
+/// After a refused answer the node's changes go back to be offered again, but not at once: building an offer
+/// for a large room is expensive, so a client sending bad answers cannot have one built per message.
+#[test]
+fn a_refused_answer_holds_the_next_offer_back() {
+    use homeroom_media_node::signal::ClientSignal;
+    let mut net = SimNetwork::new();
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
+    net.run_for(Duration::from_secs(1));
+    // Bob holds the node's offers (a slow client), so one stays outstanding while he answers garbage.
+    net.peer_mut(bob).unwrap().set_answer_delay(Duration::from_secs(60));
+    net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.peer(bob).unwrap().stats().node_offers, 1, "alice's tracks offered to bob");
+
+    // A well-formed answer to some other offer: it parses, and does not fit the node's.
+    let now = std::time::Instant::now();
+    let mut stranger = str0m::Rtc::builder().set_rtp_mode(true).build(now);
+    let mut change = stranger.sdp_api();
+    change.add_media(str0m::media::MediaKind::Video, str0m::media::Direction::SendOnly, None, None, None);
+    let (offer, _pending) = change.apply().expect("an offer");
+    let mut answerer = str0m::Rtc::builder().set_rtp_mode(true).build(now);
+    let answer = answerer.sdp_api().accept_offer(offer).expect("an answer");
+    net.peer_mut(bob).unwrap().send_raw_signal(ClientSignal::Answer { sdp: answer.to_sdp_string() });
+    net.run_for(Duration::from_millis(200));
+    let stats = net.peer(bob).unwrap().stats();
+    assert!(stats.errors.iter().any(|e| e.contains("does not fit the node's offer")), "{:?}", stats.errors);
+    assert_eq!(stats.node_offers, 1, "no new offer within 200 ms of the refusal");
+    net.run_for(Duration::from_millis(400));
+    assert_eq!(net.peer(bob).unwrap().stats().node_offers, 2, "offered again after the hold (250 ms + housekeeping)");
+}
+
+/// A second screen share while the first is on is not published, and the client is told why (its answer
+/// accepted the line, so it would otherwise send into a track nobody receives).
+#[test]
+fn a_track_over_the_sessions_limit_is_refused_with_a_reason() {
+    let mut net = SimNetwork::new();
+    let alice = net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
+    net.run_for(Duration::from_secs(1));
+    assert!(net.peer_mut(alice).unwrap().start_screen_share(300));
+    net.run_for(Duration::from_secs(1));
+    assert!(net.peer_mut(alice).unwrap().start_screen_share(300), "a second screen share offered");
+    net.run_for(Duration::from_secs(1));
+    let errors = &net.peer(alice).unwrap().stats().errors;
+    assert!(
+        errors.iter().any(|e| e.starts_with("forbidden:") && e.contains("at most 1 screen track at a time")),
+        "{errors:?}"
+    );
+    let info = net.sfu.session_info(net.session_of(alice).unwrap()).unwrap();
+    assert_eq!(info.published.iter().filter(|k| **k == MediaKind::Screen).count(), 1);
+    let screens = net.peer(bob).unwrap().stats().tracks.values().filter(|t| t.kind == Some(MediaKind::Screen)).count();
+    assert_eq!(screens, 1, "bob is offered the first screen share only");
+}

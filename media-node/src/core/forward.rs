@@ -27,6 +27,10 @@ pub(crate) enum OutState {
     ToStop(Mid),
     /// Stopped in the outstanding node offer.
     NegotiatingStop(Mid),
+    /// The client rejected the m-line (port 0 in its answer): nothing flows, and the track is not offered to
+    /// this session again while it is published (it would be rejected again). Forgotten when the track goes;
+    /// the line is dead, so no offer stops it.
+    Declined(Mid),
 }
 
 impl OutState {
@@ -34,9 +38,11 @@ impl OutState {
     pub(crate) fn mid(self) -> Option<Mid> {
         match self {
             OutState::ToOpen => None,
-            OutState::Negotiating(m) | OutState::Open(m) | OutState::ToStop(m) | OutState::NegotiatingStop(m) => {
-                Some(m)
-            }
+            OutState::Negotiating(m)
+            | OutState::Open(m)
+            | OutState::ToStop(m)
+            | OutState::NegotiatingStop(m)
+            | OutState::Declined(m) => Some(m),
         }
     }
 }

@@ -726,10 +726,24 @@ impl Sfu {
             let kind = session.kind_of(mid, media.kind());
             let already = session.published.values().filter(|t| t.kind == kind).count();
             if already >= max_published(kind) {
+                let limit = max_published(kind);
                 tracing::warn!(
                     session = %id, participant = %session.participant, %mid, kind = kind.as_str(),
-                    limit = max_published(kind), "track not published: the session already publishes its limit of this kind"
+                    limit, "track not published: the session already publishes its limit of this kind"
                 );
+                // Tell the client, whose answer accepted the line (before its data channel opens, during the
+                // first offer, there is nobody to tell: that offer had more tracks than a client publishes).
+                let message = format!(
+                    "the {} track on mid {mid} is not published: a session publishes at most {limit} {} track{} \
+                     at a time; stop one before starting another",
+                    kind.as_str(),
+                    kind.as_str(),
+                    if limit == 1 { "" } else { "s" }
+                );
+                let error = NodeSignal::Error { code: ErrorCode::Forbidden, message, refused: None };
+                if session.channel.is_some() && session.send_signal(&error).is_ok() {
+                    drain(&mut self.io, session);
+                }
                 return;
             }
             let rids: Vec<Rid> = match media.rids_rx() {
@@ -966,6 +980,7 @@ impl Sfu {
                 }
                 match session.rtc.sdp_api().accept_offer(offer) {
                     Ok(answer) => {
+                        session.decline_rejected_lines();
                         let tracks = session.track_infos();
                         let answer = NodeSignal::Answer { sdp: answer.to_sdp_string(), tracks };
                         if let Err(reason) = session.send_signal(&answer) {
@@ -1065,7 +1080,7 @@ impl Sfu {
             session.subscriptions.retain(|key, sub| {
                 let want = wanted.contains(key);
                 match sub.state {
-                    OutState::ToOpen => want,
+                    OutState::ToOpen | OutState::Declined(_) => want,
                     OutState::Negotiating(_) => {
                         sub.source_gone = !want;
                         true

@@ -558,9 +558,12 @@ impl Session {
             return Err(format!("the answer does not fit the node's offer: {e}"));
         }
         let mut opened = Vec::new();
+        let rtc = &self.rtc;
         for (key, sub) in self.subscriptions.iter_mut() {
             if let OutState::Negotiating(mid) = sub.state {
-                if sub.source_gone {
+                if rtc.media(mid).is_none_or(|media| media.disabled()) {
+                    sub.state = OutState::Declined(mid);
+                } else if sub.source_gone {
                     sub.state = OutState::ToStop(mid);
                 } else {
                     sub.state = OutState::Open(mid);
@@ -576,9 +579,24 @@ impl Session {
                 free_mids.push(FreeMid { video, mid, forwarder: std::mem::take(&mut sub.forwarder) });
                 false
             }
+            // Declined after its track went: nothing is left to keep out.
+            OutState::Declined(_) => !sub.source_gone,
             _ => true,
         });
         Ok(opened)
+    }
+
+    /// Marks the open copies whose m-line the client's own offer rejected (port 0) as declined: str0m stopped
+    /// the line, so nothing could flow on it, and the track is not offered again while it is published.
+    pub(crate) fn decline_rejected_lines(&mut self) {
+        let rtc = &self.rtc;
+        for sub in self.subscriptions.values_mut() {
+            if let OutState::Open(mid) = sub.state {
+                if rtc.media(mid).is_none_or(|media| media.disabled()) {
+                    sub.state = OutState::Declined(mid);
+                }
+            }
+        }
     }
 
     /// Whether subscription changes wait for an offer.

@@ -144,6 +144,8 @@ pub struct PeerStats {
     pub frames_received: u64,
     /// Keyframe requests (PLI/FIR) the node sent to this peer.
     pub keyframe_requests: u64,
+    /// Node offers received (answered, held or ignored).
+    pub node_offers: u64,
     /// Node offers answered.
     pub renegotiations: u64,
     /// Node offers ignored because the peer's own offer was outstanding (glare; the node offers again).
@@ -169,6 +171,7 @@ impl PeerStats {
             frames_sent: 0,
             frames_received: 0,
             keyframe_requests: 0,
+            node_offers: 0,
             renegotiations: 0,
             ignored_offers: 0,
             own_offers_answered: 0,
@@ -242,6 +245,8 @@ pub struct PeerCore {
     answer_delay: Duration,
     /// Node offers waiting for their answer: when it is due, the SDP and the track list.
     held_offers: Vec<(Instant, String, Vec<TrackInfo>)>,
+    /// Tracks whose m-lines this peer's answers reject (port 0), as a client without that codec would.
+    declined: Vec<(String, MediaKind)>,
 }
 
 /// A peer's first offer, for `POST /v1/sessions`.
@@ -346,6 +351,7 @@ impl PeerCore {
             dialect: options.dialect,
             answer_delay: Duration::ZERO,
             held_offers: Vec::new(),
+            declined: Vec::new(),
         };
         Ok((core, PeerOffer { sdp: offer.to_sdp_string(), screen_mids }))
     }
@@ -480,6 +486,12 @@ impl PeerCore {
     /// Answers node offers `delay` after they arrive, like a browser busy applying a large description.
     pub fn set_answer_delay(&mut self, delay: Duration) {
         self.answer_delay = delay;
+    }
+
+    /// Rejects, in every later answer to a node offer, the m-line of `participant`'s `kind` (port 0, outside
+    /// the BUNDLE group: RFC 8843's rejection), as a client that cannot or will not receive it does.
+    pub fn decline_track_of(&mut self, participant: &str, kind: MediaKind) {
+        self.declined.push((participant.to_owned(), kind));
     }
 
     /// A datagram arrived from `source`.
@@ -650,6 +662,7 @@ impl PeerCore {
     }
 
     fn on_node_offer(&mut self, sdp: &str, tracks: Vec<TrackInfo>) {
+        self.stats.node_offers += 1;
         if self.pending.is_some() {
             // Glare: the client is the impolite peer; the node answers our offer and offers again.
             self.stats.ignored_offers += 1;
@@ -669,8 +682,14 @@ impl PeerCore {
         match answer {
             Ok(answer) => {
                 self.stats.renegotiations += 1;
+                let declined: Vec<&str> = tracks
+                    .iter()
+                    .filter(|t| self.declined.iter().any(|(who, kind)| *who == t.participant && *kind == t.kind))
+                    .map(|t| t.mid.as_str())
+                    .collect();
+                let sdp = declined.iter().fold(answer.to_sdp_string(), |sdp, mid| reject_mline(&sdp, mid));
                 self.learn_tracks(tracks);
-                self.queued.push(ClientSignal::Answer { sdp: answer.to_sdp_string() });
+                self.queued.push(ClientSignal::Answer { sdp });
                 self.flush_signals();
             }
             Err(e) => self.stats.errors.push(format!("could not accept the node's offer: {e}")),
@@ -756,5 +775,54 @@ impl PeerCore {
             }
             self.drain();
         }
+    }
+}
+
+/// `sdp` with the m-line whose `a=mid` is `mid` rejected: its port 0 and its mid out of the BUNDLE group (a
+/// bundled line also has port 0 under max-bundle, so the group decides).
+fn reject_mline(sdp: &str, mid: &str) -> String {
+    let mid_line = format!("a=mid:{mid}");
+    let mut lines: Vec<String> = Vec::new();
+    let (mut section, mut target) = (None, None);
+    for line in sdp.split("\r\n") {
+        if line.starts_with("m=") {
+            section = Some(lines.len());
+        } else if line == mid_line {
+            target = section;
+        }
+        match line.strip_prefix("a=group:BUNDLE") {
+            Some(group) => {
+                let kept: Vec<&str> = group.split_whitespace().filter(|m| *m != mid).collect();
+                lines.push(format!("a=group:BUNDLE {}", kept.join(" ")));
+            }
+            None => lines.push(line.to_owned()),
+        }
+    }
+    // "m=video 9 UDP/TLS/RTP/SAVPF 96" → "m=video 0 UDP/TLS/RTP/SAVPF 96"
+    if let Some(mline) = target.and_then(|at| lines.get_mut(at)) {
+        let mut fields: Vec<&str> = mline.split(' ').collect();
+        if let Some(port) = fields.get_mut(1) {
+            *port = "0";
+        }
+        *mline = fields.join(" ");
+    }
+    lines.join("\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reject_mline;
+
+    #[test]
+    fn a_rejected_mline_gets_port_0_and_leaves_the_bundle() {
+        let sdp = "v=0\r\na=group:BUNDLE 0 1 2\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\n";
+        let rejected = reject_mline(sdp, "1");
+        assert_eq!(
+            rejected,
+            "v=0\r\na=group:BUNDLE 0 2\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+             m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\n"
+        );
+        assert_eq!(reject_mline(sdp, "7"), sdp, "no such mid: unchanged");
     }
 }
