@@ -92,16 +92,22 @@ async fn a_subscriber_reading_with_gro_gets_the_same_media_as_a_plain_one() {
     };
     with_gro.wait_for(WAIT, enough).await.expect("the GRO peer gets audio and video");
     plain.wait_for(WAIT, enough).await.expect("the plain peer too");
+    // Compared from here on: on a busy machine one peer's negotiation may finish a little later than the
+    // other's, and the packets before it are not what this test is about.
+    let (a0, b0) = (plain.stats(), with_gro.stats());
+    tokio::time::sleep(Duration::from_secs(1)).await;
     alice.close().await;
     for peer in [&plain, &with_gro] {
         peer.wait_until_still(WAIT, PeerStats::packets).await.expect("the streams end when alice leaves");
     }
     let (a, b) = (plain.stats(), with_gro.stats());
     for kind in [MediaKind::Audio, MediaKind::Video] {
-        let (plain_packets, gro_packets) = (a.packets_from("alice", kind), b.packets_from("alice", kind));
-        eprintln!("{kind:?}: plain {plain_packets}, GRO {gro_packets}");
+        let plain_packets = a.packets_from("alice", kind) - a0.packets_from("alice", kind);
+        let gro_packets = b.packets_from("alice", kind) - b0.packets_from("alice", kind);
+        eprintln!("{kind:?} in the last second: plain {plain_packets}, GRO {gro_packets}");
+        assert!(plain_packets >= 30, "{kind:?}: a second of media reached the plain peer");
         let gap = plain_packets.abs_diff(gro_packets);
-        assert!(gap * 20 <= plain_packets, "{kind:?}: the two peers got the same stream (within 5 %)");
+        assert!(gap <= 2 + plain_packets / 20, "{kind:?}: the two peers got the same stream (within 5 %)");
     }
     assert!(b.track("alice", MediaKind::Video).unwrap().keyframes >= 1, "video decodable from a keyframe");
     for peer in [plain, with_gro] {
