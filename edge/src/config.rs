@@ -1,6 +1,6 @@
 //! Worker configuration: secrets (`JWT_SECRET`, `NODE_SECRET`) and vars (limits, see `docs/protocol.md`).
 
-use homeroom_shared::auth::TokenKey;
+use homeroom_shared::auth::{secrets_problem, TokenKey};
 use homeroom_shared::room::config::{ConfigError, Limits};
 use worker::Env;
 
@@ -12,14 +12,25 @@ pub fn var(env: &Env, name: &str) -> Option<String> {
     env.var(name).ok().map(|v| v.to_string())
 }
 
-/// The key user tokens are verified with. Empty (so every token is refused) when `JWT_SECRET` is unset.
+/// The key user tokens are verified with. Empty (so every token is refused) when `JWT_SECRET` is unset; one
+/// that refuses every token, naming the problem, when the secrets are unusable
+/// ([`homeroom_shared::auth::secrets_problem`]).
 pub fn user_key(env: &Env) -> TokenKey {
-    TokenKey::named("JWT_SECRET", var(env, "JWT_SECRET").unwrap_or_default().as_bytes())
+    key(env, "JWT_SECRET")
 }
 
-/// The key for node heartbeats, media tokens and control calls (`NODE_SECRET`).
+/// The key for node heartbeats, media tokens and control calls (`NODE_SECRET`); refusing as [`user_key`].
 pub fn node_key(env: &Env) -> TokenKey {
-    TokenKey::named("NODE_SECRET", var(env, "NODE_SECRET").unwrap_or_default().as_bytes())
+    key(env, "NODE_SECRET")
+}
+
+fn key(env: &Env, name: &'static str) -> TokenKey {
+    let (jwt, node) = (var(env, "JWT_SECRET").unwrap_or_default(), var(env, "NODE_SECRET").unwrap_or_default());
+    if let Some(problem) = secrets_problem(&jwt, &node) {
+        worker::console_error!("{problem}");
+        return TokenKey::refusing(problem);
+    }
+    TokenKey::named(name, if name == "JWT_SECRET" { jwt.as_bytes() } else { node.as_bytes() })
 }
 
 /// Room limits from Worker vars.

@@ -1,7 +1,7 @@
 //! Calls from the edge to a media node's control API (`POST {node}/v1/control`), signed with `NODE_SECRET`.
 
 use crate::{clock, config};
-use homeroom_shared::auth::ServiceClaims;
+use homeroom_shared::auth::{body_digest, ServiceClaims};
 use homeroom_shared::media::{ControlCommand, EDGE_SUBJECT};
 use homeroom_shared::protocol::NodeInfo;
 use worker::{Fetch, Headers, Method, Request, RequestInit};
@@ -18,13 +18,15 @@ pub async fn send(
     decided_at: Option<u64>,
 ) -> Result<u16, String> {
     let now = clock::now();
+    let body = serde_json::to_string(command).map_err(|e| e.to_string())?;
+    // The token names this body: one seen in transit cannot carry another command.
     let claims = ServiceClaims {
         sub: EDGE_SUBJECT.to_owned(),
         exp: now.as_secs() + CONTROL_TOKEN_TTL_SECS,
         iat: Some(decided_at.unwrap_or(now.as_secs()).min(now.as_secs())),
+        body_sha256: Some(body_digest(body.as_bytes())),
     };
     let token = config::node_key(env).sign(&claims).map_err(|e| e.to_string())?;
-    let body = serde_json::to_string(command).map_err(|e| e.to_string())?;
     let headers = Headers::new();
     headers.set("authorization", &format!("Bearer {token}")).map_err(|e| e.to_string())?;
     headers.set("content-type", "application/json").map_err(|e| e.to_string())?;

@@ -4,8 +4,17 @@
 //! # Run loop
 //! Each event loads the registry from SQLite if it is not in memory, applies one operation (heartbeat, place,
 //! release, list, or the alarm), writes what changed back, and keeps the alarm at the next lease expiry.
-//! When leases run out (or a draining node reports its last session gone), every room placed on the node is told (`POST /media/lost` on its Room object),
-//! which tells its clients `media.moved`; their next `media.join` is placed on a live node.
+//! When leases run out (or a draining node reports its last session gone), every room placed on the node is
+//! told (`POST /media/lost` on its Room object), which tells its clients `media.moved`; their next
+//! `media.join` is placed on a live node.
+//!
+//! # Invariants
+//! - Expiring is synchronous: the leases and placements leave memory and SQLite, and a notice for each lost
+//!   room is stored, with no `await` in between, so no other request (a placement of one of those rooms on a
+//!   live node) can run in the middle and have its fresh row deleted.
+//! - Rooms are told from the alarm only, never inside a heartbeat or placement: a node loss with many rooms
+//!   does not hold those calls up. A notice stays in `lost_notices` until its room answered, and the alarm
+//!   retries what is left every [`NOTICE_RETRY_MS`], so no room misses its `media.moved`.
 //!
 //! The Worker verifies node tokens before forwarding heartbeats here; this object trusts its callers.
 
@@ -25,9 +34,13 @@ use worker::{
 /// Default lease length: nodes heartbeat well within it (the node uses a third of it).
 pub const DEFAULT_LEASE_TTL_MS: u64 = 15_000;
 
+/// How soon the alarm tries again to tell rooms that could not be told their node was lost.
+pub const NOTICE_RETRY_MS: u64 = 2_000;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS nodes (id TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS placements (room TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS lost_notices (room TEXT PRIMARY KEY, body TEXT NOT NULL);
 ";
 
 /// Body of the internal `POST /heartbeat`.
@@ -35,6 +48,9 @@ CREATE TABLE IF NOT EXISTS placements (room TEXT PRIMARY KEY, body TEXT NOT NULL
 pub struct HeartbeatCall {
     /// The verified token's `sub`.
     pub subject: String,
+    /// The verified token's `iat` (seconds): heartbeats older than the node's last are refused.
+    #[serde(default)]
+    pub issued_at: Option<u64>,
     pub heartbeat: NodeHeartbeat,
 }
 
@@ -55,7 +71,7 @@ pub struct ReleaseCall {
 }
 
 /// Body of the Room object's `POST /media/lost`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LostCall {
     pub node: String,
     pub reason: String,
@@ -72,6 +88,12 @@ struct Body {
     body: String,
 }
 
+#[derive(Deserialize)]
+struct Notice {
+    room: String,
+    body: String,
+}
+
 /// The registry Durable Object.
 #[durable_object]
 pub struct NodeRegistry {
@@ -79,6 +101,9 @@ pub struct NodeRegistry {
     env: Env,
     registry: RefCell<Option<Registry>>,
     alarm_at: Cell<Option<Timestamp>>,
+    /// When the alarm should tell rooms of lost nodes (`lost_notices` has rows): now after an expiry, later
+    /// after a failed attempt. Read from SQLite on load.
+    notices_due: Cell<Option<Timestamp>>,
 }
 
 impl std::fmt::Debug for NodeRegistry {
@@ -115,8 +140,13 @@ impl NodeRegistry {
     }
 
     fn bodies<T: serde::de::DeserializeOwned>(&self, query: &str) -> Result<Vec<T>, ApiError> {
-        let rows: Vec<Body> = self.sql().exec(query, None).and_then(|c| c.to_array()).map_err(storage_error)?;
+        let rows: Vec<Body> = self.bodies_of(query)?;
         rows.iter().map(|r| serde_json::from_str(&r.body).map_err(storage_error)).collect()
+    }
+
+    /// The rows of `query`, as they are.
+    fn bodies_of<T: serde::de::DeserializeOwned>(&self, query: &str) -> Result<Vec<T>, ApiError> {
+        self.sql().exec(query, None).and_then(|c| c.to_array()).map_err(storage_error)
     }
 
     fn ensure_loaded(&self) -> Result<(), ApiError> {
@@ -126,6 +156,10 @@ impl NodeRegistry {
         self.sql().exec(SCHEMA, None).map_err(storage_error)?;
         let nodes: Vec<NodeLease> = self.bodies("SELECT body FROM nodes")?;
         let placements: Vec<Placement> = self.bodies("SELECT body FROM placements")?;
+        let notices: Vec<Body> = self.bodies_of("SELECT body FROM lost_notices LIMIT 1")?;
+        if !notices.is_empty() {
+            self.notices_due.set(Some(clock::now()));
+        }
         *self.registry.borrow_mut() = Some(Registry::restore(self.ttl_ms()?, nodes, placements));
         Ok(())
     }
@@ -164,7 +198,11 @@ impl NodeRegistry {
     }
 
     async fn sync_alarm(&self) {
-        let next = self.registry.borrow().as_ref().and_then(Registry::next_expiry);
+        let expiry = self.registry.borrow().as_ref().and_then(Registry::next_expiry);
+        let next = match (expiry, self.notices_due.get()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let Some(next) = next else { return };
         if self.alarm_at.get() == Some(next) {
             return;
@@ -178,7 +216,8 @@ impl NodeRegistry {
 
     fn heartbeat(&self, call: HeartbeatCall) -> Result<Response, ApiError> {
         let now = clock::now();
-        let (lease, reply) = self.with_registry(|r| r.heartbeat(&call.subject, &call.heartbeat, now))?;
+        let (lease, reply) =
+            self.with_registry(|r| r.heartbeat(&call.subject, call.issued_at, &call.heartbeat, now))?;
         self.save_node(&lease)?;
         Ok(http::json(200, &reply))
     }
@@ -214,8 +253,10 @@ impl NodeRegistry {
         Ok(http::json(200, &view))
     }
 
-    /// Expires leases and tells the rooms that were on lost nodes.
-    async fn expire(&self) -> Result<(), ApiError> {
+    /// Expires leases: the lost nodes and their rooms' placements leave memory and SQLite, and a notice for
+    /// each of those rooms is stored for the alarm ([`NodeRegistry::tell_rooms`]). Synchronous on purpose (see
+    /// the module's invariants).
+    fn expire(&self) -> Result<(), ApiError> {
         let now = clock::now();
         let expired = self.with_registry(|r| Ok(r.expire(now)))?;
         for node in &expired.nodes {
@@ -235,16 +276,79 @@ impl NodeRegistry {
                 format!("media node {} stopped sending heartbeats", placement.node)
             };
             let lost = LostCall { node: placement.node.clone(), reason };
-            if let Err(e) = notify_room(&self.env, &placement.room, &lost).await {
-                worker::console_error!("could not tell room {} that its node was lost: {e}", placement.room);
+            let body = serde_json::to_string(&lost).map_err(storage_error)?;
+            self.sql()
+                .exec(
+                    "INSERT OR REPLACE INTO lost_notices (room, body) VALUES (?, ?)",
+                    Some(vec![text(&placement.room), text(&body)]),
+                )
+                .map_err(storage_error)?;
+            self.notices_due.set(Some(now));
+        }
+        Ok(())
+    }
+
+    /// Tells every room with a stored notice that its node was lost (the alarm's work). A notice is deleted
+    /// once its room answered; what failed is tried again [`NOTICE_RETRY_MS`] later.
+    async fn tell_rooms(&self) -> Result<(), ApiError> {
+        if self.notices_due.get().is_none_or(|due| due > clock::now()) {
+            return Ok(());
+        }
+        self.notices_due.set(None);
+        let notices: Vec<Notice> = self.bodies_of("SELECT room, body FROM lost_notices")?;
+        let mut failed = 0;
+        for notice in notices {
+            let told = match serde_json::from_str::<LostCall>(&notice.body) {
+                Ok(lost) => notify_room(&self.env, &notice.room, &lost).await,
+                Err(e) => {
+                    worker::console_error!("dropping an unreadable lost-node notice for room {}: {e}", notice.room);
+                    Ok(())
+                }
+            };
+            match told {
+                // Deleted only if it is still the notice just sent (a newer loss may have replaced it meanwhile).
+                Ok(()) => self
+                    .sql()
+                    .exec(
+                        "DELETE FROM lost_notices WHERE room = ? AND body = ?",
+                        Some(vec![text(&notice.room), text(&notice.body)]),
+                    )
+                    .map(|_| ())
+                    .map_err(storage_error)?,
+                Err(e) => {
+                    failed += 1;
+                    worker::console_error!(
+                        "could not tell room {} that its node was lost ({e}); trying again in {NOTICE_RETRY_MS} ms",
+                        notice.room
+                    );
+                }
             }
+        }
+        if failed > 0 {
+            let retry = clock::now().plus_ms(NOTICE_RETRY_MS);
+            self.notices_due.set(Some(self.notices_due.get().map_or(retry, |due| due.min(retry))));
         }
         Ok(())
     }
 }
 
-/// Tells a room object that its media node was lost.
-async fn notify_room(env: &Env, room: &str, lost: &LostCall) -> worker::Result<()> {
+/// Tells a room object that its media node was lost. `Err`: try again later (the room was unreachable or
+/// failed); a refusal (4xx) would be refused again, so it is logged and counts as told.
+async fn notify_room(env: &Env, room: &str, lost: &LostCall) -> Result<(), String> {
+    let mut response = send_lost(env, room, lost).await.map_err(|e| e.to_string())?;
+    let status = response.status_code();
+    if status < 400 {
+        return Ok(());
+    }
+    let text = response.text().await.unwrap_or_default();
+    if status >= 500 {
+        return Err(format!("the room answered {status}: {text}"));
+    }
+    worker::console_error!("room {room} refused the lost-node notice ({status}: {text}); not sent again");
+    Ok(())
+}
+
+async fn send_lost(env: &Env, room: &str, lost: &LostCall) -> worker::Result<Response> {
     let stub = env.durable_object("ROOMS")?.get_by_name(room)?;
     let body = serde_json::to_string(lost).map_err(|e| worker::Error::RustError(e.to_string()))?;
     let headers = Headers::new();
@@ -254,12 +358,18 @@ async fn notify_room(env: &Env, room: &str, lost: &LostCall) -> worker::Result<(
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
     let request = Request::new_with_init("https://room/media/lost", &init)?;
-    stub.fetch_with_request(request).await.map(|_| ())
+    stub.fetch_with_request(request).await
 }
 
 impl DurableObject for NodeRegistry {
     fn new(state: State, env: Env) -> Self {
-        NodeRegistry { state, env, registry: RefCell::new(None), alarm_at: Cell::new(None) }
+        NodeRegistry {
+            state,
+            env,
+            registry: RefCell::new(None),
+            alarm_at: Cell::new(None),
+            notices_due: Cell::new(None),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
@@ -268,9 +378,9 @@ impl DurableObject for NodeRegistry {
         fn parse<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, ApiError> {
             serde_json::from_str(body).map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("bad body: {e}")))
         }
-        // Lost nodes are noticed on every call, not only by the alarm. A failed expiry may have left memory and
-        // SQLite apart: reload from SQLite.
-        if let Err(e) = self.expire().await {
+        // Lost nodes are noticed on every call, not only by the alarm (which tells their rooms). A failed expiry
+        // may have left memory and SQLite apart: reload from SQLite.
+        if let Err(e) = self.expire() {
             worker::console_error!("registry expiry failed: {e}");
             *self.registry.borrow_mut() = None;
         }
@@ -284,17 +394,24 @@ impl DurableObject for NodeRegistry {
         if result.as_ref().is_err_and(|e| e.code == ErrorCode::Internal) {
             *self.registry.borrow_mut() = None;
         }
-        // A drained node's last heartbeat ended its lease now: the alarm set here fires at once and tells its
-        // rooms, without holding the node's heartbeat reply while every room is told.
+        // A drained node's last heartbeat ended its lease now, and an expiry above stored notices: the alarm
+        // set here fires at once and tells the rooms, without holding this reply while every room is told.
         self.sync_alarm().await;
         Ok(result.unwrap_or_else(|e| http::error(&e)))
     }
 
     async fn alarm(&self) -> worker::Result<Response> {
         self.alarm_at.set(None);
-        if let Err(e) = self.expire().await {
+        if let Err(e) = self.expire() {
             worker::console_error!("registry expiry failed: {e}");
             *self.registry.borrow_mut() = None;
+        }
+        if let Err(e) = self.ensure_loaded() {
+            worker::console_error!("registry unavailable for the alarm: {e}");
+        }
+        if let Err(e) = self.tell_rooms().await {
+            worker::console_error!("could not read the lost-node notices: {e}");
+            self.notices_due.set(Some(clock::now().plus_ms(NOTICE_RETRY_MS)));
         }
         self.sync_alarm().await;
         Response::empty()
@@ -376,12 +493,15 @@ pub async fn heartbeat(mut req: Request, env: &Env) -> Response {
         Ok(body) => body,
         Err(response) => return response,
     };
+    if let Err(e) = claims.check_body(body.as_bytes()) {
+        return http::error(&e.to_api());
+    }
     let heartbeat: NodeHeartbeat = match serde_json::from_str(&body) {
         Ok(hb) => hb,
         Err(e) => {
             return fail(ErrorCode::BadRequest, format!("expected {{id, region, url, capacity, load, draining}}: {e}"))
         }
     };
-    let call = HeartbeatCall { subject: claims.sub, heartbeat };
+    let call = HeartbeatCall { subject: claims.sub, issued_at: claims.iat, heartbeat };
     call_registry(env, "/heartbeat", Some(&call)).await.unwrap_or_else(|e| http::error(&e))
 }

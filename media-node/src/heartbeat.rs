@@ -10,7 +10,7 @@ use crate::clock;
 use crate::driver::Status;
 use crate::metrics::Metrics;
 use crate::node::Phase;
-use homeroom_shared::auth::{ServiceClaims, TokenKey};
+use homeroom_shared::auth::{body_digest, ServiceClaims, TokenKey};
 use homeroom_shared::media::{HeartbeatReply, NodeHeartbeat};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -154,8 +154,6 @@ impl Heartbeat {
         draining: bool,
     ) -> Result<HeartbeatReply, HeartbeatError> {
         let now = clock::now().as_secs();
-        let claims = ServiceClaims { sub: self.node_id.clone(), exp: now + TOKEN_LIFETIME_SECS, iat: Some(now) };
-        let token = self.key.sign(&claims).map_err(|e| HeartbeatError::Sign(e.to_string()))?;
         let body = NodeHeartbeat {
             id: self.node_id.clone(),
             region: self.region.clone(),
@@ -164,10 +162,20 @@ impl Heartbeat {
             load,
             draining,
         };
+        let body = serde_json::to_string(&body).map_err(|e| HeartbeatError::Sign(e.to_string()))?;
+        // The token names this body: one seen in transit cannot say something else (a drain, another URL).
+        let claims = ServiceClaims {
+            sub: self.node_id.clone(),
+            exp: now + TOKEN_LIFETIME_SECS,
+            iat: Some(now),
+            body_sha256: Some(body_digest(body.as_bytes())),
+        };
+        let token = self.key.sign(&claims).map_err(|e| HeartbeatError::Sign(e.to_string()))?;
         let response = client
             .post(&self.endpoint)
             .bearer_auth(token)
-            .json(&body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
             .send()
             .await
             .map_err(|e| HeartbeatError::Request(error_chain(&e)))?;

@@ -276,16 +276,32 @@ async fn control_needs_the_edge_token() {
     assert_eq!((status, reply["code"].as_str()), (401, Some("unauthorized")));
     let (status, _) = control(&node, Some(&media_token("alice", "t1/math")), body.clone()).await;
     assert_eq!(status, 403, "a media token is not the edge");
-    let heartbeat_token = sign(&ServiceClaims { sub: NODE.into(), exp: now_secs() + 60, iat: None });
+    let heartbeat_token = sign(&ServiceClaims { sub: NODE.into(), exp: now_secs() + 60, ..ServiceClaims::default() });
     let (status, reply) = control(&node, Some(&heartbeat_token), body.clone()).await;
     assert_eq!((status, reply["code"].as_str()), (403, Some("forbidden")), "a node token is not the edge");
-    let forged = TokenKey::new(b"nope").sign(&ServiceClaims { sub: "edge".into(), exp: now_secs() + 60, iat: None });
+    let forged = TokenKey::new(b"nope").sign(&ServiceClaims {
+        sub: "edge".into(),
+        exp: now_secs() + 60,
+        ..ServiceClaims::default()
+    });
     assert_eq!(control(&node, Some(&forged.unwrap()), body.clone()).await.0, 401);
     // Service tokens tolerate 30 s of clock skew past `exp`, not more.
-    let skewed = sign(&ServiceClaims { sub: "edge".into(), exp: now_secs() - 5, iat: None });
+    let skewed = sign(&ServiceClaims { sub: "edge".into(), exp: now_secs() - 5, ..ServiceClaims::default() });
     assert_eq!(control(&node, Some(&skewed), body.clone()).await.0, 200, "5 s of skew is tolerated");
-    let expired = sign(&ServiceClaims { sub: "edge".into(), exp: now_secs() - 40, iat: None });
+    let expired = sign(&ServiceClaims { sub: "edge".into(), exp: now_secs() - 40, ..ServiceClaims::default() });
     assert_eq!(control(&node, Some(&expired), body.clone()).await.0, 401);
+    // A token bound to one command (as the edge's are) does not carry another.
+    let kick = json!({"type": "kick", "room": "t1/math", "participant": "bob"});
+    let bound = sign(&ServiceClaims {
+        sub: "edge".into(),
+        exp: now_secs() + 60,
+        body_sha256: Some(homeroom_shared::auth::body_digest(kick.to_string().as_bytes())),
+        ..ServiceClaims::default()
+    });
+    let (status, reply) = control(&node, Some(&bound), body.clone()).await;
+    assert_eq!((status, reply["code"].as_str()), (401, Some("unauthorized")), "{reply}");
+    assert!(reply["message"].as_str().unwrap().contains("body_sha256 does not match"), "{reply}");
+    assert_eq!(control(&node, Some(&bound), kick).await.0, 200, "the command it was signed for");
     let (status, reply) = control(&node, Some(&edge_token()), json!({"type": "reboot"})).await;
     assert_eq!((status, reply["code"].as_str()), (400, Some("bad_request")));
     let huge = json!({"type": "close_room", "room": "x".repeat(70 * 1024)});

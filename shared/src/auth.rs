@@ -129,13 +129,41 @@ impl MediaPerms {
 
 /// Claims of a token signed with `NODE_SECRET`: node heartbeats (`sub` = node id) and the edge's control calls
 /// to a node (`sub` = `"edge"`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `body_sha256` binds the token to the request it authorises ([`body_digest`] of the exact body): a token
+/// seen in transit cannot carry another body (a heartbeat saying "draining", another moderation command).
+/// Both of ours always set it; a token without it is accepted as before the claim existed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceClaims {
     pub sub: String,
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_sha256: Option<String>,
 }
+
+impl ServiceClaims {
+    /// Refuses `body` if the token names another one (`body_sha256`).
+    pub fn check_body(&self, body: &[u8]) -> Result<(), AuthError> {
+        match &self.body_sha256 {
+            Some(digest) if *digest != body_digest(body) => Err(AuthError::BadClaim(
+                "body_sha256 does not match the request body (the body was changed after the token was signed)".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The SHA-256 of `body`, lowercase hex: a service token's `body_sha256`.
+pub fn body_digest(body: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(body).iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The longest a service token may live (`exp` this far past now, skew included): ours live 60–120 s, so a
+/// token valid for longer comes from a host whose clock runs ahead, and would stay usable if captured.
+pub const MAX_SERVICE_TOKEN_SECS: u64 = 600;
 
 /// [`ServiceClaims`] plus the media-token claims whose presence marks a token as not a service token.
 #[derive(Deserialize)]
@@ -144,6 +172,8 @@ struct ServiceTokenShape {
     exp: u64,
     #[serde(default)]
     iat: Option<u64>,
+    #[serde(default)]
+    body_sha256: Option<String>,
     #[serde(default)]
     room: Option<serde::de::IgnoredAny>,
     #[serde(default)]
@@ -171,6 +201,9 @@ pub enum AuthError {
     NotYetValid { nbf: u64, now: u64 },
     #[error("token claim is invalid: {0}")]
     BadClaim(String),
+    /// The configured secrets cannot be used ([`secrets_problem`]): every token is refused, none signed.
+    #[error("{0}")]
+    Misconfigured(String),
     /// A valid media token presented where a service token is needed: 403.
     #[error("a media token is not a service token (service tokens carry no room, node or perms)")]
     MediaTokenAsService,
@@ -180,7 +213,7 @@ impl AuthError {
     /// The client-facing error: always `unauthorized` (a configuration problem is `internal`).
     pub fn to_api(&self) -> ApiError {
         let code = match self {
-            AuthError::NoSecret(_) => ErrorCode::Internal,
+            AuthError::NoSecret(_) | AuthError::Misconfigured(_) => ErrorCode::Internal,
             AuthError::MediaTokenAsService => ErrorCode::Forbidden,
             _ => ErrorCode::Unauthorized,
         };
@@ -196,6 +229,8 @@ pub struct TokenKey {
     empty: bool,
     /// What the secret is called where it is configured, for the error when it is missing.
     secret_name: Option<&'static str>,
+    /// Why the configured secrets cannot be used: the key refuses every token and signs none.
+    refusal: Option<String>,
 }
 
 impl std::fmt::Debug for TokenKey {
@@ -212,7 +247,23 @@ impl TokenKey {
             encoding: EncodingKey::from_secret(secret),
             empty: secret.is_empty(),
             secret_name: None,
+            refusal: None,
         }
+    }
+
+    /// A key that refuses every token and signs none, saying `why` (a misconfiguration: [`secrets_problem`]).
+    pub fn refusing(why: String) -> Self {
+        TokenKey { refusal: Some(why), ..TokenKey::new(b"") }
+    }
+
+    fn usable(&self) -> Result<(), AuthError> {
+        if let Some(why) = &self.refusal {
+            return Err(AuthError::Misconfigured(why.clone()));
+        }
+        if self.empty {
+            return Err(AuthError::NoSecret(self.secret_name));
+        }
+        Ok(())
     }
 
     /// A key from the secret configured as `name` (a Worker secret or environment variable), which a missing
@@ -223,9 +274,7 @@ impl TokenKey {
 
     /// Signs `claims` as an HS256 JWT.
     pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, AuthError> {
-        if self.empty {
-            return Err(AuthError::NoSecret(self.secret_name));
-        }
+        self.usable()?;
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
             .map_err(|e| AuthError::Malformed(e.to_string()))
     }
@@ -233,9 +282,7 @@ impl TokenKey {
     /// Verifies the signature and algorithm of `token` and decodes its claims. Times are not checked here.
     fn decode<T: DeserializeOwned>(&self, token: &str) -> Result<T, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
-        if self.empty {
-            return Err(AuthError::NoSecret(self.secret_name));
-        }
+        self.usable()?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.validate_exp = false;
         validation.validate_nbf = false;
@@ -286,13 +333,46 @@ impl TokenKey {
         if shape.room.is_some() || shape.node.is_some() || shape.perms.is_some() {
             return Err(AuthError::MediaTokenAsService);
         }
-        let claims = ServiceClaims { sub: shape.sub, exp: shape.exp, iat: shape.iat };
+        let claims = ServiceClaims { sub: shape.sub, exp: shape.exp, iat: shape.iat, body_sha256: shape.body_sha256 };
         if claims.exp.saturating_add(SERVICE_SKEW_SECS) <= now.as_secs() {
             return Err(AuthError::Expired { exp: claims.exp, now: now.as_secs() });
+        }
+        let lifetime = claims.exp.saturating_sub(now.as_secs());
+        if lifetime > MAX_SERVICE_TOKEN_SECS + SERVICE_SKEW_SECS {
+            return Err(AuthError::BadClaim(format!(
+                "exp is {lifetime} s away: service tokens live at most {MAX_SERVICE_TOKEN_SECS} s (is the signing \
+                 host's clock ahead? keep it in sync, NTP)"
+            )));
         }
         NodeId::parse(&claims.sub).map_err(|e| AuthError::BadClaim(format!("sub: {e}")))?;
         Ok(claims)
     }
+}
+
+/// The shortest secret accepted (128 bits): shorter HS256 keys can be guessed offline from one token. The
+/// media node requires the same of `NODE_SECRET`.
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// Why the edge's secrets cannot be used, if they cannot (an unset one is reported on use instead:
+/// [`AuthError::NoSecret`]):
+/// - one shorter than [`MIN_SECRET_BYTES`];
+/// - both the same: a media token (signed with `NODE_SECRET`, carrying `sub` and `exp`) would then verify as a
+///   user token, and a user token as the edge's control token.
+pub fn secrets_problem(jwt_secret: &str, node_secret: &str) -> Option<String> {
+    for (name, secret) in [("JWT_SECRET", jwt_secret), ("NODE_SECRET", node_secret)] {
+        if !secret.is_empty() && secret.len() < MIN_SECRET_BYTES {
+            return Some(format!(
+                "{name} is {} bytes: use at least {MIN_SECRET_BYTES} random bytes (e.g. `openssl rand -hex 32`; \
+                 `wrangler secret put {name}`)",
+                secret.len()
+            ));
+        }
+    }
+    (!jwt_secret.is_empty() && jwt_secret == node_secret).then(|| {
+        "JWT_SECRET and NODE_SECRET are the same: a media token would pass as a user token. Set two different \
+         random secrets (`wrangler secret put NODE_SECRET`, and the new one on every media node)"
+            .to_owned()
+    })
 }
 
 fn no_secret(name: Option<&str>) -> String {
@@ -387,6 +467,26 @@ mod tests {
     }
 
     #[test]
+    fn the_edge_refuses_short_or_shared_secrets_and_says_which() {
+        let long = "0123456789abcdef0123";
+        assert_eq!(secrets_problem(long, "fedcba9876543210fedc"), None);
+        assert_eq!(secrets_problem("", ""), None, "unset secrets are reported when a key is used");
+        let short = secrets_problem("short", long).expect("a 5-byte JWT_SECRET");
+        assert!(short.starts_with("JWT_SECRET is 5 bytes: use at least 16"), "{short}");
+        let short = secrets_problem(long, "0123456789abcde").expect("a 15-byte NODE_SECRET");
+        assert!(short.starts_with("NODE_SECRET is 15 bytes"), "{short}");
+        let same = secrets_problem(long, long).expect("the same secret twice");
+        assert!(same.contains("are the same: a media token would pass as a user token"), "{same}");
+
+        // A refusing key verifies nothing and signs nothing, with the reason, as a server error.
+        let key = TokenKey::refusing(same.clone());
+        let token = TokenKey::new(long.as_bytes()).sign(&claims()).unwrap();
+        let refused = key.verify_user(&token, NOW).unwrap_err();
+        assert_eq!((refused.to_api().code, refused.to_string()), (ErrorCode::Internal, same));
+        assert!(matches!(key.sign(&claims()), Err(AuthError::Misconfigured(_))));
+    }
+
+    #[test]
     fn a_signed_token_verifies_into_an_identity() {
         let key = TokenKey::new(b"secret");
         let id = key.verify_user(&key.sign(&claims()).unwrap(), NOW).unwrap();
@@ -442,7 +542,7 @@ mod tests {
     fn a_media_token_is_not_a_service_token_whatever_its_sub() {
         let key = TokenKey::new(b"node-secret");
         let exp = NOW.as_secs() + 60;
-        let service = ServiceClaims { sub: "edge".into(), exp, iat: None };
+        let service = ServiceClaims { sub: "edge".into(), exp, ..ServiceClaims::default() };
         assert_eq!(key.verify_service(&key.sign(&service).unwrap(), NOW).unwrap(), service);
         // A participant named "edge" (or "eu-node-1") holds a media token signed with the same secret.
         let perms = MediaPerms { audio: true, video: true, screen: true, subscribe: true };
@@ -470,11 +570,37 @@ mod tests {
     #[test]
     fn a_service_token_tolerates_some_clock_skew_at_expiry() {
         let key = TokenKey::new(b"node-secret");
-        let service = |exp| ServiceClaims { sub: "eu-node-1".into(), exp, iat: None };
+        let service = |exp| ServiceClaims { sub: "eu-node-1".into(), exp, ..ServiceClaims::default() };
         let just_expired = key.sign(&service(NOW.as_secs() - 1)).unwrap();
         assert!(key.verify_service(&just_expired, NOW).is_ok(), "a clock a little ahead is tolerated");
         let long_expired = key.sign(&service(NOW.as_secs() - SERVICE_SKEW_SECS)).unwrap();
         assert!(matches!(key.verify_service(&long_expired, NOW), Err(AuthError::Expired { .. })));
+        // From a clock a day ahead: refused, though unexpired, saying why.
+        let lasting = key.sign(&service(NOW.as_secs() + 86_400)).unwrap();
+        let refused = key.verify_service(&lasting, NOW).unwrap_err().to_string();
+        assert!(refused.contains("86400 s away: service tokens live at most 600 s"), "{refused}");
+        let longest = key.sign(&service(NOW.as_secs() + MAX_SERVICE_TOKEN_SECS + SERVICE_SKEW_SECS)).unwrap();
+        assert!(key.verify_service(&longest, NOW).is_ok());
+    }
+
+    #[test]
+    fn a_service_token_with_a_body_digest_authorises_that_body_only() {
+        let key = TokenKey::new(b"node-secret");
+        let body = br#"{"id":"eu-node-1","draining":false}"#;
+        let claims = ServiceClaims {
+            sub: "eu-node-1".into(),
+            exp: NOW.as_secs() + 60,
+            body_sha256: Some(body_digest(body)),
+            ..ServiceClaims::default()
+        };
+        let verified = key.verify_service(&key.sign(&claims).unwrap(), NOW).unwrap();
+        assert_eq!(verified.check_body(body), Ok(()));
+        let changed = verified.check_body(br#"{"id":"eu-node-1","draining":true}"#).unwrap_err();
+        assert!(changed.to_string().contains("body_sha256 does not match"), "{changed}");
+        assert_eq!(changed.to_api().code, ErrorCode::Unauthorized);
+        let unbound = ServiceClaims { body_sha256: None, ..claims };
+        assert_eq!(unbound.check_body(b"anything"), Ok(()), "a token from before the claim binds nothing");
+        assert_eq!(body_digest(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[test]

@@ -87,6 +87,9 @@ pub struct NodeLease {
     pub pending: u32,
     pub last_heartbeat: Timestamp,
     pub expires_at: Timestamp,
+    /// The `iat` (seconds) of the last heartbeat's token, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<u64>,
 }
 
 impl NodeLease {
@@ -142,7 +145,14 @@ pub struct Registry {
     pub ttl_ms: u64,
     nodes: BTreeMap<String, NodeLease>,
     placements: BTreeMap<String, Placement>,
+    /// The last heartbeat `iat` of nodes whose lease ended, and when it ended: kept while a token issued
+    /// before it could still verify ([`RETIRED_ISSUED_AT_MS`]), so a stale heartbeat cannot bring a drained
+    /// node back. In memory only: a registry reloaded meanwhile forgets it.
+    retired: BTreeMap<String, (u64, Timestamp)>,
 }
+
+/// How long an ended lease's last `iat` is kept: the longest a service token stays valid, skew included.
+pub const RETIRED_ISSUED_AT_MS: u64 = (crate::auth::MAX_SERVICE_TOKEN_SECS + crate::auth::SERVICE_SKEW_SECS) * 1000;
 
 /// What changed when leases ran out.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -164,13 +174,17 @@ impl Registry {
             ttl_ms,
             nodes: nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
             placements: placements.into_iter().map(|p| (p.room.clone(), p)).collect(),
+            retired: BTreeMap::new(),
         }
     }
 
-    /// Renews (or creates) the lease of the heartbeat's node. `subject` is the verified token's `sub`.
+    /// Renews (or creates) the lease of the heartbeat's node. `subject` and `issued_at` are the verified
+    /// token's `sub` and `iat`: a heartbeat issued before the one the lease holds is stale (a retry that
+    /// arrived after its successor, which may have been the drain) and is refused, so it cannot revive a lease.
     pub fn heartbeat(
         &mut self,
         subject: &str,
+        issued_at: Option<u64>,
         hb: &NodeHeartbeat,
         now: Timestamp,
     ) -> Result<(NodeLease, HeartbeatReply), ApiError> {
@@ -196,6 +210,21 @@ impl Registry {
         }
         if hb.capacity == 0 {
             return Err(bad("capacity must be at least 1".into()));
+        }
+        let last = match self.nodes.get(&hb.id) {
+            Some(lease) => lease.issued_at,
+            None => self.retired.get(&hb.id).map(|(issued, _)| *issued),
+        };
+        if let (Some(issued), Some(last)) = (issued_at, last) {
+            if issued < last {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "stale heartbeat: issued at {issued}, before the node's last one (issued at {last}); \
+                         ignored"
+                    ),
+                ));
+            }
         }
         let url = hb.url.trim_end_matches('/');
         let elsewhere = |live: &&NodeLease| live.expires_at > now && comparable_url(&live.url) != comparable_url(url);
@@ -223,7 +252,9 @@ impl Registry {
             pending: 0,
             last_heartbeat: now,
             expires_at: if hb.draining && hb.load == 0 { now } else { now.plus_ms(self.ttl_ms) },
+            issued_at: issued_at.or(last),
         };
+        self.retired.remove(&lease.id);
         self.nodes.insert(lease.id.clone(), lease.clone());
         Ok((lease, HeartbeatReply { ttl_ms: self.ttl_ms }))
     }
@@ -232,8 +263,12 @@ impl Registry {
     pub fn expire(&mut self, now: Timestamp) -> Expired {
         let dead: Vec<String> = self.nodes.values().filter(|n| n.expires_at <= now).map(|n| n.id.clone()).collect();
         let mut expired = Expired::default();
+        self.retired.retain(|_, (_, ended)| now.since(*ended) < RETIRED_ISSUED_AT_MS);
         for id in dead {
             if let Some(node) = self.nodes.remove(&id) {
+                if let Some(issued) = node.issued_at {
+                    self.retired.insert(node.id.clone(), (issued, now));
+                }
                 expired.nodes.push(node);
             }
             let rooms: Vec<String> =
@@ -355,7 +390,7 @@ mod tests {
     fn registry(nodes: &[NodeHeartbeat]) -> Registry {
         let mut r = Registry::new(15_000);
         for n in nodes {
-            r.heartbeat(&n.id, n, Timestamp(0)).unwrap();
+            r.heartbeat(&n.id, None, n, Timestamp(0)).unwrap();
         }
         r
     }
@@ -406,7 +441,7 @@ mod tests {
         assert_eq!(r.place("t/a", &at("eu-west"), Timestamp(1)).unwrap().0.id, "de1");
         let mut drain = hb("de1", "eu-central", 5, 1);
         drain.draining = true;
-        r.heartbeat("de1", &drain, Timestamp(2)).unwrap();
+        r.heartbeat("de1", None, &drain, Timestamp(2)).unwrap();
         assert_eq!(r.place("t/b", &at("eu-west"), Timestamp(3)).unwrap().0.id, "ap1");
         // A room already on a draining node stays there while the node has sessions.
         assert_eq!(r.place("t/a", &at("eu-west"), Timestamp(4)).unwrap().0.id, "de1");
@@ -418,13 +453,43 @@ mod tests {
         assert_eq!(r.place("t/a", &at("eu-central"), Timestamp(1)).unwrap().0.id, "de1");
         let mut last = hb("de1", "eu-central", 5, 0);
         last.draining = true;
-        r.heartbeat("de1", &last, Timestamp(2)).unwrap();
+        r.heartbeat("de1", None, &last, Timestamp(2)).unwrap();
         assert_eq!(r.next_expiry(), Some(Timestamp(2)), "the lease ends now, not {} ms later", r.ttl_ms);
         let expired = r.expire(Timestamp(2));
         assert_eq!(expired.nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["de1"]);
         assert!(expired.nodes.iter().all(|n| n.draining), "reported as drained, not lost");
         assert_eq!(expired.rooms.iter().map(|p| p.room.as_str()).collect::<Vec<_>>(), ["t/a"]);
         assert_eq!(r.place("t/a", &at("eu-central"), Timestamp(3)).unwrap().0.id, "ap1");
+    }
+
+    /// A heartbeat retried late may arrive after its successor; if that successor was the drain, accepting
+    /// it would give a stopped node a fresh lease and rooms.
+    #[test]
+    fn a_heartbeat_issued_before_the_last_one_is_refused_even_after_the_drain() {
+        let mut r = Registry::new(15_000);
+        let at_secs = |secs: u64| Some(1_800_000_000 + secs);
+        r.heartbeat("de1", at_secs(10), &hb("de1", "eu-central", 5, 0), Timestamp(1)).unwrap();
+        let stale = r.heartbeat("de1", at_secs(9), &hb("de1", "eu-central", 5, 0), Timestamp(2)).unwrap_err();
+        assert_eq!(stale.code, ErrorCode::Conflict);
+        assert!(stale.message.starts_with("stale heartbeat: issued at 1800000009, before"), "{}", stale.message);
+        assert!(r.heartbeat("de1", at_secs(10), &hb("de1", "eu-central", 5, 1), Timestamp(3)).is_ok(), "same second");
+        assert!(r.heartbeat("de1", None, &hb("de1", "eu-central", 5, 1), Timestamp(4)).is_ok(), "no iat: as before");
+
+        let mut last = hb("de1", "eu-central", 5, 0);
+        last.draining = true;
+        r.heartbeat("de1", at_secs(12), &last, Timestamp(5)).unwrap();
+        assert_eq!(r.expire(Timestamp(5)).nodes.len(), 1, "drained");
+        let revived = r.heartbeat("de1", at_secs(11), &hb("de1", "eu-central", 5, 0), Timestamp(6));
+        assert_eq!(revived.map(|_| ()).unwrap_err().code, ErrorCode::Conflict, "the drain's iat outlives its lease");
+        assert!(r.nodes().is_empty());
+        // The node started again later: its newer heartbeats register it.
+        assert!(r.heartbeat("de1", at_secs(40), &hb("de1", "eu-central", 5, 0), Timestamp(7)).is_ok());
+        // An ended lease's iat is forgotten once no token issued before it could still verify.
+        let mut r = Registry::new(15_000);
+        r.heartbeat("de1", at_secs(12), &last, Timestamp(5)).unwrap();
+        r.expire(Timestamp(5));
+        r.expire(Timestamp(5 + RETIRED_ISSUED_AT_MS));
+        assert!(r.heartbeat("de1", at_secs(11), &hb("de1", "eu-central", 5, 0), Timestamp(6)).is_ok());
     }
 
     #[test]
@@ -449,7 +514,7 @@ mod tests {
     fn expired_leases_unplace_their_rooms() {
         let mut r = registry(&[hb("a", "eu-west", 5, 0), hb("b", "us-east", 5, 0)]);
         r.place("t/1", &at("eu-west"), Timestamp(1)).unwrap();
-        r.heartbeat("b", &hb("b", "us-east", 5, 0), Timestamp(10_000)).unwrap();
+        r.heartbeat("b", None, &hb("b", "us-east", 5, 0), Timestamp(10_000)).unwrap();
         assert_eq!(r.next_expiry(), Some(Timestamp(15_000)));
         let expired = r.expire(Timestamp(15_000));
         assert_eq!(expired.nodes.len(), 1);
@@ -462,42 +527,42 @@ mod tests {
     fn heartbeats_are_validated() {
         let mut r = Registry::new(1000);
         assert_eq!(
-            r.heartbeat("other", &hb("a", "eu-west", 1, 0), Timestamp(0)).unwrap_err().code,
+            r.heartbeat("other", None, &hb("a", "eu-west", 1, 0), Timestamp(0)).unwrap_err().code,
             ErrorCode::Forbidden
         );
-        let edge = r.heartbeat("edge", &hb("edge", "eu-west", 1, 0), Timestamp(0)).unwrap_err();
+        let edge = r.heartbeat("edge", None, &hb("edge", "eu-west", 1, 0), Timestamp(0)).unwrap_err();
         assert_eq!(edge.code, ErrorCode::Forbidden, "the edge's control token registers no node: {edge:?}");
         assert!(edge.message.contains("reserved"), "{edge:?}");
         assert!(r.nodes.is_empty());
         let mut bad = hb("a", "eu west", 1, 0);
-        assert_eq!(r.heartbeat("a", &bad, Timestamp(0)).unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(r.heartbeat("a", None, &bad, Timestamp(0)).unwrap_err().code, ErrorCode::BadRequest);
         bad = hb("a", "eu-west", 0, 0);
-        assert!(r.heartbeat("a", &bad, Timestamp(0)).is_err());
+        assert!(r.heartbeat("a", None, &bad, Timestamp(0)).is_err());
         bad = hb("a", "eu-west", 1, 0);
         bad.url = "ftp://x".into();
-        assert!(r.heartbeat("a", &bad, Timestamp(0)).is_err());
+        assert!(r.heartbeat("a", None, &bad, Timestamp(0)).is_err());
     }
 
     #[test]
     fn a_second_process_with_a_live_nodes_id_is_refused_until_the_lease_ends() {
         let mut r = Registry::new(1000);
         let first = hb("a", "eu-west", 1, 0);
-        r.heartbeat("a", &first, Timestamp(0)).unwrap();
+        r.heartbeat("a", None, &first, Timestamp(0)).unwrap();
         let mut moved = first.clone();
         moved.url = "http://elsewhere:9000".into();
-        let err = r.heartbeat("a", &moved, Timestamp(400)).unwrap_err();
+        let err = r.heartbeat("a", None, &moved, Timestamp(400)).unwrap_err();
         assert_eq!(err.code, ErrorCode::Conflict, "{err:?}");
         assert!(err.message.contains(&first.url) && err.message.contains("own id"), "{err:?}");
         assert_eq!(r.nodes.get("a").map(|n| n.url.as_str()), Some(first.url.as_str()), "the lease keeps its URL");
         let mut same = first.clone();
         same.url.push('/');
-        assert!(r.heartbeat("a", &same, Timestamp(500)).is_ok(), "the same node, a trailing slash aside, renews");
+        assert!(r.heartbeat("a", None, &same, Timestamp(500)).is_ok(), "the same node, a trailing slash aside, renews");
         same.url = first.url.replace(".example", ".EXAMPLE:80");
-        assert!(r.heartbeat("a", &same, Timestamp(500)).is_ok(), "nor do case and a default port: {}", same.url);
+        assert!(r.heartbeat("a", None, &same, Timestamp(500)).is_ok(), "nor do case and a default port: {}", same.url);
         assert_eq!(comparable_url("https://Media.example:443/"), "https://media.example");
         assert_ne!(comparable_url("https://media.example:8443"), "https://media.example");
-        assert!(r.heartbeat("a", &moved, Timestamp(1_499)).is_err());
-        let lease = r.heartbeat("a", &moved, Timestamp(1_500)).unwrap().0;
+        assert!(r.heartbeat("a", None, &moved, Timestamp(1_499)).is_err());
+        let lease = r.heartbeat("a", None, &moved, Timestamp(1_500)).unwrap().0;
         assert_eq!(lease.url, moved.url, "once the old lease ran out, the id may move");
     }
 

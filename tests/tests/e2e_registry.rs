@@ -6,7 +6,7 @@ use homeroom_shared::media::NodeHeartbeat;
 use homeroom_shared::protocol::{ClientFrame, ClientRequest as Req, ErrorCode, MediaKind, Role, ServerFrame as F};
 use homeroom_tests::client::{Client, Connect};
 use homeroom_tests::edge::Edge;
-use homeroom_tests::tokens::{service_token, verify_media_token, Minter};
+use homeroom_tests::tokens::{service_token, service_token_for_body, verify_media_token, Minter};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,20 @@ async fn heartbeats_place_rooms_by_region_and_failover_tells_clients() {
         .await
         .unwrap();
     assert_eq!(mismatch.status().as_u16(), 403);
+    // A token bound to one body (as the node's are) does not carry another: a captured heartbeat token cannot
+    // announce a drain.
+    let signed = serde_json::to_string(&heartbeat("eu-1", "eu-west", 0)).unwrap();
+    let changed = serde_json::to_string(&NodeHeartbeat { draining: true, ..heartbeat("eu-1", "eu-west", 0) }).unwrap();
+    let tampered = http
+        .post(format!("{}/v1/nodes/heartbeat", edge.http()))
+        .bearer_auth(service_token_for_body("eu-1", &signed).unwrap())
+        .header("content-type", "application/json")
+        .body(changed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tampered.status().as_u16(), 401);
+    assert!(tampered.text().await.unwrap().contains("body_sha256 does not match"));
     // The edge's own control token (same secret, `sub` "edge") registers no node.
     let edge_subject = beat(&http, &edge, &heartbeat("edge", "eu-west", 0)).await;
     assert_eq!(edge_subject.status().as_u16(), 403);

@@ -91,14 +91,16 @@ fn log_refused_control(error: &AuthError) {
     }
 }
 
-/// Verifies the edge's control token: signed with `NODE_SECRET`, unexpired, `sub` = `"edge"`. Returns the
-/// token's `iat`: when the edge made the decision, on the clock its media tokens' `iat` comes from.
-pub(crate) fn edge_service(headers: &HeaderMap, key: &TokenKey) -> Result<Option<u64>, HttpError> {
+/// Verifies the edge's control token: signed with `NODE_SECRET`, unexpired, `sub` = `"edge"`, and naming
+/// `body` if it names one (`body_sha256`). Returns the token's `iat`: when the edge made the decision, on the
+/// clock its media tokens' `iat` comes from.
+pub(crate) fn edge_service(headers: &HeaderMap, key: &TokenKey, body: &[u8]) -> Result<Option<u64>, HttpError> {
     let token = bearer(headers)?;
-    let claims = key.verify_service(&token, clock::now()).map_err(|e| {
-        log_refused_control(&e);
-        HttpError(e.to_api())
-    })?;
+    let claims =
+        key.verify_service(&token, clock::now()).and_then(|c| c.check_body(body).map(|()| c)).map_err(|e| {
+            log_refused_control(&e);
+            HttpError(e.to_api())
+        })?;
     if claims.sub != EDGE_SUBJECT {
         return Err(HttpError::new(
             ErrorCode::Forbidden,

@@ -53,7 +53,7 @@ pub fn capped_token(participant: &str, room: &str, caps: MediaCaps) -> String {
 }
 
 pub fn edge_token() -> String {
-    sign(&ServiceClaims { sub: EDGE_SUBJECT.into(), exp: now_secs() + 60, iat: None })
+    sign(&ServiceClaims { sub: EDGE_SUBJECT.into(), exp: now_secs() + 60, ..ServiceClaims::default() })
 }
 
 pub async fn control(node: &NodeHandle, token: Option<&str>, body: serde_json::Value) -> (u16, serde_json::Value) {
