@@ -62,6 +62,13 @@ pub struct PlaceCall {
     pub region: Option<String>,
     #[serde(default)]
     pub geo: Option<Geo>,
+    /// How many `media.join`s this call answers (each a session on the node).
+    #[serde(default = "one")]
+    pub sessions: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Body of the internal `POST /release`.
@@ -225,9 +232,9 @@ impl NodeRegistry {
     fn place(&self, call: PlaceCall) -> Result<Response, ApiError> {
         let now = clock::now();
         let location = ClientLocation { region: call.region, geo: call.geo };
-        let (lease, new) = self.with_registry(|r| r.place(&call.room, &location, now))?;
+        let (lease, new) = self.with_registry(|r| r.place_sessions(&call.room, &location, call.sessions, now))?;
+        self.save_node(&lease)?;
         if new {
-            self.save_node(&lease)?;
             let placement = Placement { room: call.room.clone(), node: lease.id.clone(), since: now };
             self.save_placement(&placement)?;
             worker::console_log!("placed room {} on node {} ({})", call.room, lease.id, lease.region);

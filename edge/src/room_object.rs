@@ -444,7 +444,8 @@ impl RoomObject {
             Ok(room) => room,
             Err(e) => return worker::console_error!("{} media.join(s) not placed: {e}", joins.len()),
         };
-        let call = PlaceCall { room, region: location.region, geo: location.geo };
+        let sessions = u32::try_from(joins.len()).unwrap_or(u32::MAX);
+        let call = PlaceCall { room, region: location.region, geo: location.geo, sessions };
         let placed = within(MEDIA_IO_TIMEOUT_MS, registry_object::place(&self.env, &call)).await;
         let placed = placed.unwrap_or_else(|| {
             worker::console_error!("placing the room's media took longer than {MEDIA_IO_TIMEOUT_MS} ms; given up");

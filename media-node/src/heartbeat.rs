@@ -55,8 +55,8 @@ fn hint(status: u16) -> &'static str {
     match status {
         401 => {
             " (check that this node's NODE_SECRET is the edge's: `wrangler secret put NODE_SECRET`; a token \
-             can also be refused as expired or not yet valid when this host's clock is off: keep it in sync \
-             with NTP)"
+             is also refused as expired, or as valid for too long (over 600 s), when this host's clock is off: \
+             keep it in sync with NTP)"
         }
         403 => " (the edge refuses this node id or token kind)",
         404 => " (is --edge-url the edge's base URL, without a path?)",

@@ -208,6 +208,11 @@ impl Registry {
         if !(hb.url.starts_with("http://") || hb.url.starts_with("https://")) || hb.url.len() > 512 {
             return Err(bad("url must be an http:// or https:// URL of at most 512 characters".into()));
         }
+        if let Some(problem) = base_url_problem(&hb.url) {
+            // The edge appends `/v1/control` and clients `/v1/sessions`: anything but a base URL would break
+            // both without an error anyone sees.
+            return Err(bad(format!("url {:?} is not a base URL: {problem}", hb.url)));
+        }
         if hb.capacity == 0 {
             return Err(bad("capacity must be at least 1".into()));
         }
@@ -297,18 +302,33 @@ impl Registry {
         self.placements.values().cloned().collect()
     }
 
-    /// The node for `room`: its current node while that lives, else a new placement near `client`.
-    /// Returns the lease and whether the placement is new.
+    /// The node for one session of `room`: [`Registry::place_sessions`] with one.
     pub fn place(
         &mut self,
         room: &str,
         client: &ClientLocation,
         now: Timestamp,
     ) -> Result<(NodeLease, bool), ApiError> {
-        if let Some(current) = self.placements.get(room) {
-            if let Some(node) = self.nodes.get(&current.node).filter(|n| n.expires_at > now) {
-                return Ok((node.clone(), false));
-            }
+        self.place_sessions(room, client, 1, now)
+    }
+
+    /// The node for `sessions` new sessions of `room` (a class's `media.join`s answered together): its
+    /// current node while that lives, else a new placement near `client`. Each session counts as pending on
+    /// the node until its next heartbeat reports the real load, so a node filling up with the classes already
+    /// on it is not given more rooms meanwhile. Returns the lease and whether the placement is new.
+    pub fn place_sessions(
+        &mut self,
+        room: &str,
+        client: &ClientLocation,
+        sessions: u32,
+        now: Timestamp,
+    ) -> Result<(NodeLease, bool), ApiError> {
+        let current = self.placements.get(room).map(|p| p.node.clone());
+        if let Some(node) = current.and_then(|id| self.nodes.get_mut(&id)).filter(|n| n.expires_at > now) {
+            // The room stays where it is (a class on one node), even on a full one: the node refuses what
+            // it cannot take, and the heartbeat corrects the estimate.
+            node.pending = node.pending.saturating_add(sessions);
+            return Ok((node.clone(), false));
         }
         let chosen = choose(self.nodes.values().filter(|n| n.expires_at > now), client).ok_or_else(|| {
             ApiError::new(
@@ -319,7 +339,7 @@ impl Registry {
         let id = chosen.id.clone();
         self.placements.insert(room.to_owned(), Placement { room: room.to_owned(), node: id.clone(), since: now });
         let node = self.nodes.get_mut(&id).map(|n| {
-            n.pending = n.pending.saturating_add(1);
+            n.pending = n.pending.saturating_add(sessions);
             n.clone()
         });
         node.map(|n| (n, true)).ok_or_else(|| ApiError::new(ErrorCode::Internal, "chosen node vanished"))
@@ -349,8 +369,30 @@ pub fn choose<'a>(nodes: impl Iterator<Item = &'a NodeLease>, client: &ClientLoc
     // Nearest region first; regions without known coordinates come last.
     let distance = |n: &NodeLease| region_geo(&n.region).map(|g| g.distance_km(origin)).unwrap_or(f64::INFINITY);
     let nearest = open.iter().map(|n| distance(n)).fold(f64::INFINITY, f64::min);
+    if nearest.is_infinite() {
+        // Only regions of unknown place have room: none is nearer than another.
+        return least_loaded(open);
+    }
     let region = open.iter().find(|n| distance(n) == nearest).map(|n| n.region.clone())?;
     least_loaded(open.into_iter().filter(|n| n.region == region).collect())
+}
+
+/// Why `url` (starting with `http://` or `https://`) cannot be a node's base URL, if it cannot: paths are
+/// appended to it, so it needs a host and may not have a query, fragment, user info or whitespace.
+fn base_url_problem(url: &str) -> Option<&'static str> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or_default();
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("it contains whitespace")
+    } else if url.contains(['?', '#']) {
+        Some("it has a query or fragment")
+    } else if authority.contains('@') {
+        Some("it has user info")
+    } else if authority.is_empty() || authority.starts_with(':') {
+        Some("it has no host")
+    } else {
+        None
+    }
 }
 
 /// A node URL as compared between heartbeats: scheme and host in lower case, without a default port or a
@@ -462,6 +504,29 @@ mod tests {
         assert_eq!(r.place("t/a", &at("eu-central"), Timestamp(3)).unwrap().0.id, "ap1");
     }
 
+    /// A class joining counts every session on its node, not one per room: a small node that its classes have
+    /// filled since its last heartbeat gets no new room (it would refuse its students with 503).
+    #[test]
+    fn every_joining_session_counts_on_its_node_until_the_next_heartbeat() {
+        let mut r = registry(&[hb("small", "eu-west", 30, 0), hb("big", "eu-west", 1_000, 500)]);
+        let (node, new) = r.place_sessions("t/a", &at("eu-west"), 20, Timestamp(1)).unwrap();
+        assert_eq!((node.id.as_str(), new, node.pending), ("small", true, 20), "the emptier node, by share");
+        // The rest of the class, folded into one call, stays with its room and counts too.
+        let (node, new) = r.place_sessions("t/a", &at("eu-west"), 10, Timestamp(2)).unwrap();
+        assert_eq!((node.id.as_str(), new, node.pending), ("small", false, 30));
+        assert_eq!(r.place("t/b", &at("eu-west"), Timestamp(3)).unwrap().0.id, "big", "small is full");
+        // The node's heartbeat reports what it really has (some joins failed or left), and replaces the estimate.
+        r.heartbeat("small", None, &hb("small", "eu-west", 30, 12), Timestamp(4)).unwrap();
+        assert_eq!(r.place("t/c", &at("eu-west"), Timestamp(5)).unwrap().0.id, "small");
+    }
+
+    #[test]
+    fn among_regions_of_unknown_place_the_least_loaded_node_is_chosen() {
+        let mut r = registry(&[hb("a1", "lab-a", 10, 9), hb("b1", "lab-b", 10, 1)]);
+        let paris = ClientLocation { region: None, geo: Some(Geo::from_degrees(48.9, 2.35)) };
+        assert_eq!(r.place("t/a", &paris, Timestamp(1)).unwrap().0.id, "b1", "not the first region by id");
+    }
+
     /// A heartbeat retried late may arrive after its successor; if that successor was the drain, accepting
     /// it would give a stopped node a fresh lease and rooms.
     #[test]
@@ -541,6 +606,23 @@ mod tests {
         bad = hb("a", "eu-west", 1, 0);
         bad.url = "ftp://x".into();
         assert!(r.heartbeat("a", None, &bad, Timestamp(0)).is_err());
+        for (url, problem) in [
+            ("https://media.example?x=1", "query or fragment"),
+            ("https://media.example/#top", "query or fragment"),
+            ("https://ops:pw@media.example", "user info"),
+            ("https://media.example/ x", "whitespace"),
+            ("https:///v1", "no host"),
+            ("http://:7000", "no host"),
+        ] {
+            bad.url = url.into();
+            let refused = r.heartbeat("a", None, &bad, Timestamp(0)).unwrap_err();
+            assert!(refused.message.contains(problem), "{url}: {}", refused.message);
+        }
+        for url in ["https://media.example", "https://media.example:8443/sfu/", "http://127.0.0.1:7000"] {
+            bad.url = url.into();
+            assert!(r.heartbeat("a", None, &bad, Timestamp(0)).is_ok(), "{url}");
+            r = Registry::new(1000);
+        }
     }
 
     #[test]

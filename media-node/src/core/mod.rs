@@ -162,9 +162,15 @@ pub struct SessionCreated {
 /// Why a session was not created.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CreateError {
-    #[error("the node is draining for shutdown and takes no new sessions; ask the edge for another node")]
+    #[error(
+        "the node is draining for shutdown and takes no new sessions; media.join again: the edge places the \
+         room on another node once this one has drained"
+    )]
     Draining,
-    #[error("the node is at capacity ({capacity} sessions); ask the edge for another node")]
+    #[error(
+        "the node is at capacity ({capacity} sessions) and the room's media stays on it; retry in a few \
+         seconds (operators: add capacity or nodes)"
+    )]
     Full { capacity: u32 },
     #[error("the body is not an SDP offer: {0}")]
     BadOffer(String),

@@ -102,7 +102,7 @@ pub(crate) async fn ask<T>(
     let unavailable = || {
         HttpError::new(
             ErrorCode::Unavailable,
-            "the media loop is not running (the node is stopping); ask the edge for another node",
+            "the media loop is not running (the node is stopping); media.join again in a few seconds",
         )
     };
     let (reply, answer) = oneshot::channel();
@@ -121,7 +121,7 @@ pub(crate) async fn ask<T>(
         Ok(Err(_)) => Err(unavailable()),
         Err(_) => Err(HttpError::new(
             ErrorCode::Unavailable,
-            "the media loop did not answer within 5 s (the node is overloaded); retry, or ask the edge for another node",
+            "the media loop did not answer within 5 s (the node is overloaded); retry in a few seconds",
         )),
     }
 }

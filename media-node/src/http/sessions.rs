@@ -38,7 +38,8 @@ pub(crate) async fn create(
     if state.status.draining() {
         return Err(HttpError::new(
             ErrorCode::Unavailable,
-            "the node is draining for shutdown and takes no new sessions; ask the edge for another node",
+            "the node is draining for shutdown and takes no new sessions; media.join again: the edge places the \
+             room on another node once this one has drained",
         ));
     }
     let claims = media_claims(&headers, &state.key, state.node_id.as_str(), Use::Open)?;
