@@ -79,20 +79,25 @@ impl Minter {
 /// A token signed with the development `NODE_SECRET`: a node's heartbeat token (`sub` = node id) or the edge's
 /// control token (`sub` = `"edge"`).
 pub fn service_token(sub: &str) -> anyhow::Result<String> {
-    service_token_with(sub, None)
+    service_token_with(sub, now_secs(), None)
+}
+
+/// [`service_token`] issued `secs_ago` seconds ago (a heartbeat retried late).
+pub fn service_token_issued_ago(sub: &str, secs_ago: u64) -> anyhow::Result<String> {
+    service_token_with(sub, now_secs().saturating_sub(secs_ago), None)
 }
 
 /// [`service_token`] bound to `body` (its `body_sha256` claim), as the node's and the edge's own tokens are.
 pub fn service_token_for_body(sub: &str, body: &str) -> anyhow::Result<String> {
-    service_token_with(sub, Some(homeroom_shared::auth::body_digest(body.as_bytes())))
+    service_token_with(sub, now_secs(), Some(homeroom_shared::auth::body_digest(body.as_bytes())))
 }
 
-fn service_token_with(sub: &str, body_sha256: Option<String>) -> anyhow::Result<String> {
+fn service_token_with(sub: &str, iat: u64, body_sha256: Option<String>) -> anyhow::Result<String> {
     let key = TokenKey::new(dev_var("NODE_SECRET")?.as_bytes());
     let claims = homeroom_shared::auth::ServiceClaims {
         sub: sub.to_owned(),
         exp: now_secs() + 300,
-        iat: Some(now_secs()),
+        iat: Some(iat),
         body_sha256,
     };
     Ok(key.sign(&claims)?)

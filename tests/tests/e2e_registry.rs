@@ -6,7 +6,9 @@ use homeroom_shared::media::NodeHeartbeat;
 use homeroom_shared::protocol::{ClientFrame, ClientRequest as Req, ErrorCode, MediaKind, Role, ServerFrame as F};
 use homeroom_tests::client::{Client, Connect};
 use homeroom_tests::edge::Edge;
-use homeroom_tests::tokens::{service_token, service_token_for_body, verify_media_token, Minter};
+use homeroom_tests::tokens::{
+    service_token, service_token_for_body, service_token_issued_ago, verify_media_token, Minter,
+};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -101,6 +103,16 @@ async fn heartbeats_place_rooms_by_region_and_failover_tells_clients() {
     assert!(edge_subject.text().await.unwrap().contains("reserved"));
     let reply: serde_json::Value = beat(&http, &edge, &heartbeat("eu-1", "eu-west", 0)).await.json().await.unwrap();
     assert_eq!(reply["ttl_ms"], ttl_ms);
+    // A heartbeat issued before the one the lease holds (a retry that arrived late) changes nothing.
+    let stale = http
+        .post(format!("{}/v1/nodes/heartbeat", edge.http()))
+        .bearer_auth(service_token_issued_ago("eu-1", 20).unwrap())
+        .json(&NodeHeartbeat { draining: true, ..heartbeat("eu-1", "eu-west", 0) })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status().as_u16(), 409);
+    assert!(stale.text().await.unwrap().contains("stale heartbeat"));
     // A second process under a live node's id, at another URL, is refused: it would flip the lease.
     let impostor = NodeHeartbeat { url: "http://127.0.0.1:9/elsewhere".into(), ..heartbeat("eu-1", "eu-west", 0) };
     let refused = beat(&http, &edge, &impostor).await;
