@@ -14,14 +14,17 @@
 //!   live node) can run in the middle and have its fresh row deleted.
 //! - Rooms are told from the alarm only, never inside a heartbeat or placement: a node loss with many rooms
 //!   does not hold those calls up. A notice stays in `lost_notices` until its room answered, and the alarm
-//!   retries what is left every [`NOTICE_RETRY_MS`], so no room misses its `media.moved`.
+//!   retries what is left every [`NOTICE_RETRY_MS`], so no room misses its `media.moved`. The notice is
+//!   stored before the placement's row is deleted, so a failed write leaves the placement to expire again.
+//! - A drain that ended a lease is stored (`drained`) while a heartbeat token issued before it could verify,
+//!   so a late retry of an earlier heartbeat cannot bring the node back, even after a reload.
 //!
 //! The Worker verifies node tokens before forwarding heartbeats here; this object trusts its callers.
 
 use crate::http::{self, fail};
 use crate::{clock, config};
 use homeroom_shared::media::NodeHeartbeat;
-use homeroom_shared::placement::{ClientLocation, Geo, NodeLease, Placement, Registry};
+use homeroom_shared::placement::{ClientLocation, Drained, Geo, NodeLease, Placement, Registry};
 use homeroom_shared::protocol::{ApiError, ErrorCode, NodeInfo};
 use homeroom_shared::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -36,11 +39,14 @@ pub const DEFAULT_LEASE_TTL_MS: u64 = 15_000;
 
 /// How soon the alarm tries again to tell rooms that could not be told their node was lost.
 pub const NOTICE_RETRY_MS: u64 = 2_000;
+/// How long one room may take to answer its notice before the alarm moves on to the next (and retries it).
+const NOTICE_TIMEOUT_MS: u64 = 3_000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS nodes (id TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS placements (room TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS lost_notices (room TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS drained (id TEXT PRIMARY KEY, body TEXT NOT NULL);
 ";
 
 /// Body of the internal `POST /heartbeat`.
@@ -167,7 +173,8 @@ impl NodeRegistry {
         if !notices.is_empty() {
             self.notices_due.set(Some(clock::now()));
         }
-        *self.registry.borrow_mut() = Some(Registry::restore(self.ttl_ms()?, nodes, placements));
+        let drained: Vec<Drained> = self.bodies("SELECT body FROM drained")?;
+        *self.registry.borrow_mut() = Some(Registry::restore(self.ttl_ms()?, nodes, placements, drained));
         Ok(())
     }
 
@@ -226,6 +233,7 @@ impl NodeRegistry {
         let (lease, reply) =
             self.with_registry(|r| r.heartbeat(&call.subject, call.issued_at, &call.heartbeat, now))?;
         self.save_node(&lease)?;
+        self.delete("drained", "id", &lease.id)?;
         Ok(http::json(200, &reply))
     }
 
@@ -274,8 +282,19 @@ impl NodeRegistry {
             }
             self.delete("nodes", "id", &node.id)?;
         }
+        for drain in &expired.drained {
+            let body = serde_json::to_string(drain).map_err(storage_error)?;
+            self.sql()
+                .exec(
+                    "INSERT OR REPLACE INTO drained (id, body) VALUES (?, ?)",
+                    Some(vec![text(&drain.id), text(&body)]),
+                )
+                .map_err(storage_error)?;
+        }
+        for id in &expired.forgotten_drains {
+            self.delete("drained", "id", id)?;
+        }
         for placement in &expired.rooms {
-            self.delete("placements", "room", &placement.room)?;
             let drained = expired.nodes.iter().any(|n| n.id == placement.node && n.draining);
             let reason = if drained {
                 format!("media node {} was drained (taken out of service)", placement.node)
@@ -290,6 +309,8 @@ impl NodeRegistry {
                     Some(vec![text(&placement.room), text(&body)]),
                 )
                 .map_err(storage_error)?;
+            // After the notice: should a write fail, the placement is still there to be expired again.
+            self.delete("placements", "room", &placement.room)?;
             self.notices_due.set(Some(now));
         }
         Ok(())
@@ -306,7 +327,9 @@ impl NodeRegistry {
         let mut failed = 0;
         for notice in notices {
             let told = match serde_json::from_str::<LostCall>(&notice.body) {
-                Ok(lost) => notify_room(&self.env, &notice.room, &lost).await,
+                Ok(lost) => crate::room_object::within(NOTICE_TIMEOUT_MS, notify_room(&self.env, &notice.room, &lost))
+                    .await
+                    .unwrap_or_else(|| Err(format!("no answer within {NOTICE_TIMEOUT_MS} ms"))),
                 Err(e) => {
                     worker::console_error!("dropping an unreadable lost-node notice for room {}: {e}", notice.room);
                     Ok(())

@@ -94,7 +94,7 @@ fn deliver(sockets: &mut HashMap<ConnId, WebSocket>, delivery: Delivery<JsValue>
 const MEDIA_IO_TIMEOUT_MS: u64 = 3_000;
 
 /// `work`, or `None` if it takes longer than `ms`.
-async fn within<T>(ms: u64, work: impl std::future::Future<Output = T>) -> Option<T> {
+pub(crate) async fn within<T>(ms: u64, work: impl std::future::Future<Output = T>) -> Option<T> {
     use std::future::Future;
     use std::task::Poll;
     let mut work = std::pin::pin!(work);

@@ -60,7 +60,10 @@ fn hint(status: u16) -> &'static str {
         }
         403 => " (the edge refuses this node id or token kind)",
         404 => " (is --edge-url the edge's base URL, without a path?)",
-        409 => " (another node heartbeats with this id from another URL: give each node its own --node-id)",
+        409 => {
+            " (another node heartbeats with this id from another URL: give each node its own --node-id; or, \
+             after a drain, a heartbeat issued before it arrived late and was ignored)"
+        }
         _ => "",
     }
 }

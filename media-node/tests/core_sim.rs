@@ -682,8 +682,8 @@ fn a_stop_the_client_already_made_settles_without_an_offer() {
 }
 
 /// A client that rejects a node m-line (port 0, as a browser without the codec does) gets nothing on it and
-/// is not offered that track again; when the track goes, its copy ends without an offer (the line is dead),
-/// and the publisher's next track comes on a new line.
+/// is not offered that publisher's tracks of that kind again, even after a rejoin (each offer would add a dead
+/// m-line); the line is dead, so no offer stops it, and a track of another kind comes on a new line.
 #[test]
 fn a_track_the_client_rejected_is_neither_forwarded_nor_offered_again() {
     let mut net = SimNetwork::new();
@@ -698,7 +698,7 @@ fn a_track_the_client_rejected_is_neither_forwarded_nor_offered_again() {
     assert_eq!(stats.packets_from("alice", MediaKind::Video), 0, "the rejected line carries nothing");
     let rejected_mid = stats.track("alice", MediaKind::Video).map(|t| t.mid.clone()).expect("offered once");
     let info = net.sfu.session_info(bob_session).unwrap();
-    assert_eq!((info.receiving, info.subscriptions), (1, 2), "audio open, video declined");
+    assert_eq!((info.receiving, info.subscriptions), (1, 1), "audio open; the declined video forgotten");
 
     // Nothing to offer while alice's camera stays: no offer loop.
     let offers = stats.node_offers;
@@ -719,6 +719,19 @@ fn a_track_the_client_rejected_is_neither_forwarded_nor_offered_again() {
     let screen = stats.track("alice", MediaKind::Screen).expect("the screen share is offered");
     assert_ne!(screen.mid, rejected_mid, "a rejected line is never reused");
     assert!(screen.packets > 10, "the screen share flows: {screen:?}");
+
+    // Alice leaves and comes back with a camera: bob gets her audio again, and is not offered her video.
+    let now = net.now();
+    net.sfu.close_session(now, net.session_of(alice).unwrap(), homeroom_media_node::core::CloseReason::Deleted);
+    net.run_for(Duration::from_secs(1));
+    net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
+    net.run_for(Duration::from_secs(2));
+    let stats = net.peer(bob).unwrap().stats();
+    assert!(stats.errors.is_empty(), "{:?}", stats.errors);
+    let videos = stats.tracks.values().filter(|t| t.kind == Some(MediaKind::Video)).count();
+    assert_eq!(videos, 1, "no new video m-line for alice: {:?}", stats.tracks);
+    let info = net.sfu.session_info(bob_session).unwrap();
+    assert_eq!((info.receiving, info.subscriptions), (1, 1), "her new audio only");
 }
 
 /// After a refused answer the node's changes go back to be offered again, but not at once: building an offer

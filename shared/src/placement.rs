@@ -145,14 +145,22 @@ pub struct Registry {
     pub ttl_ms: u64,
     nodes: BTreeMap<String, NodeLease>,
     placements: BTreeMap<String, Placement>,
-    /// The last heartbeat `iat` of nodes whose lease ended, and when it ended: kept while a token issued
-    /// before it could still verify ([`RETIRED_ISSUED_AT_MS`]), so a stale heartbeat cannot bring a drained
-    /// node back. In memory only: a registry reloaded meanwhile forgets it.
-    retired: BTreeMap<String, (u64, Timestamp)>,
+    /// Nodes whose lease a drain ended, by id: kept while a heartbeat token issued before the drain could
+    /// still verify ([`DRAIN_MEMORY_MS`]), so that a stale heartbeat cannot bring a drained node back.
+    drained: BTreeMap<String, Drained>,
 }
 
-/// How long an ended lease's last `iat` is kept: the longest a service token stays valid, skew included.
-pub const RETIRED_ISSUED_AT_MS: u64 = (crate::auth::MAX_SERVICE_TOKEN_SECS + crate::auth::SERVICE_SKEW_SECS) * 1000;
+/// How long a drain is remembered: the longest a service token stays valid, skew included.
+pub const DRAIN_MEMORY_MS: u64 = (crate::auth::MAX_SERVICE_TOKEN_SECS + crate::auth::SERVICE_SKEW_SECS) * 1000;
+
+/// A node whose lease its drain ended, remembered for [`DRAIN_MEMORY_MS`] (stored by the adapter).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drained {
+    pub id: String,
+    /// The `iat` (seconds) of the drain's last heartbeat.
+    pub issued_at: u64,
+    pub ended_at: Timestamp,
+}
 
 /// What changed when leases ran out.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -160,6 +168,9 @@ pub struct Expired {
     pub nodes: Vec<NodeLease>,
     /// Rooms that were placed on those nodes (now unplaced).
     pub rooms: Vec<Placement>,
+    /// Drains now remembered (of those nodes), and the ids of drains forgotten ([`DRAIN_MEMORY_MS`]).
+    pub drained: Vec<Drained>,
+    pub forgotten_drains: Vec<String>,
 }
 
 impl Registry {
@@ -168,19 +179,21 @@ impl Registry {
         Registry { ttl_ms, ..Registry::default() }
     }
 
-    /// A registry rebuilt from stored leases and placements.
-    pub fn restore(ttl_ms: u64, nodes: Vec<NodeLease>, placements: Vec<Placement>) -> Self {
+    /// A registry rebuilt from stored leases, placements and drains.
+    pub fn restore(ttl_ms: u64, nodes: Vec<NodeLease>, placements: Vec<Placement>, drained: Vec<Drained>) -> Self {
         Registry {
             ttl_ms,
             nodes: nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
             placements: placements.into_iter().map(|p| (p.room.clone(), p)).collect(),
-            retired: BTreeMap::new(),
+            drained: drained.into_iter().map(|d| (d.id.clone(), d)).collect(),
         }
     }
 
     /// Renews (or creates) the lease of the heartbeat's node. `subject` and `issued_at` are the verified
-    /// token's `sub` and `iat`: a heartbeat issued before the one the lease holds is stale (a retry that
-    /// arrived after its successor, which may have been the drain) and is refused, so it cannot revive a lease.
+    /// token's `sub` and `iat`. After a drain (the lease holds a draining heartbeat, or a drain ended it), a
+    /// heartbeat issued before it, or in its second without draining, is a stale retry and is refused: it
+    /// would bring a node that is shutting down back into placement. Other heartbeats are not ordered (an
+    /// out-of-date load is corrected by the next one, and a node whose clock stepped back is not locked out).
     pub fn heartbeat(
         &mut self,
         subject: &str,
@@ -216,21 +229,22 @@ impl Registry {
         if hb.capacity == 0 {
             return Err(bad("capacity must be at least 1".into()));
         }
-        let last = match self.nodes.get(&hb.id) {
-            Some(lease) => lease.issued_at,
-            None => self.retired.get(&hb.id).map(|(issued, _)| *issued),
+        let drain = match self.nodes.get(&hb.id) {
+            Some(lease) => lease.issued_at.filter(|_| lease.draining),
+            None => self.drained.get(&hb.id).map(|d| d.issued_at),
         };
-        if let (Some(issued), Some(last)) = (issued_at, last) {
-            if issued < last {
+        if let (Some(issued), Some(drain)) = (issued_at, drain) {
+            if issued < drain || (issued == drain && !hb.draining) {
                 return Err(ApiError::new(
                     ErrorCode::Conflict,
                     format!(
-                        "stale heartbeat: issued at {issued}, before the node's last one (issued at {last}); \
+                        "stale heartbeat: issued at {issued}, not after the node's drain (issued at {drain}); \
                          ignored"
                     ),
                 ));
             }
         }
+        let last = self.nodes.get(&hb.id).and_then(|lease| lease.issued_at);
         let url = hb.url.trim_end_matches('/');
         let elsewhere = |live: &&NodeLease| live.expires_at > now && comparable_url(&live.url) != comparable_url(url);
         if let Some(live) = self.nodes.get(&hb.id).filter(elsewhere) {
@@ -259,7 +273,7 @@ impl Registry {
             expires_at: if hb.draining && hb.load == 0 { now } else { now.plus_ms(self.ttl_ms) },
             issued_at: issued_at.or(last),
         };
-        self.retired.remove(&lease.id);
+        self.drained.remove(&lease.id);
         self.nodes.insert(lease.id.clone(), lease.clone());
         Ok((lease, HeartbeatReply { ttl_ms: self.ttl_ms }))
     }
@@ -268,11 +282,18 @@ impl Registry {
     pub fn expire(&mut self, now: Timestamp) -> Expired {
         let dead: Vec<String> = self.nodes.values().filter(|n| n.expires_at <= now).map(|n| n.id.clone()).collect();
         let mut expired = Expired::default();
-        self.retired.retain(|_, (_, ended)| now.since(*ended) < RETIRED_ISSUED_AT_MS);
+        let forgotten: Vec<String> =
+            self.drained.values().filter(|d| now.since(d.ended_at) >= DRAIN_MEMORY_MS).map(|d| d.id.clone()).collect();
+        for id in &forgotten {
+            self.drained.remove(id);
+        }
+        expired.forgotten_drains = forgotten;
         for id in dead {
             if let Some(node) = self.nodes.remove(&id) {
-                if let Some(issued) = node.issued_at {
-                    self.retired.insert(node.id.clone(), (issued, now));
+                if let Some(issued_at) = node.issued_at.filter(|_| node.draining) {
+                    let drain = Drained { id: node.id.clone(), issued_at, ended_at: now };
+                    self.drained.insert(drain.id.clone(), drain.clone());
+                    expired.drained.push(drain);
                 }
                 expired.nodes.push(node);
             }
@@ -527,33 +548,38 @@ mod tests {
         assert_eq!(r.place("t/a", &paris, Timestamp(1)).unwrap().0.id, "b1", "not the first region by id");
     }
 
-    /// A heartbeat retried late may arrive after its successor; if that successor was the drain, accepting
-    /// it would give a stopped node a fresh lease and rooms.
+    /// A heartbeat retried late may arrive after the drain that followed it; accepting it would give a node
+    /// that is shutting down a fresh lease and new rooms. Outside drains heartbeats are not ordered.
     #[test]
-    fn a_heartbeat_issued_before_the_last_one_is_refused_even_after_the_drain() {
+    fn a_heartbeat_issued_before_a_drain_is_refused_even_after_the_lease_ended() {
         let mut r = Registry::new(15_000);
         let at_secs = |secs: u64| Some(1_800_000_000 + secs);
+        let draining = |load| NodeHeartbeat { draining: true, ..hb("de1", "eu-central", 5, load) };
         r.heartbeat("de1", at_secs(10), &hb("de1", "eu-central", 5, 0), Timestamp(1)).unwrap();
-        let stale = r.heartbeat("de1", at_secs(9), &hb("de1", "eu-central", 5, 0), Timestamp(2)).unwrap_err();
-        assert_eq!(stale.code, ErrorCode::Conflict);
-        assert!(stale.message.starts_with("stale heartbeat: issued at 1800000009, before"), "{}", stale.message);
-        assert!(r.heartbeat("de1", at_secs(10), &hb("de1", "eu-central", 5, 1), Timestamp(3)).is_ok(), "same second");
-        assert!(r.heartbeat("de1", None, &hb("de1", "eu-central", 5, 1), Timestamp(4)).is_ok(), "no iat: as before");
-
-        let mut last = hb("de1", "eu-central", 5, 0);
-        last.draining = true;
-        r.heartbeat("de1", at_secs(12), &last, Timestamp(5)).unwrap();
-        assert_eq!(r.expire(Timestamp(5)).nodes.len(), 1, "drained");
+        assert!(
+            r.heartbeat("de1", at_secs(4), &hb("de1", "eu-central", 5, 1), Timestamp(2)).is_ok(),
+            "no drain yet: a node whose clock stepped back is not locked out"
+        );
+        r.heartbeat("de1", at_secs(12), &draining(2), Timestamp(3)).unwrap();
+        for (secs, what) in [(11, "before the drain"), (12, "in the drain's second, not draining")] {
+            let stale = r.heartbeat("de1", at_secs(secs), &hb("de1", "eu-central", 5, 2), Timestamp(4)).unwrap_err();
+            assert_eq!(stale.code, ErrorCode::Conflict, "{what}");
+            assert!(stale.message.starts_with("stale heartbeat: issued at"), "{}", stale.message);
+        }
+        assert!(r.heartbeat("de1", at_secs(12), &draining(0), Timestamp(5)).is_ok(), "the drain's last, same second");
+        let expired = r.expire(Timestamp(5));
+        assert_eq!(expired.drained.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["de1"], "to be stored");
         let revived = r.heartbeat("de1", at_secs(11), &hb("de1", "eu-central", 5, 0), Timestamp(6));
-        assert_eq!(revived.map(|_| ()).unwrap_err().code, ErrorCode::Conflict, "the drain's iat outlives its lease");
+        assert_eq!(revived.map(|_| ()).unwrap_err().code, ErrorCode::Conflict, "the drain outlives its lease");
         assert!(r.nodes().is_empty());
-        // The node started again later: its newer heartbeats register it.
-        assert!(r.heartbeat("de1", at_secs(40), &hb("de1", "eu-central", 5, 0), Timestamp(7)).is_ok());
-        // An ended lease's iat is forgotten once no token issued before it could still verify.
-        let mut r = Registry::new(15_000);
-        r.heartbeat("de1", at_secs(12), &last, Timestamp(5)).unwrap();
-        r.expire(Timestamp(5));
-        r.expire(Timestamp(5 + RETIRED_ISSUED_AT_MS));
+        // Stored and reloaded, the drain still holds.
+        let mut reloaded = Registry::restore(15_000, Vec::new(), Vec::new(), expired.drained.clone());
+        assert!(reloaded.heartbeat("de1", at_secs(11), &hb("de1", "eu-central", 5, 0), Timestamp(6)).is_err());
+        // The node started again: its newer heartbeats register it.
+        assert!(reloaded.heartbeat("de1", at_secs(40), &hb("de1", "eu-central", 5, 0), Timestamp(7)).is_ok());
+        // A drain is forgotten once no token issued before it could still verify.
+        let forgotten = r.expire(Timestamp(5 + DRAIN_MEMORY_MS));
+        assert_eq!(forgotten.forgotten_drains, ["de1"], "to be deleted from storage");
         assert!(r.heartbeat("de1", at_secs(11), &hb("de1", "eu-central", 5, 0), Timestamp(6)).is_ok());
     }
 

@@ -1070,8 +1070,10 @@ impl Sfu {
             let wanted: HashSet<TrackKey> = if session.perms.subscribe {
                 tracks
                     .iter()
-                    .filter(|(key, _, publisher)| {
-                        key.session != session.id && publisher.participant != session.participant
+                    .filter(|(key, kind, publisher)| {
+                        key.session != session.id
+                            && publisher.participant != session.participant
+                            && !session.declined.contains(&(publisher.participant.clone(), *kind))
                     })
                     .map(|(key, _, _)| *key)
                     .collect()

@@ -117,6 +117,9 @@ pub(crate) struct Session {
     /// Receiving m-lines of tracks that went away, made `inactive` and free to carry the next track of their
     /// kind ([`FreeMid`]).
     free_mids: Vec<FreeMid>,
+    /// Publishers' tracks of a kind whose m-line the client rejected (participant, kind): not offered to this
+    /// session again, whatever track of theirs comes next (else every camera toggle would add a dead m-line).
+    pub(crate) declined: HashSet<(String, MediaKind)>,
     /// Mids the client declared as screen share (`?screen=` or `screen` in its offers).
     pub(crate) screen_mids: HashSet<Mid>,
     /// Session-wide quality preference for received simulcast tracks.
@@ -204,6 +207,7 @@ impl Session {
             stun_sources: HashSet::new(),
             subscriptions: HashMap::new(),
             free_mids: Vec::new(),
+            declined: HashSet::new(),
             screen_mids,
             quality,
             pending_offer: None,
@@ -563,6 +567,7 @@ impl Session {
             if let OutState::Negotiating(mid) = sub.state {
                 if rtc.media(mid).is_none_or(|media| media.disabled()) {
                     sub.state = OutState::Declined(mid);
+                    self.declined.insert((sub.publisher.participant.clone(), sub.kind));
                 } else if sub.source_gone {
                     sub.state = OutState::ToStop(mid);
                 } else {
@@ -594,6 +599,7 @@ impl Session {
             if let OutState::Open(mid) = sub.state {
                 if rtc.media(mid).is_none_or(|media| media.disabled()) {
                     sub.state = OutState::Declined(mid);
+                    self.declined.insert((sub.publisher.participant.clone(), sub.kind));
                 }
             }
         }
