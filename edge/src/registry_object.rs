@@ -185,23 +185,20 @@ impl NodeRegistry {
         f(registry)
     }
 
-    fn save_node(&self, lease: &NodeLease) -> Result<(), ApiError> {
-        let body = serde_json::to_string(lease).map_err(storage_error)?;
+    /// Stores `value` as JSON in `table`'s `body`, under `key` in `key_column` (replacing what was there).
+    fn save(&self, table: &str, key_column: &str, key: &str, value: &impl Serialize) -> Result<(), ApiError> {
+        let body = serde_json::to_string(value).map_err(storage_error)?;
         self.sql()
-            .exec("INSERT OR REPLACE INTO nodes (id, body) VALUES (?, ?)", Some(vec![text(&lease.id), text(&body)]))
+            .exec(
+                &format!("INSERT OR REPLACE INTO {table} ({key_column}, body) VALUES (?, ?)"),
+                Some(vec![text(key), text(&body)]),
+            )
             .map_err(storage_error)?;
         Ok(())
     }
 
-    fn save_placement(&self, placement: &Placement) -> Result<(), ApiError> {
-        let body = serde_json::to_string(placement).map_err(storage_error)?;
-        self.sql()
-            .exec(
-                "INSERT OR REPLACE INTO placements (room, body) VALUES (?, ?)",
-                Some(vec![text(&placement.room), text(&body)]),
-            )
-            .map_err(storage_error)?;
-        Ok(())
+    fn save_node(&self, lease: &NodeLease) -> Result<(), ApiError> {
+        self.save("nodes", "id", &lease.id, lease)
     }
 
     fn delete(&self, table: &str, key_column: &str, key: &str) -> Result<(), ApiError> {
@@ -244,7 +241,7 @@ impl NodeRegistry {
         self.save_node(&lease)?;
         if new {
             let placement = Placement { room: call.room.clone(), node: lease.id.clone(), since: now };
-            self.save_placement(&placement)?;
+            self.save("placements", "room", &placement.room, &placement)?;
             worker::console_log!("placed room {} on node {} ({})", call.room, lease.id, lease.region);
         }
         Ok(http::json(200, &lease.info()))
@@ -283,13 +280,7 @@ impl NodeRegistry {
             self.delete("nodes", "id", &node.id)?;
         }
         for drain in &expired.drained {
-            let body = serde_json::to_string(drain).map_err(storage_error)?;
-            self.sql()
-                .exec(
-                    "INSERT OR REPLACE INTO drained (id, body) VALUES (?, ?)",
-                    Some(vec![text(&drain.id), text(&body)]),
-                )
-                .map_err(storage_error)?;
+            self.save("drained", "id", &drain.id, drain)?;
         }
         for id in &expired.forgotten_drains {
             self.delete("drained", "id", id)?;
@@ -302,13 +293,7 @@ impl NodeRegistry {
                 format!("media node {} stopped sending heartbeats", placement.node)
             };
             let lost = LostCall { node: placement.node.clone(), reason };
-            let body = serde_json::to_string(&lost).map_err(storage_error)?;
-            self.sql()
-                .exec(
-                    "INSERT OR REPLACE INTO lost_notices (room, body) VALUES (?, ?)",
-                    Some(vec![text(&placement.room), text(&body)]),
-                )
-                .map_err(storage_error)?;
+            self.save("lost_notices", "room", &placement.room, &lost)?;
             // After the notice: should a write fail, the placement is still there to be expired again.
             self.delete("placements", "room", &placement.room)?;
             self.notices_due.set(Some(now));
