@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS drained (id TEXT PRIMARY KEY, body TEXT NOT NULL);
 pub struct HeartbeatCall {
     /// The verified token's `sub`.
     pub subject: String,
-    /// The verified token's `iat` (seconds): heartbeats older than the node's last are refused.
+    /// The verified token's `iat` (seconds): after a drain, heartbeats issued before it are refused.
     #[serde(default)]
     pub issued_at: Option<u64>,
     pub heartbeat: NodeHeartbeat,
