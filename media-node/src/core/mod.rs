@@ -1073,7 +1073,8 @@ impl Sfu {
                     .filter(|(key, kind, publisher)| {
                         key.session != session.id
                             && publisher.participant != session.participant
-                            && !session.declined.contains(&(publisher.participant.clone(), *kind))
+                            && (session.declined.is_empty()
+                                || !session.declined.contains(&(publisher.participant.clone(), *kind)))
                     })
                     .map(|(key, _, _)| *key)
                     .collect()
