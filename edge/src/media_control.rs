@@ -19,12 +19,14 @@ pub async fn send(
 ) -> Result<u16, String> {
     let now = clock::now();
     let body = serde_json::to_string(command).map_err(|e| e.to_string())?;
-    // The token names this body: one seen in transit cannot carry another command.
+    // The token names this body and this node: one seen in transit cannot carry another command, or be
+    // replayed to another node.
     let claims = ServiceClaims {
         sub: EDGE_SUBJECT.to_owned(),
         exp: now.as_secs() + CONTROL_TOKEN_TTL_SECS,
         iat: Some(decided_at.unwrap_or(now.as_secs()).min(now.as_secs())),
         body_sha256: Some(body_digest(body.as_bytes())),
+        aud: Some(node.id.clone()),
     };
     let token = config::node_key(env).sign(&claims).map_err(|e| e.to_string())?;
     let headers = Headers::new();

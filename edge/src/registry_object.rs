@@ -14,8 +14,9 @@
 //!   live node) can run in the middle and have its fresh row deleted.
 //! - Rooms are told from the alarm only, never inside a heartbeat or placement: a node loss with many rooms
 //!   does not hold those calls up. A notice stays in `lost_notices` until its room answered, and the alarm
-//!   retries what is left every [`NOTICE_RETRY_MS`], so no room misses its `media.moved`. The notice is
-//!   stored before the placement's row is deleted, so a failed write leaves the placement to expire again.
+//!   retries what is left ([`homeroom_shared::notice`]: from 2 s apart while young to 30 s, dropped after 10
+//!   minutes), so no reachable room misses its `media.moved`. The notice is stored before the placement's row
+//!   is deleted, so a failed write leaves the placement to expire again.
 //! - A drain that ended a lease is stored (`drained`) while a heartbeat token issued before it could verify,
 //!   so a late retry of an earlier heartbeat cannot bring the node back, even after a reload.
 //!
@@ -23,7 +24,8 @@
 
 use crate::http::{self, fail};
 use crate::{clock, config};
-use homeroom_shared::media::NodeHeartbeat;
+use homeroom_shared::media::{NodeHeartbeat, EDGE_SUBJECT};
+use homeroom_shared::notice::{self, AfterFailure};
 use homeroom_shared::placement::{ClientLocation, Drained, Geo, NodeLease, Placement, Registry};
 use homeroom_shared::protocol::{ApiError, ErrorCode, NodeInfo};
 use homeroom_shared::Timestamp;
@@ -37,8 +39,6 @@ use worker::{
 /// Default lease length: nodes heartbeat well within it (the node uses a third of it).
 pub const DEFAULT_LEASE_TTL_MS: u64 = 15_000;
 
-/// How soon the alarm tries again to tell rooms that could not be told their node was lost.
-pub const NOTICE_RETRY_MS: u64 = 2_000;
 /// How long one room may take to answer its notice before the alarm moves on to the next (and retries it).
 const NOTICE_TIMEOUT_MS: u64 = 3_000;
 
@@ -88,6 +88,9 @@ pub struct ReleaseCall {
 pub struct LostCall {
     pub node: String,
     pub reason: String,
+    /// When the registry noticed the loss (how old a notice is decides its retries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_at: Option<Timestamp>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -292,7 +295,7 @@ impl NodeRegistry {
             } else {
                 format!("media node {} stopped sending heartbeats", placement.node)
             };
-            let lost = LostCall { node: placement.node.clone(), reason };
+            let lost = LostCall { node: placement.node.clone(), reason, lost_at: Some(now) };
             self.save("lost_notices", "room", &placement.room, &lost)?;
             // After the notice: should a write fail, the placement is still there to be expired again.
             self.delete("placements", "room", &placement.room)?;
@@ -302,48 +305,67 @@ impl NodeRegistry {
     }
 
     /// Tells every room with a stored notice that its node was lost (the alarm's work). A notice is deleted
-    /// once its room answered; what failed is tried again [`NOTICE_RETRY_MS`] later.
+    /// once its room answered; what failed is tried again later, or dropped when too old
+    /// ([`notice::after_failure`]).
     async fn tell_rooms(&self) -> Result<(), ApiError> {
         if self.notices_due.get().is_none_or(|due| due > clock::now()) {
             return Ok(());
         }
         self.notices_due.set(None);
         let notices: Vec<Notice> = self.bodies_of("SELECT room, body FROM lost_notices")?;
-        let mut failed = 0;
         for notice in notices {
-            let told = match serde_json::from_str::<LostCall>(&notice.body) {
-                Ok(lost) => crate::room_object::within(NOTICE_TIMEOUT_MS, notify_room(&self.env, &notice.room, &lost))
-                    .await
-                    .unwrap_or_else(|| Err(format!("no answer within {NOTICE_TIMEOUT_MS} ms"))),
+            let lost = match serde_json::from_str::<LostCall>(&notice.body) {
+                Ok(lost) => lost,
                 Err(e) => {
                     worker::console_error!("dropping an unreadable lost-node notice for room {}: {e}", notice.room);
-                    Ok(())
+                    self.delete_notice(&notice)?;
+                    continue;
                 }
             };
-            match told {
-                // Deleted only if it is still the notice just sent (a newer loss may have replaced it meanwhile).
-                Ok(()) => self
-                    .sql()
-                    .exec(
-                        "DELETE FROM lost_notices WHERE room = ? AND body = ?",
-                        Some(vec![text(&notice.room), text(&notice.body)]),
-                    )
-                    .map(|_| ())
-                    .map_err(storage_error)?,
-                Err(e) => {
-                    failed += 1;
+            let told = crate::room_object::within(NOTICE_TIMEOUT_MS, notify_room(&self.env, &notice.room, &lost))
+                .await
+                .unwrap_or_else(|| Err(format!("no answer within {NOTICE_TIMEOUT_MS} ms")));
+            let Err(e) = told else {
+                self.delete_notice(&notice)?;
+                continue;
+            };
+            match notice::after_failure(lost.lost_at, clock::now()) {
+                AfterFailure::RetryAt(retry) => {
                     worker::console_error!(
-                        "could not tell room {} that its node was lost ({e}); trying again in {NOTICE_RETRY_MS} ms",
-                        notice.room
+                        "could not tell room {} that its node {} was lost ({e}); trying again in {} ms",
+                        notice.room,
+                        lost.node,
+                        retry.since(clock::now())
                     );
+                    self.notices_due.set(Some(self.notices_due.get().map_or(retry, |due| due.min(retry))));
+                }
+                AfterFailure::GiveUp => {
+                    worker::console_error!(
+                        "giving up telling room {} that its node {} was lost ({e}), after {} min of retries; its \
+                         clients reconnect their media by themselves when it fails",
+                        notice.room,
+                        lost.node,
+                        notice::GIVE_UP_AFTER_MS / 60_000
+                    );
+                    self.delete_notice(&notice)?;
                 }
             }
         }
-        if failed > 0 {
-            let retry = clock::now().plus_ms(NOTICE_RETRY_MS);
-            self.notices_due.set(Some(self.notices_due.get().map_or(retry, |due| due.min(retry))));
-        }
         Ok(())
+    }
+}
+
+impl NodeRegistry {
+    /// Deletes a notice that was told or given up on, only if it is still the one read (a newer loss may have
+    /// replaced it meanwhile, while its room was being told).
+    fn delete_notice(&self, notice: &Notice) -> Result<(), ApiError> {
+        self.sql()
+            .exec(
+                "DELETE FROM lost_notices WHERE room = ? AND body = ?",
+                Some(vec![text(&notice.room), text(&notice.body)]),
+            )
+            .map(|_| ())
+            .map_err(storage_error)
     }
 }
 
@@ -426,7 +448,7 @@ impl DurableObject for NodeRegistry {
         }
         if let Err(e) = self.tell_rooms().await {
             worker::console_error!("could not read the lost-node notices: {e}");
-            self.notices_due.set(Some(clock::now().plus_ms(NOTICE_RETRY_MS)));
+            self.notices_due.set(Some(clock::now().plus_ms(notice::FIRST_RETRY_MS)));
         }
         self.sync_alarm().await;
         Response::empty()
@@ -508,7 +530,7 @@ pub async fn heartbeat(mut req: Request, env: &Env) -> Response {
         Ok(body) => body,
         Err(response) => return response,
     };
-    if let Err(e) = claims.check_body(body.as_bytes()) {
+    if let Err(e) = claims.check_body(body.as_bytes()).and_then(|()| claims.check_audience(EDGE_SUBJECT)) {
         return http::error(&e.to_api());
     }
     let heartbeat: NodeHeartbeat = match serde_json::from_str(&body) {

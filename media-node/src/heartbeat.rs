@@ -11,7 +11,7 @@ use crate::driver::Status;
 use crate::metrics::Metrics;
 use crate::node::Phase;
 use homeroom_shared::auth::{body_digest, ServiceClaims, TokenKey};
-use homeroom_shared::media::{HeartbeatReply, NodeHeartbeat};
+use homeroom_shared::media::{HeartbeatReply, NodeHeartbeat, EDGE_SUBJECT};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -172,6 +172,7 @@ impl Heartbeat {
             exp: now + TOKEN_LIFETIME_SECS,
             iat: Some(now),
             body_sha256: Some(body_digest(body.as_bytes())),
+            aud: Some(EDGE_SUBJECT.to_owned()),
         };
         let token = self.key.sign(&claims).map_err(|e| HeartbeatError::Sign(e.to_string()))?;
         let response = client

@@ -302,6 +302,19 @@ async fn control_needs_the_edge_token() {
     assert_eq!((status, reply["code"].as_str()), (401, Some("unauthorized")), "{reply}");
     assert!(reply["message"].as_str().unwrap().contains("body_sha256 does not match"), "{reply}");
     assert_eq!(control(&node, Some(&bound), kick).await.0, 200, "the command it was signed for");
+    // A token made for another node (as the edge's name theirs) does nothing here; one for this node works.
+    let for_node = |aud: &str| {
+        sign(&ServiceClaims {
+            sub: "edge".into(),
+            exp: now_secs() + 60,
+            aud: Some(aud.into()),
+            ..ServiceClaims::default()
+        })
+    };
+    let (status, reply) = control(&node, Some(&for_node("eu-node-2")), body.clone()).await;
+    assert_eq!((status, reply["code"].as_str()), (401, Some("unauthorized")), "{reply}");
+    assert!(reply["message"].as_str().unwrap().contains("the wrong recipient"), "{reply}");
+    assert_eq!(control(&node, Some(&for_node(NODE)), body.clone()).await.0, 200, "this node's token");
     let (status, reply) = control(&node, Some(&edge_token()), json!({"type": "reboot"})).await;
     assert_eq!((status, reply["code"].as_str()), (400, Some("bad_request")));
     let huge = json!({"type": "close_room", "room": "x".repeat(70 * 1024)});

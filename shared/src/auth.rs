@@ -141,9 +141,21 @@ pub struct ServiceClaims {
     pub iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_sha256: Option<String>,
+    /// Who the token is for: the edge's control tokens name the node (its id), so one seen on its way to
+    /// node A does nothing on node B. Tokens without it (contract v1) are for anyone holding the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
 }
 
 impl ServiceClaims {
+    /// Refuses the token if it names another recipient than `me` (`aud`).
+    pub fn check_audience(&self, me: &str) -> Result<(), AuthError> {
+        match &self.aud {
+            Some(aud) if aud != me => Err(AuthError::WrongAudience { aud: aud.clone(), me: me.to_owned() }),
+            _ => Ok(()),
+        }
+    }
+
     /// Refuses `body` if the token names another one (`body_sha256`).
     pub fn check_body(&self, body: &[u8]) -> Result<(), AuthError> {
         match &self.body_sha256 {
@@ -175,6 +187,8 @@ struct ServiceTokenShape {
     #[serde(default)]
     body_sha256: Option<String>,
     #[serde(default)]
+    aud: Option<String>,
+    #[serde(default)]
     room: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     node: Option<serde::de::IgnoredAny>,
@@ -201,6 +215,9 @@ pub enum AuthError {
     NotYetValid { nbf: u64, now: u64 },
     #[error("token claim is invalid: {0}")]
     BadClaim(String),
+    /// A service token made for another recipient (`aud`).
+    #[error("token is for {aud:?}, not {me:?} (aud): it was sent to the wrong recipient")]
+    WrongAudience { aud: String, me: String },
     /// The configured secrets cannot be used ([`secrets_problem`]): every token is refused, none signed.
     #[error("{0}")]
     Misconfigured(String),
@@ -333,7 +350,13 @@ impl TokenKey {
         if shape.room.is_some() || shape.node.is_some() || shape.perms.is_some() {
             return Err(AuthError::MediaTokenAsService);
         }
-        let claims = ServiceClaims { sub: shape.sub, exp: shape.exp, iat: shape.iat, body_sha256: shape.body_sha256 };
+        let claims = ServiceClaims {
+            sub: shape.sub,
+            exp: shape.exp,
+            iat: shape.iat,
+            body_sha256: shape.body_sha256,
+            aud: shape.aud,
+        };
         if claims.exp.saturating_add(SERVICE_SKEW_SECS) <= now.as_secs() {
             return Err(AuthError::Expired { exp: claims.exp, now: now.as_secs() });
         }
@@ -601,6 +624,25 @@ mod tests {
         let unbound = ServiceClaims { body_sha256: None, ..claims };
         assert_eq!(unbound.check_body(b"anything"), Ok(()), "a token from before the claim binds nothing");
         assert_eq!(body_digest(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn a_service_token_for_one_recipient_is_refused_by_another() {
+        let key = TokenKey::new(b"node-secret");
+        let claims = ServiceClaims {
+            sub: "edge".into(),
+            exp: NOW.as_secs() + 60,
+            aud: Some("eu-node-1".into()),
+            ..ServiceClaims::default()
+        };
+        let verified = key.verify_service(&key.sign(&claims).unwrap(), NOW).unwrap();
+        assert_eq!(verified.aud.as_deref(), Some("eu-node-1"), "the claim survives verification");
+        assert_eq!(verified.check_audience("eu-node-1"), Ok(()));
+        let other = verified.check_audience("eu-node-2").unwrap_err();
+        assert!(other.to_string().contains(r#"token is for "eu-node-1", not "eu-node-2""#), "{other}");
+        assert_eq!(other.to_api().code, ErrorCode::Unauthorized);
+        let anyone = ServiceClaims { aud: None, ..claims };
+        assert_eq!(anyone.check_audience("eu-node-2"), Ok(()), "a token from before the claim is for anyone");
     }
 
     #[test]

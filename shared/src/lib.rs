@@ -23,6 +23,7 @@ pub mod header;
 pub mod ids;
 pub mod io_queue;
 pub mod media;
+pub mod notice;
 pub mod outbox;
 pub mod placement;
 pub mod protocol;

@@ -99,8 +99,29 @@ fn service_token_with(sub: &str, iat: u64, body_sha256: Option<String>) -> anyho
         exp: now_secs() + 300,
         iat: Some(iat),
         body_sha256,
+        aud: None,
     };
     Ok(key.sign(&claims)?)
+}
+
+/// A service token for `sub` made for `aud` only (as the edge's control tokens name their node).
+pub fn service_token_for(sub: &str, aud: &str) -> anyhow::Result<String> {
+    let key = TokenKey::new(dev_var("NODE_SECRET")?.as_bytes());
+    let claims = homeroom_shared::auth::ServiceClaims {
+        sub: sub.to_owned(),
+        exp: now_secs() + 300,
+        iat: Some(now_secs()),
+        aud: Some(aud.to_owned()),
+        ..Default::default()
+    };
+    Ok(key.sign(&claims)?)
+}
+
+/// Verifies a service token (the edge's control token, a node's heartbeat) with the development `NODE_SECRET`.
+pub fn verify_service_token(token: &str) -> anyhow::Result<homeroom_shared::auth::ServiceClaims> {
+    let key = TokenKey::new(dev_var("NODE_SECRET")?.as_bytes());
+    let now = homeroom_shared::Timestamp::from_secs(now_secs());
+    Ok(key.verify_service(token, now)?)
 }
 
 /// Verifies a media token with the development `NODE_SECRET`.

@@ -7,7 +7,8 @@ use homeroom_shared::protocol::{ClientFrame, ClientRequest as Req, ErrorCode, Me
 use homeroom_tests::client::{Client, Connect};
 use homeroom_tests::edge::Edge;
 use homeroom_tests::tokens::{
-    service_token, service_token_for_body, service_token_issued_ago, verify_media_token, Minter,
+    service_token, service_token_for, service_token_for_body, service_token_issued_ago, verify_media_token,
+    verify_service_token, Minter,
 };
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -97,6 +98,16 @@ async fn heartbeats_place_rooms_by_region_and_failover_tells_clients() {
         .unwrap();
     assert_eq!(tampered.status().as_u16(), 401);
     assert!(tampered.text().await.unwrap().contains("body_sha256 does not match"));
+    // A token made for another recipient (a control token for a node) is no heartbeat.
+    let for_a_node = http
+        .post(format!("{}/v1/nodes/heartbeat", edge.http()))
+        .bearer_auth(service_token_for("eu-1", "eu-2").unwrap())
+        .json(&heartbeat("eu-1", "eu-west", 0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(for_a_node.status().as_u16(), 401);
+    assert!(for_a_node.text().await.unwrap().contains("the wrong recipient"));
     // The edge's own control token (same secret, `sub` "edge") registers no node.
     let edge_subject = beat(&http, &edge, &heartbeat("edge", "eu-west", 0)).await;
     assert_eq!(edge_subject.status().as_u16(), 403);
@@ -240,12 +251,16 @@ async fn a_drained_node_moves_its_rooms_with_its_last_heartbeat_not_a_lease_late
 }
 
 /// A stand-in media node that records the control commands it receives, in arrival order, and answers the
-/// first one only after `first_delay` (a slow node). Returns its base URL and the record.
+/// first one only after `first_delay` (a slow node). Returns its base URL and the record; each command has
+/// its token's verified `aud` added as `_aud`.
 async fn recording_node(first_delay: Duration) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = Arc::clone(&seen);
-    let control = move |axum::Json(command): axum::Json<serde_json::Value>| {
+    let control = move |headers: axum::http::HeaderMap, axum::Json(mut command): axum::Json<serde_json::Value>| {
         let seen = Arc::clone(&record);
+        let token = headers.get("authorization").and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer "));
+        let aud = token.and_then(|t| verify_service_token(t).ok()).and_then(|claims| claims.aud);
+        command["_aud"] = serde_json::json!(aud);
         async move {
             let first = {
                 let mut seen = seen.lock().unwrap();
@@ -313,6 +328,7 @@ async fn control_commands_reach_a_slow_node_in_the_order_the_moderators_decided(
         "the slow first answer is the mute's own first command: {seen:?}"
     );
     assert_eq!(mutes(), [true, false], "mute then unmute, as decided; the node ends unmuted: {seen:?}");
+    assert!(seen.iter().all(|c| c["_aud"] == "slow-1"), "every control token names the node it is for: {seen:?}");
 }
 
 #[tokio::test]

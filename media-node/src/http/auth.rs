@@ -87,6 +87,11 @@ fn log_refused_control(error: &AuthError) {
             "refused a control call signed with another secret: if it came from the edge, this node's \
              NODE_SECRET is not the edge's (`wrangler secret put NODE_SECRET`)"
         ),
+        AuthError::WrongAudience { .. } if warn => tracing::warn!(
+            %error,
+            "refused the edge's control call for another node: does another node announce this node's \
+             --public-url? each node needs its own"
+        ),
         _ => tracing::debug!(%error, "refused a control call"),
     }
 }
@@ -94,10 +99,17 @@ fn log_refused_control(error: &AuthError) {
 /// Verifies the edge's control token: signed with `NODE_SECRET`, unexpired, `sub` = `"edge"`, and naming
 /// `body` if it names one (`body_sha256`). Returns the token's `iat`: when the edge made the decision, on the
 /// clock its media tokens' `iat` comes from.
-pub(crate) fn edge_service(headers: &HeaderMap, key: &TokenKey, body: &[u8]) -> Result<Option<u64>, HttpError> {
+pub(crate) fn edge_service(
+    headers: &HeaderMap,
+    key: &TokenKey,
+    node_id: &str,
+    body: &[u8],
+) -> Result<Option<u64>, HttpError> {
     let token = bearer(headers)?;
-    let claims =
-        key.verify_service(&token, clock::now()).and_then(|c| c.check_body(body).map(|()| c)).map_err(|e| {
+    let claims = key
+        .verify_service(&token, clock::now())
+        .and_then(|c| c.check_body(body).and_then(|()| c.check_audience(node_id)).map(|()| c))
+        .map_err(|e| {
             log_refused_control(&e);
             HttpError(e.to_api())
         })?;

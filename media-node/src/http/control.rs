@@ -30,7 +30,7 @@ pub(crate) async fn control(
         HttpError::new(ErrorCode::BadRequest, format!("could not read the control body: {}", e.body_text()))
     })?;
     // The token first: it also says whether this is the body it was signed for.
-    let decided_at = edge_service(&headers, &state.key, &body)?;
+    let decided_at = edge_service(&headers, &state.key, state.node_id.as_str(), &body)?;
     let command: ControlCommand = serde_json::from_slice(&body).map_err(|e| {
         HttpError::new(
             ErrorCode::BadRequest,
