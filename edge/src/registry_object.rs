@@ -353,9 +353,7 @@ impl NodeRegistry {
         }
         Ok(())
     }
-}
 
-impl NodeRegistry {
     /// Deletes a notice that was told or given up on, only if it is still the one read (a newer loss may have
     /// replaced it meanwhile, while its room was being told).
     fn delete_notice(&self, notice: &Notice) -> Result<(), ApiError> {
