@@ -91,6 +91,9 @@ pub struct LostCall {
     /// When the registry noticed the loss (how old a notice is decides its retries).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost_at: Option<Timestamp>,
+    /// The registry's own bookkeeping (rooms ignore it): not before this time is the notice tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Timestamp>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -295,7 +298,7 @@ impl NodeRegistry {
             } else {
                 format!("media node {} stopped sending heartbeats", placement.node)
             };
-            let lost = LostCall { node: placement.node.clone(), reason, lost_at: Some(now) };
+            let lost = LostCall { node: placement.node.clone(), reason, lost_at: Some(now), retry_at: None };
             self.save("lost_notices", "room", &placement.room, &lost)?;
             // After the notice: should a write fail, the placement is still there to be expired again.
             self.delete("placements", "room", &placement.room)?;
@@ -304,9 +307,9 @@ impl NodeRegistry {
         Ok(())
     }
 
-    /// Tells every room with a stored notice that its node was lost (the alarm's work). A notice is deleted
-    /// once its room answered; what failed is tried again later, or dropped when too old
-    /// ([`notice::after_failure`]).
+    /// Tells every room with a due notice that its node was lost (the alarm's work). A notice is deleted once
+    /// its room answered; one that failed is stored again with its own `retry_at`, or dropped when too old
+    /// ([`notice::after_failure`]); the alarm comes back for the soonest.
     async fn tell_rooms(&self) -> Result<(), ApiError> {
         if self.notices_due.get().is_none_or(|due| due > clock::now()) {
             return Ok(());
@@ -322,6 +325,10 @@ impl NodeRegistry {
                     continue;
                 }
             };
+            if let Some(later) = lost.retry_at.filter(|at| *at > clock::now()) {
+                self.notices_due_at(later);
+                continue;
+            }
             let told = crate::room_object::within(NOTICE_TIMEOUT_MS, notify_room(&self.env, &notice.room, &lost))
                 .await
                 .unwrap_or_else(|| Err(format!("no answer within {NOTICE_TIMEOUT_MS} ms")));
@@ -337,7 +344,8 @@ impl NodeRegistry {
                         lost.node,
                         retry.since(clock::now())
                     );
-                    self.notices_due.set(Some(self.notices_due.get().map_or(retry, |due| due.min(retry))));
+                    self.update_notice(&notice, &LostCall { retry_at: Some(retry), ..lost })?;
+                    self.notices_due_at(retry);
                 }
                 AfterFailure::GiveUp => {
                     worker::console_error!(
@@ -352,6 +360,23 @@ impl NodeRegistry {
             }
         }
         Ok(())
+    }
+
+    /// The alarm tells rooms again at `at` at the latest.
+    fn notices_due_at(&self, at: Timestamp) {
+        self.notices_due.set(Some(self.notices_due.get().map_or(at, |due| due.min(at))));
+    }
+
+    /// Replaces a notice that failed with `retried`, only if it is still the one read (see below).
+    fn update_notice(&self, notice: &Notice, retried: &LostCall) -> Result<(), ApiError> {
+        let body = serde_json::to_string(retried).map_err(storage_error)?;
+        self.sql()
+            .exec(
+                "UPDATE lost_notices SET body = ? WHERE room = ? AND body = ?",
+                Some(vec![text(&body), text(&notice.room), text(&notice.body)]),
+            )
+            .map(|_| ())
+            .map_err(storage_error)
     }
 
     /// Deletes a notice that was told or given up on, only if it is still the one read (a newer loss may have
