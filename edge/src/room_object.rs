@@ -606,7 +606,13 @@ impl RoomObject {
         let conn_tag = format!("conn:{}", admitted.conn.0);
         self.state.accept_websocket_with_tags(&pair.server, &[conn_tag.as_str()]);
         if let Err(e) = pair.server.serialize_attachment(&admitted.record) {
+            // Without its attachment the socket could not be matched to its connection after a wake: the
+            // room forgets the connection and the client gets an answer instead of a socket nobody owns.
             worker::console_error!("could not store a connection attachment: {e}");
+            let _ = pair.server.close(Some(1011), Some("internal error"));
+            let _ = self.with_room(None, |room, now| room.disconnect(admitted.conn, now));
+            self.finish(Pump::Alarm).await;
+            return http::fail(ErrorCode::Internal, format!("could not store the connection's attachment: {e}"));
         }
         self.sockets.borrow_mut().insert(admitted.conn, pair.server);
         self.finish(Pump::Alarm).await;

@@ -4,8 +4,8 @@
 //! Shutdown ("drain"): the phase goes [`Phase::Running`] → [`Phase::Draining`]: new sessions get 503
 //! `unavailable`, heartbeats say `draining: true` (at once), existing sessions carry on. When the last session
 //! ends, or after `drain_timeout`, the remaining sessions are closed (DTLS close_notify), the phase goes
-//! [`Phase::Stopped`] (a last heartbeat with `load: 0`), the HTTP server finishes in-flight requests and stops,
-//! and the media loop ends.
+//! [`Phase::Stopped`] (a last heartbeat with `load: 0`), the HTTP server finishes in-flight requests (for at
+//! most a few seconds, see `http::serve`) and stops, and the media loop ends.
 //!
 //! A media loop that ends on its own (a panic in the core, or in str0m under it) takes every session with
 //! it. The supervisor notices at once: it logs the cause, marks the node draining and stops it (a last
@@ -48,8 +48,6 @@ pub enum NodeError {
     BindHttp { addr: SocketAddr, source: std::io::Error },
     #[error("cannot bind the media UDP socket to {addr}: {source}")]
     BindUdp { addr: SocketAddr, source: std::io::Error },
-    #[error("the HTTP server failed: {0}")]
-    Serve(std::io::Error),
     #[error("a node task panicked or was cancelled: {0}")]
     Task(String),
     #[error("the media loop stopped unexpectedly ({0}); every session on the node is gone")]
@@ -174,13 +172,9 @@ pub async fn start(config: Config) -> Result<NodeHandle, NodeError> {
     };
     let (phase, phase_rx) = watch::channel(Phase::Running);
     let mut stopped = phase_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, http::router(state))
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|p| *p == Phase::Stopped).await;
-            })
-            .await
-    });
+    let server = tokio::spawn(http::serve(listener, http::router(state), http::ServeLimits::default(), async move {
+        let _ = stopped.wait_for(|p| *p == Phase::Stopped).await;
+    }));
     let heartbeat = config.edge_url.as_deref().map(|edge| {
         let heartbeat = Heartbeat {
             endpoint: Heartbeat::endpoint_for(edge),
@@ -232,7 +226,7 @@ struct Supervised {
     status: Arc<Status>,
     drain_timeout: Duration,
     media_loop: JoinHandle<()>,
-    server: JoinHandle<std::io::Result<()>>,
+    server: JoinHandle<()>,
     heartbeat: Option<JoinHandle<()>>,
 }
 
@@ -269,14 +263,14 @@ async fn supervise(mut s: Supervised) -> Result<(), NodeError> {
         let _ = closed.await;
     }
     let _ = s.phase.send(Phase::Stopped);
-    let served = s.server.await.map_err(|e| NodeError::Task(e.to_string()))?;
+    s.server.await.map_err(|e| NodeError::Task(e.to_string()))?;
     let _ = s.commands.send(Command::Stop).await;
     s.media_loop.await.map_err(|e| NodeError::Task(e.to_string()))?;
     if let Some(heartbeat) = s.heartbeat {
         let _ = tokio::time::timeout(Duration::from_secs(6), heartbeat).await;
     }
     tracing::info!("media node stopped");
-    served.map_err(NodeError::Serve)
+    Ok(())
 }
 
 /// The media loop ended while the node was running: stop the node, telling the edge on the way out.
@@ -428,7 +422,6 @@ mod tests {
         let mut stopped = phase_rx.clone();
         let server = tokio::spawn(async move {
             let _ = stopped.wait_for(|p| *p == Phase::Stopped).await;
-            Ok(())
         });
         let media_loop = tokio::spawn(async { panic!("str0m went wrong") });
         let supervised = Supervised {

@@ -407,7 +407,18 @@ fn no_secret(name: Option<&str>) -> String {
     }
 }
 
+/// The latest `exp` a token may carry: the largest integer a JavaScript number holds exactly (2^53 − 1,
+/// some 285 million years away). The edge keeps `exp` in each connection's hibernation attachment, which the
+/// runtime stores as a JavaScript value; a larger one could not be stored, and the socket would outlive
+/// the room's record of it.
+pub const MAX_EXP_SECS: u64 = (1 << 53) - 1;
+
 fn check_times(exp: u64, nbf: Option<u64>, now: Timestamp) -> Result<(), AuthError> {
+    if exp > MAX_EXP_SECS {
+        return Err(AuthError::BadClaim(format!(
+            "exp {exp} is past the latest date a token may name ({MAX_EXP_SECS})"
+        )));
+    }
     let now = now.as_secs();
     if exp <= now {
         return Err(AuthError::Expired { exp, now });
@@ -557,6 +568,12 @@ mod tests {
         assert!(matches!(key.verify_user(&key.sign(&bad_role).unwrap(), NOW), Err(AuthError::BadClaim(_))));
         let system = UserClaims { sub: "system".into(), ..claims() };
         assert!(matches!(key.verify_user(&key.sign(&system).unwrap(), NOW), Err(AuthError::BadClaim(_))));
+        let far = serde_json::json!({"sub": "u1", "exp": MAX_EXP_SECS + 1});
+        assert!(
+            matches!(key.verify_user(&key.sign(&far).unwrap(), NOW), Err(AuthError::BadClaim(m)) if m.contains("exp"))
+        );
+        let latest = serde_json::json!({"sub": "u1", "exp": MAX_EXP_SECS});
+        assert!(key.verify_user(&key.sign(&latest).unwrap(), NOW).is_ok());
         let no_exp = serde_json::json!({"sub": "u1"});
         assert!(matches!(key.verify_user(&key.sign(&no_exp).unwrap(), NOW), Err(AuthError::BadClaim(_))));
     }

@@ -1524,3 +1524,86 @@ fn a_class_whose_tokens_expire_together_costs_a_frame_per_connection_not_a_flush
     let left = s.take(teacher).iter().filter(|f| matches!(f, F::ParticipantLeft { .. })).count();
     assert_eq!(left, 200, "the teacher still hears of every departure");
 }
+
+#[test]
+fn whoever_may_not_chat_may_not_react_either() {
+    let mut s = sim();
+    let t = s.join("t", Role::Teacher);
+    let a = s.join("a", Role::Student);
+    s.request(a, Some("r1"), Req::Reaction { emoji: "👍".into() });
+    assert!(s.take(t).iter().any(|f| matches!(f, F::Reaction { emoji, .. } if emoji == "👍")));
+    let silence = PermsPatch { chat: Some(false), ..PermsPatch::default() };
+    s.request(t, Some("p"), Req::ParticipantUpdate { id: uid("a"), role: None, perms: Some(silence) });
+    s.take(t);
+    s.take(a);
+    s.request(a, Some("r2"), Req::Reaction { emoji: "you all suck!!!!".into() });
+    assert_eq!(error_code(&s.take(a)), Some(ErrorCode::Forbidden));
+    assert!(!s.take(t).iter().any(|f| matches!(f, F::Reaction { .. })), "nobody hears the reaction");
+}
+
+#[test]
+fn a_demoted_teacher_keeps_no_permission_its_token_restated() {
+    let mut s = sim();
+    let admin = s.join("boss", Role::Admin);
+    let mut ta = s.identity("ta", Role::Teacher);
+    ta.perms = PermsPatch { moderate: Some(true), screen_share: Some(true), ..PermsPatch::default() };
+    let ta = s.connect(&ta, None).unwrap();
+    s.join("a", Role::Student);
+    s.request(admin, Some("d"), Req::ParticipantUpdate { id: uid("ta"), role: Some(Role::Student), perms: None });
+    s.take(ta);
+    s.request(ta, Some("k"), Req::ParticipantKick { id: uid("a") });
+    assert_eq!(error_code(&s.take(ta)), Some(ErrorCode::Forbidden), "no moderate left after the demotion");
+    let me = s.room().participants().into_iter().find(|p| p.id.as_str() == "ta").unwrap();
+    assert_eq!((me.role, me.perms), (Role::Student, Role::Student.default_perms()));
+    // The demoter may still grant back what it chooses: a moderator's perms apply on top of the new role.
+    let grant = PermsPatch { screen_share: Some(true), ..PermsPatch::default() };
+    s.request(admin, Some("g"), Req::ParticipantUpdate { id: uid("ta"), role: None, perms: Some(grant) });
+    let me = s.room().participants().into_iter().find(|p| p.id.as_str() == "ta").unwrap();
+    assert!(me.perms.screen_share && !me.perms.moderate);
+}
+
+#[test]
+fn a_moderator_grants_only_permissions_it_has_itself() {
+    let mut s = sim();
+    // A teaching assistant: a student whose token adds `moderate`, but not `screen_share`.
+    let mut assistant = s.identity("ta", Role::Student);
+    assistant.perms = PermsPatch { moderate: Some(true), ..PermsPatch::default() };
+    let ta = s.connect(&assistant, None).unwrap();
+    s.join("a", Role::Student);
+    s.take(ta);
+    let lift = PermsPatch { moderate: Some(true), screen_share: Some(true), ..PermsPatch::default() };
+    s.request(ta, Some("g"), Req::ParticipantUpdate { id: uid("a"), role: None, perms: Some(lift) });
+    let frames = s.take(ta);
+    let refusal = frames
+        .iter()
+        .find_map(|f| match f {
+            F::Error(e) => Some(e.clone()),
+            _ => None,
+        })
+        .expect("refused");
+    assert_eq!(refusal.code, ErrorCode::Forbidden);
+    assert!(refusal.message.contains("screen_share"), "{}", refusal.message);
+    let a = s.room().participants().into_iter().find(|p| p.id.as_str() == "a").unwrap();
+    assert!(!a.perms.screen_share, "nothing of the refused grant applied");
+    // What it has it may grant, and restricting is always allowed.
+    let share_moderation = PermsPatch { moderate: Some(true), chat: Some(false), ..PermsPatch::default() };
+    s.request(ta, Some("g2"), Req::ParticipantUpdate { id: uid("a"), role: None, perms: Some(share_moderation) });
+    assert_eq!(error_code(&s.take(ta)), None);
+    let a = s.room().participants().into_iter().find(|p| p.id.as_str() == "a").unwrap();
+    assert!(a.perms.moderate && !a.perms.chat);
+}
+
+#[test]
+fn an_announcement_just_after_the_idle_wipe_is_wiped_in_its_turn() {
+    let mut s = sim();
+    let a = s.join("a", Role::Student);
+    s.drop_conn(a);
+    s.advance(s.limits.idle_room_ttl_ms);
+    assert_eq!(s.room().store().load_meta().unwrap(), None, "wiped");
+    s.admin(|room, now| room.announce("class moved to room 4", "Office", now)).unwrap();
+    assert!(s.room().store().load_meta().unwrap().is_some());
+    s.advance(s.limits.idle_room_ttl_ms);
+    assert_eq!(s.room().store().load_meta().unwrap(), None, "the announcement's rows go with the next wipe");
+    let b = s.join("b", Role::Student);
+    assert!(welcome(&s.take(b)).history.is_empty());
+}

@@ -14,6 +14,11 @@ use str0m::Rtc;
 /// A layer counts as active while packets arrived within this long.
 pub(crate) const LAYER_ACTIVE_WITHIN: Duration = Duration::from_millis(1500);
 
+/// How far above its publisher's `publish_kbps` the lowest layer may run before it is not forwarded either
+/// (every higher layer stops at the cap itself). Generous, because a screen share's keyframe on a slide change
+/// lifts the smoothed rate for a second, and a layer cut mid-frame costs a new keyframe.
+pub(crate) const LOWEST_LAYER_SLACK: u64 = 4;
+
 /// H.264 NAL unit type of a sequence parameter set: a keyframe that switches layers starts with it.
 const H264_NALU_SPS: u8 = 7;
 
@@ -136,24 +141,21 @@ impl PublishedTrack {
 
     /// The layers ranked lowest first, with activity and the publisher's caps applied.
     pub(crate) fn menu(&self, now: Instant, caps: &MediaCaps) -> LayerMenu {
-        let active: Vec<&Layer> = self.layers.iter().filter(|l| l.meter.active(now, LAYER_ACTIVE_WITHIN)).collect();
-        let ranked_active = {
-            let rates: Vec<Option<u64>> = active.iter().map(|l| l.meter.rate_bps()).collect();
-            rank_layers(&rates)
-        };
-        // Inactive layers keep their declaration position after the active ones; they only matter for the
-        // rank a quality level names.
-        let mut ordered: Vec<&Layer> = ranked_active.iter().filter_map(|i| active.get(*i).copied()).collect();
-        ordered.extend(self.layers.iter().filter(|l| !l.meter.active(now, LAYER_ACTIVE_WITHIN)));
+        // Every declared layer is ranked, the inactive ones too (at their last measured bitrate): a cap names a
+        // rank, and a layer left out of the ranking would move the real ones down (see `rank_layers`).
+        let rates: Vec<Option<u64>> = self.layers.iter().map(|l| l.meter.rate_bps()).collect();
+        let ordered: Vec<&Layer> = rank_layers(&rates).iter().filter_map(|i| self.layers.get(*i)).collect();
         let count = ordered.len();
         let quality_limit = caps.publish_quality.map(|q| quality_rank(q, count));
         let kbps_limit = caps.publish_kbps.map(|k| u64::from(k) * 1000);
         let mut menu = LayerMenu::default();
         for (rank, layer) in ordered.iter().enumerate() {
             let within_quality = quality_limit.is_none_or(|limit| rank <= limit);
-            // The lowest layer is always allowed: the cap then works through REMB on the publisher.
+            // The lowest layer passes up to `LOWEST_LAYER_SLACK` times the cap: the cap works through REMB on the publisher, which
+            // takes a moment; a publisher that ignores it and sends one layer far above it is not forwarded.
+            let ceiling = |limit: u64| if rank == 0 { limit.saturating_mul(LOWEST_LAYER_SLACK) } else { limit };
             let within_bitrate =
-                rank == 0 || kbps_limit.is_none_or(|limit| layer.meter.rate_bps().is_none_or(|bps| bps <= limit));
+                kbps_limit.is_none_or(|limit| layer.meter.rate_bps().is_none_or(|bps| bps <= ceiling(limit)));
             menu.rids.push(layer.rid);
             menu.options.push(LayerOption {
                 bitrate_bps: layer.meter.rate_bps(),
@@ -192,6 +194,7 @@ impl PublishedTrack {
 mod tests {
     use super::*;
     use crate::core::ids::SessionId;
+    use homeroom_shared::media::Quality;
     use str0m::media::Mid;
 
     #[test]
@@ -210,5 +213,61 @@ mod tests {
         assert_eq!(track.rids().count(), MAX_LAYERS, "invented rids do not grow the track");
         assert_eq!(refused, 10_000 - (MAX_LAYERS - 1));
         assert_eq!(track.record(now, Some(Rid::from("r0")), 100), Some(false), "a kept layer still counts");
+    }
+
+    /// A track declaring `rids`, fed for 2 s with the layers of `sent` at their kbit/s.
+    fn fed(rids: &[&str], sent: &[(&str, u64)]) -> (PublishedTrack, Instant) {
+        let key = TrackKey { session: SessionId::random(1), mid: Mid::from("1") };
+        let declared: Vec<Rid> = rids.iter().map(|r| Rid::from(*r)).collect();
+        let mut track = PublishedTrack::new(key, MediaKind::Video, &declared, Duration::from_secs(1));
+        let start = Instant::now();
+        for tick in 0..=200u64 {
+            let at = start + Duration::from_millis(tick * 10);
+            for (rid, kbps) in sent {
+                // kbit/s → bytes per 10 ms
+                track.record(at, Some(Rid::from(*rid)), (*kbps * 10 / 8) as usize);
+            }
+        }
+        (track, start + Duration::from_secs(2))
+    }
+
+    fn allowed(track: &mut PublishedTrack, now: Instant, caps: &MediaCaps) -> Vec<String> {
+        track.refresh_allowed(now, caps);
+        let mut rids: Vec<String> =
+            track.rids().filter(|rid| track.layer_allowed(*rid)).filter_map(|rid| rid.map(|r| r.to_string())).collect();
+        rids.sort();
+        rids
+    }
+
+    #[test]
+    fn a_capped_publisher_that_leaves_out_its_low_layer_gets_no_high_layer_through() {
+        let medium = MediaCaps { publish_quality: Some(Quality::Medium), ..MediaCaps::default() };
+        let (mut all, now) = fed(&["l", "m", "h"], &[("l", 150), ("m", 500), ("h", 1500)]);
+        assert_eq!(allowed(&mut all, now, &medium), ["l", "m"]);
+        let (mut no_low, now) = fed(&["l", "m", "h"], &[("m", 500), ("h", 1500)]);
+        assert_eq!(allowed(&mut no_low, now, &medium), ["l", "m"], "h stays above the cap");
+        // Declared high to low, the low one missing: the same.
+        let (mut reversed, now) = fed(&["h", "m", "l"], &[("h", 1500), ("m", 500)]);
+        assert_eq!(allowed(&mut reversed, now, &medium), ["l", "m"]);
+        // A layer that stopped keeps its rank (its last measurement): the high one does not move down.
+        let (mut stopped, now) = fed(&["l", "m", "h"], &[("l", 150), ("m", 500), ("h", 1500)]);
+        let later = now + LAYER_ACTIVE_WITHIN + Duration::from_millis(10);
+        stopped.record(later, Some(Rid::from("m")), 10);
+        stopped.record(later, Some(Rid::from("h")), 10);
+        assert_eq!(allowed(&mut stopped, later, &medium), ["l", "m"]);
+    }
+
+    #[test]
+    fn the_lowest_layer_passes_a_bitrate_cap_up_to_its_slack_and_no_further() {
+        let kbps = |k: u32| MediaCaps { publish_kbps: Some(k), ..MediaCaps::default() };
+        let (mut layers, now) = fed(&["l", "m", "h"], &[("l", 150), ("m", 500), ("h", 1500)]);
+        assert_eq!(allowed(&mut layers, now, &kbps(800)), ["l", "m"]);
+        let (mut no_low, now) = fed(&["l", "m", "h"], &[("m", 500), ("h", 1500)]);
+        assert_eq!(allowed(&mut no_low, now, &kbps(800)), ["l", "m"], "m is not the lowest layer: h is capped");
+        // One stream, rid-less: within twice the cap it passes (REMB brings it down), far above it does not.
+        let (mut single, now) = fed(&["only"], &[("only", 1200)]);
+        assert_eq!(allowed(&mut single, now, &kbps(800)), ["only"]);
+        let (mut flood, now) = fed(&["only"], &[("only", 8000)]);
+        assert_eq!(allowed(&mut flood, now, &kbps(800)), Vec::<String>::new());
     }
 }

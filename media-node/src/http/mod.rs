@@ -7,6 +7,8 @@ mod error;
 mod open_limit;
 pub(crate) use open_limit::OpenLimit;
 mod ops;
+mod serve;
+pub(crate) use serve::{serve, Limits as ServeLimits};
 mod sessions;
 
 use crate::driver::{Command, Status};

@@ -94,6 +94,31 @@ impl<S: RoomStore> Room<S> {
         }
     }
 
+    /// A moderator grants only permissions it has itself: otherwise a student whose token adds `moderate`
+    /// (a teaching assistant) could hand `moderate` and `screen_share` to other students, and two of them
+    /// could lift each other past anything the room decided.
+    fn refuse_grant_beyond_own(&self, actor: &Actor, patch: &PermsPatch) -> Result<(), ApiError> {
+        let Actor::Member { id, .. } = actor else { return Ok(()) };
+        let own = self.participant(id)?.perms;
+        let beyond: Vec<&str> = [
+            ("chat", patch.chat, own.chat),
+            ("stream", patch.stream, own.stream),
+            ("screen_share", patch.screen_share, own.screen_share),
+            ("moderate", patch.moderate, own.moderate),
+        ]
+        .into_iter()
+        .filter(|(_, granted, has)| *granted == Some(true) && !has)
+        .map(|(name, _, _)| name)
+        .collect();
+        if beyond.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("you cannot grant {}: you do not have it yourself", beyond.join(", ")),
+        ))
+    }
+
     /// The role `user`'s token grants (its role in force, `current`, if the room holds no grant for it).
     fn granted_role(&self, user: &UserId, current: &Participant) -> Role {
         self.members.get(user).map_or(current.role, |member| member.record.grant.role)
@@ -141,6 +166,9 @@ impl<S: RoomStore> Room<S> {
         }
         let grants = perms.is_some_and(|p| [p.chat, p.stream, p.screen_share, p.moderate].contains(&Some(true)));
         Self::refuse_self_lift(actor, target, grants, "grant permissions to")?;
+        if let Some(patch) = perms {
+            self.refuse_grant_beyond_own(actor, &patch)?;
+        }
         let mut moderation = self.moderation_of(target)?;
         let raises = role.is_some_and(|r| r > current.role);
         Self::refuse_lift_below_decider(actor, &moderation, grants || raises, "lift")?;
@@ -346,6 +374,7 @@ impl<S: RoomStore> Room<S> {
         }
         let logged = message.clone();
         self.log_event(None, now, |seq, ts| ServerFrame::ChatMessage { seq, ts, message: logged })?;
+        self.start_idle_period_if_empty(now)?;
         Ok(message)
     }
 

@@ -440,6 +440,10 @@ impl<S: RoomStore> Room<S> {
     }
 
     fn reaction(&mut self, conn: ConnId, user: &UserId, emoji: String) -> Result<Reply, ApiError> {
+        // A reaction is free text to everyone, so whoever may not chat may not react either.
+        if !self.participant(user)?.perms.chat {
+            return Err(forbidden("you may not react in this room (perms.chat is off)"));
+        }
         let chars = emoji.chars().count();
         let max = self.limits.max_reaction_chars as usize;
         if chars == 0 || chars > max || emoji.chars().any(char::is_control) {

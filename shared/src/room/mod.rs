@@ -248,10 +248,17 @@ fn next_epoch(previous: Option<&str>, now: Timestamp) -> String {
     to_base36(n)
 }
 
-/// A role and permissions from a token grant with a moderator's decisions on top.
+/// A role and permissions from a token grant with a moderator's decisions on top. A moderator's demotion
+/// (a role below the token's) also sets aside the token's `perms`: they were granted to the higher role, and a
+/// teacher demoted to student must not keep the `moderate` their token restated.
 fn effective(grant: &Grant, moderation: &ModerationRecord) -> (Role, Perms) {
-    let role = moderation.role.unwrap_or(grant.role);
-    (role, role.default_perms().with(&grant.perms).with(&moderation.perms))
+    match moderation.role {
+        Some(role) if role < grant.role => (role, role.default_perms().with(&moderation.perms)),
+        decided => {
+            let role = decided.unwrap_or(grant.role);
+            (role, role.default_perms().with(&grant.perms).with(&moderation.perms))
+        }
+    }
 }
 
 impl<S: RoomStore> Room<S> {
@@ -972,6 +979,19 @@ impl<S: RoomStore> Room<S> {
             // The admin's settings outlive the room's idle periods.
             self.store.save_meta(&self.meta).map_err(internal)?;
         }
+        Ok(())
+    }
+
+    /// Starts the idle period of a room nobody is connected to that has none running: the admin API can write
+    /// to a room just after its idle wipe (an announcement), and without a period those rows would never be
+    /// wiped.
+    fn start_idle_period_if_empty(&mut self, now: Timestamp) -> Result<(), ApiError> {
+        if !self.conns.is_empty() || self.meta.empty_since.is_some() {
+            return Ok(());
+        }
+        self.meta.empty_since = Some(now);
+        self.store.save_meta(&self.meta).map_err(internal)?;
+        self.timers.set(TimerKey::RoomCleanup, now.plus_ms(self.limits.idle_room_ttl_ms));
         Ok(())
     }
 
