@@ -197,7 +197,7 @@ fn handle_command(sfu: &mut Sfu, command: Command, status: &Status) -> bool {
             // A caller that gave up (disconnected, timed out) never learns the session's id: close it at once
             // instead of letting it hold capacity and one of the participant's sessions until the idle reap.
             if let Err(Ok(orphan)) = reply.send(sfu.create_session(now, request)) {
-                sfu.close_session(now, orphan.id, CloseReason::Deleted);
+                sfu.close_session(now, orphan.id, CloseReason::Abandoned);
             }
         }
         Command::Delete { id, owner, reply } => {

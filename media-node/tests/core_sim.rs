@@ -82,6 +82,40 @@ fn mute_drops_one_kind_until_unmuted() {
 }
 
 #[test]
+fn a_late_command_does_not_undo_a_newer_decision_or_a_newer_token() {
+    let mut net = SimNetwork::new();
+    net.join(&SimIdentity { issued_at: Some(900), ..SimIdentity::new("alice", "t/math") }, &PeerOptions::publisher())
+        .unwrap();
+    let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
+    net.run_for(Duration::from_secs(2));
+    let mute = |muted| ControlCommand::Mute {
+        room: "t/math".into(),
+        participant: "alice".into(),
+        kind: MediaKind::Audio,
+        muted,
+    };
+    // Muted at 1,000, unmuted at 1,004; the mute's call, given up on by the edge, arrives after the unmute.
+    let now = net.now();
+    assert_eq!(net.sfu.control(now, 1_004, &mute(false)), 1);
+    assert_eq!(net.sfu.control(now, 1_000, &mute(true)), 0, "the older mute touches no session");
+    net.run_for(Duration::from_millis(200));
+    let audio = counts(&net, bob, "alice").0;
+    net.run_for(Duration::from_secs(1));
+    assert!(counts(&net, bob, "alice").0 > audio + 30, "alice's audio still flows");
+
+    // A session whose token was issued at 2,000 is not changed by perms decided at 1,500.
+    let carol = SimIdentity { issued_at: Some(2_000), ..SimIdentity::new("carol", "t/math") };
+    let carol = net.join(&carol, &PeerOptions::publisher()).unwrap();
+    net.run_for(Duration::from_secs(2));
+    let no_audio = homeroom_shared::auth::MediaPerms { audio: false, video: true, screen: true, subscribe: true };
+    let perms = ControlCommand::Perms { room: "t/math".into(), participant: "carol".into(), perms: no_audio };
+    assert_eq!(net.sfu.control(net.now(), 1_500, &perms), 0, "carol's token is newer than the decision");
+    let carol_session = net.session_of(carol).unwrap();
+    assert!(net.sfu.session_info(carol_session).unwrap().connected);
+    assert_eq!(net.sfu.control(net.now(), 2_000, &perms), 1, "a decision of the token's second applies");
+}
+
+#[test]
 fn kick_closes_the_session_and_its_tracks_leave_the_room() {
     let mut net = SimNetwork::new();
     let alice = net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();

@@ -276,7 +276,13 @@ async fn control_needs_the_edge_token() {
     assert_eq!((status, reply["code"].as_str()), (401, Some("unauthorized")));
     let (status, _) = control(&node, Some(&media_token("alice", "t1/math")), body.clone()).await;
     assert_eq!(status, 403, "a media token is not the edge");
-    let heartbeat_token = sign(&ServiceClaims { sub: NODE.into(), exp: now_secs() + 60, ..ServiceClaims::default() });
+    // A heartbeat token as the node sends them: addressed to the edge, naming no body.
+    let heartbeat_token = sign(&ServiceClaims {
+        sub: NODE.into(),
+        exp: now_secs() + 60,
+        aud: Some("edge".into()),
+        ..ServiceClaims::default()
+    });
     let (status, reply) = control(&node, Some(&heartbeat_token), body.clone()).await;
     assert_eq!((status, reply["code"].as_str()), (403, Some("forbidden")), "a node token is not the edge");
     let forged = TokenKey::new(b"nope").sign(&ServiceClaims {

@@ -428,6 +428,7 @@ impl Sfu {
             now,
         );
         session.muted = muted;
+        session.issued_at = request.issued_at;
         self.demux.register(id, &session.ufrag);
         drain(&mut self.io, &mut session);
         tracing::info!(
@@ -564,13 +565,18 @@ impl Sfu {
 
     /// Applies an edge-signed moderation command, made at wall-clock second `unix_secs`, to the sessions
     /// and remembers it for sessions opened later with older tokens ([`moderation`]). Returns how many
-    /// sessions it touched.
+    /// sessions it touched. Decisions keep their order whatever order they arrive in: a mute or perms decided
+    /// before the one the node already has (a call the edge gave up on, arriving late) changes nothing, and
+    /// none changes a session whose token was issued after it.
     pub fn control(&mut self, now: Instant, unix_secs: u64, command: &ControlCommand) -> u32 {
         self.io.now = now;
         let touched = match command {
             ControlCommand::Mute { room, participant, kind, muted } => {
-                self.moderation.muted(room, participant, *kind, *muted, now, unix_secs);
-                self.set_muted(now, room, participant, *kind, *muted)
+                if self.moderation.muted(room, participant, *kind, *muted, now, unix_secs) {
+                    self.set_muted(now, room, participant, *kind, *muted, unix_secs)
+                } else {
+                    0
+                }
             }
             ControlCommand::Kick { room, participant } => {
                 self.moderation.kicked(room, participant, now, unix_secs);
@@ -589,8 +595,11 @@ impl Sfu {
                 ids.len()
             }
             ControlCommand::Perms { room, participant, perms } => {
-                self.moderation.perms(room, participant, *perms, now, unix_secs);
-                self.set_perms(now, room, participant, *perms)
+                if self.moderation.perms(room, participant, *perms, now, unix_secs) {
+                    self.set_perms(now, room, participant, *perms, unix_secs)
+                } else {
+                    0
+                }
             }
         };
         self.finish(now);
@@ -895,6 +904,12 @@ impl Sfu {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
+        // Signalling is the first channel that opened; what the client sends on its other channels is its own
+        // (the node answers on the first only, so it would never learn what became of a message sent there).
+        if session.channel != Some(data.id) {
+            tracing::debug!(session = %id, channel = ?data.id, "data on a channel other than signalling; ignored");
+            return;
+        }
         let reply_error = |session: &mut Session, refused: Option<&str>, message: String| {
             tracing::debug!(session = %session.id, %message, "bad signalling message");
             let refused = refused.map(str::to_owned);
@@ -1211,8 +1226,24 @@ impl Sfu {
         }
     }
 
-    fn set_muted(&mut self, now: Instant, room: &str, participant: &str, kind: MediaKind, muted: bool) -> usize {
-        let ids = self.sessions_of(room, Some(participant));
+    /// The sessions of `participant` whose media tokens were issued at or before `decided_at` (a newer token
+    /// carries the decision already, or a later one).
+    fn sessions_decided_on(&self, room: &str, participant: &str, decided_at: u64) -> Vec<SessionId> {
+        let mut ids = self.sessions_of(room, Some(participant));
+        ids.retain(|id| self.sessions.get(id).is_some_and(|s| s.issued_at.is_none_or(|issued| issued <= decided_at)));
+        ids
+    }
+
+    fn set_muted(
+        &mut self,
+        now: Instant,
+        room: &str,
+        participant: &str,
+        kind: MediaKind,
+        muted: bool,
+        decided_at: u64,
+    ) -> usize {
+        let ids = self.sessions_decided_on(room, participant, decided_at);
         for id in &ids {
             if let Some(session) = self.sessions.get_mut(id) {
                 session.muted.set(kind, muted);
@@ -1224,8 +1255,8 @@ impl Sfu {
         ids.len()
     }
 
-    fn set_perms(&mut self, now: Instant, room: &str, participant: &str, perms: MediaPerms) -> usize {
-        let ids = self.sessions_of(room, Some(participant));
+    fn set_perms(&mut self, now: Instant, room: &str, participant: &str, perms: MediaPerms, decided_at: u64) -> usize {
+        let ids = self.sessions_decided_on(room, participant, decided_at);
         for id in &ids {
             if let Some(session) = self.sessions.get_mut(id) {
                 session.perms = perms;

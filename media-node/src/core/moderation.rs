@@ -87,15 +87,34 @@ impl ModerationMemo {
         decision.kicked_at = Some(decision.kicked_at.map_or(at_secs, |at| at.max(at_secs)));
     }
 
-    pub fn muted(&mut self, room: &str, participant: &str, kind: MediaKind, muted: bool, now: Instant, at_secs: u64) {
+    /// Remembers a mute or unmute decided at `at_secs`; returns whether it stands, i.e. is not older than the
+    /// decision about that kind already remembered (of the same second: the later arrival wins).
+    pub fn muted(
+        &mut self,
+        room: &str,
+        participant: &str,
+        kind: MediaKind,
+        muted: bool,
+        now: Instant,
+        at_secs: u64,
+    ) -> bool {
         let decision = self.entry(room, participant, now);
-        if let Some(mute) = decision.mutes.get_mut(slot(kind)) {
-            *mute = Some((muted, at_secs));
+        let Some(mute) = decision.mutes.get_mut(slot(kind)) else { return false };
+        if mute.is_some_and(|(_, at)| at > at_secs) {
+            return false;
         }
+        *mute = Some((muted, at_secs));
+        true
     }
 
-    pub fn perms(&mut self, room: &str, participant: &str, perms: MediaPerms, now: Instant, at_secs: u64) {
-        self.entry(room, participant, now).perms = Some((perms, at_secs));
+    /// Remembers the perms decided at `at_secs`; returns whether they stand (as [`ModerationMemo::muted`]).
+    pub fn perms(&mut self, room: &str, participant: &str, perms: MediaPerms, now: Instant, at_secs: u64) -> bool {
+        let decision = self.entry(room, participant, now);
+        if decision.perms.is_some_and(|(_, at)| at > at_secs) {
+            return false;
+        }
+        decision.perms = Some((perms, at_secs));
+        true
     }
 
     /// The room closed at second `at_secs`: its decisions end with it (the edge re-admits everyone with fresh
@@ -247,6 +266,28 @@ mod tests {
         assert_eq!(memo.admission("t/math", "amy", Some(170), ALL), Admission::RoomClosed, "a close never moves back");
         memo.prune(now + REMEMBER_FOR);
         assert!(memo.is_empty(), "closes are forgotten like decisions");
+    }
+
+    #[test]
+    fn a_decision_older_than_the_remembered_one_does_not_stand() {
+        let now = Instant::now();
+        let mut memo = ModerationMemo::default();
+        assert!(memo.muted("t/math", "amy", MediaKind::Audio, false, now, 104));
+        assert!(!memo.muted("t/math", "amy", MediaKind::Audio, true, now, 100), "a late mute of second 100");
+        assert_eq!(
+            memo.admission("t/math", "amy", Some(90), ALL),
+            Admission::Restricted { muted: MediaFlags::default(), perms: None },
+            "the unmute stands"
+        );
+        assert!(memo.muted("t/math", "amy", MediaKind::Audio, true, now, 104), "the same second: the later wins");
+        assert!(memo.muted("t/math", "amy", MediaKind::Video, true, now, 50), "each kind keeps its own time");
+        let screen_off = MediaPerms { screen: false, ..ALL };
+        assert!(memo.perms("t/math", "amy", ALL, now, 200));
+        assert!(!memo.perms("t/math", "amy", screen_off, now, 150));
+        let mut muted = MediaFlags::default();
+        muted.set(MediaKind::Audio, true);
+        muted.set(MediaKind::Video, true);
+        assert_eq!(memo.admission("t/math", "amy", Some(40), ALL), Admission::Restricted { muted, perms: Some(ALL) });
     }
 
     #[test]

@@ -29,6 +29,9 @@ use str0m::Rtc;
 pub enum CloseReason {
     /// `DELETE /v1/sessions/{id}`.
     Deleted,
+    /// The `POST` that asked for the session gave up (disconnected, timed out) before its answer: nobody knows
+    /// the session's id.
+    Abandoned,
     /// `POST /v1/control` `kick`.
     Kicked,
     /// `POST /v1/control` `close_room`.
@@ -51,6 +54,7 @@ impl CloseReason {
     pub const fn as_str(self) -> &'static str {
         match self {
             CloseReason::Deleted => "deleted",
+            CloseReason::Abandoned => "abandoned",
             CloseReason::Kicked => "kicked",
             CloseReason::RoomClosed => "room_closed",
             CloseReason::Idle => "idle",
@@ -105,6 +109,9 @@ pub(crate) struct Session {
     pub(crate) room: Arc<str>,
     pub(crate) perms: MediaPerms,
     pub(crate) muted: MediaFlags,
+    /// When the session's media token was issued (`iat`, the edge's clock): a control command decided before
+    /// that second is already in the token, and does not override it.
+    pub(crate) issued_at: Option<u64>,
     pub(crate) caps: MediaCaps,
     pub(crate) rtc: Rtc,
     pub(crate) ufrag: String,
@@ -198,6 +205,7 @@ impl Session {
             room,
             perms,
             muted: MediaFlags::default(),
+            issued_at: None,
             caps,
             rtc,
             ufrag,

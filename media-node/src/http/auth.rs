@@ -106,18 +106,19 @@ pub(crate) fn edge_service(
     body: &[u8],
 ) -> Result<Option<u64>, HttpError> {
     let token = bearer(headers)?;
-    let claims = key
-        .verify_service(&token, clock::now())
-        .and_then(|c| c.check_body(body).and_then(|()| c.check_audience(node_id)).map(|()| c))
-        .map_err(|e| {
-            log_refused_control(&e);
-            HttpError(e.to_api())
-        })?;
+    let refused = |e: homeroom_shared::auth::AuthError| {
+        log_refused_control(&e);
+        HttpError(e.to_api())
+    };
+    let claims = key.verify_service(&token, clock::now()).map_err(refused)?;
+    // Whose token it is comes first: a heartbeat token (another `sub`, no body digest, `aud` "edge") is the
+    // wrong kind of token, which says more than the body or audience it does not name.
     if claims.sub != EDGE_SUBJECT {
         return Err(HttpError::new(
             ErrorCode::Forbidden,
             format!("control needs the edge's service token (sub {EDGE_SUBJECT:?}), not sub {:?}", claims.sub),
         ));
     }
+    claims.check_body(body).and_then(|()| claims.check_audience(node_id)).map_err(refused)?;
     Ok(claims.iat)
 }
