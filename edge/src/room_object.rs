@@ -40,9 +40,10 @@ use crate::sql_store::SqlStore;
 use crate::{clock, config, http, send};
 use homeroom_shared::auth::Identity;
 use homeroom_shared::io_queue::{IoQueue, IoWorker};
+use homeroom_shared::media::{ControlCommand, CONTROL_RETRY_DELAYS_MS};
 use homeroom_shared::outbox::{self, Delivery, DrainLease, Outbox};
 use homeroom_shared::placement::{ClientLocation, Geo};
-use homeroom_shared::protocol::{close, ApiError, ErrorCode};
+use homeroom_shared::protocol::{close, ApiError, ErrorCode, NodeInfo};
 use homeroom_shared::pump::{Beat, PumpLease};
 use homeroom_shared::room::config::SettingsPatch;
 use homeroom_shared::room::{ClientInfo, ConnRecord, Output, Resume, Room, RoomKeys};
@@ -238,9 +239,13 @@ impl RoomObject {
                         }
                     }
                 }
-                io @ (Output::PlaceMedia { .. } | Output::MediaControl { .. } | Output::ReleaseMedia) => {
-                    deferred.push(io);
+                Output::MediaControl { node, command, decided_at } => {
+                    // Dated now, when the room decided, not when the call goes out (or goes out again): the
+                    // node orders decisions by that second.
+                    let decided_at = decided_at.or(Some(clock::now().as_secs()));
+                    deferred.push(Output::MediaControl { node, command, decided_at });
                 }
+                io @ (Output::PlaceMedia { .. } | Output::ReleaseMedia) => deferred.push(io),
             }
         }
         if poisoned {
@@ -266,15 +271,22 @@ impl RoomObject {
             Pump::Inline => outbox::CHUNK,
             Pump::Alarm => usize::MAX,
         };
-        self.apply_with_io(budget, matches!(pump, Pump::Inline)).await;
         match pump {
             Pump::Inline => {
+                self.apply_with_io(budget, true).await;
                 self.sync_alarm(None).await;
                 self.pump_flushes().await;
             }
             Pump::Alarm => {
-                let pumped = self.pump.borrow().is_held(clock::now());
+                // A request never performs the room's IO (a node or the registry may take seconds, and the
+                // response would wait): it queues it, and if no handler is working the queue, the alarm,
+                // set for now, does.
+                self.queue_io(self.apply_outputs(budget));
+                let now = clock::now();
+                let io_waiting = !self.io_queue.is_empty() && !self.io_queue.is_worked(now);
+                let pumped = self.pump.borrow().is_held(now);
                 let flush = if pumped { None } else { self.room.borrow().as_ref().and_then(|r| r.next_flush()) };
+                let flush = if io_waiting { Some(now) } else { flush };
                 self.sync_alarm(flush).await;
             }
         }
@@ -284,7 +296,13 @@ impl RoomObject {
     /// commands are idempotent, and a moderator clicking mute again and again while the node is slow would
     /// otherwise queue one call (up to [`MEDIA_IO_TIMEOUT_MS`] each) per click ahead of everything after.
     fn queue_io(&self, io: Vec<Output>) {
-        self.io_queue.push_collapsing(io, |last, next| matches!(next, Output::MediaControl { .. }) && last == next);
+        self.io_queue.push_collapsing(io, |last, next| match (last, next) {
+            (
+                Output::MediaControl { node, command, .. },
+                Output::MediaControl { node: next_node, command: next_command, .. },
+            ) => node == next_node && command == next_command,
+            _ => false,
+        });
     }
 
     /// Applies the core's outputs and performs the media IO they ask for; an IO's answer (such as
@@ -478,12 +496,7 @@ impl RoomObject {
                 self.place_media(location, joins).await;
             }
             Output::MediaControl { node, command, decided_at } => {
-                let send = media_control::send(&self.env, &node, &command, decided_at);
-                match within(MEDIA_IO_TIMEOUT_MS, send).await {
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => worker::console_error!("media control {command:?} to node {} failed: {e}", node.id),
-                    None => timed_out(&format!("media control {command:?} to node {}", node.id)),
-                }
+                self.control_node(&node, &command, decided_at, worker).await;
             }
             Output::ReleaseMedia => {
                 let room = match self.address() {
@@ -499,6 +512,40 @@ impl RoomObject {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Sends one control command to the room's node, trying again after [`CONTROL_RETRY_DELAYS_MS`] when
+    /// the node could not be reached or answered that it cannot now (a moderator's mute must not be lost to
+    /// one overloaded second of the node). Each try is bounded by [`MEDIA_IO_TIMEOUT_MS`]; the worker's turn is
+    /// renewed before each. A try arriving late after a newer decision is harmless: the node orders decisions
+    /// by `decided_at`.
+    async fn control_node(
+        &self,
+        node: &NodeInfo,
+        command: &ControlCommand,
+        decided_at: Option<u64>,
+        worker: &IoWorker<'_, Output>,
+    ) {
+        let mut retries = CONTROL_RETRY_DELAYS_MS.iter();
+        loop {
+            worker.renew(clock::now());
+            let send = media_control::send(&self.env, node, command, decided_at);
+            let failure = match within(MEDIA_IO_TIMEOUT_MS, send).await {
+                Some(Ok(_)) => return,
+                Some(Err(failure)) => failure,
+                None => media_control::Failure::Unreachable(format!("no answer within {MEDIA_IO_TIMEOUT_MS} ms")),
+            };
+            let retry = failure.is_transient().then(|| retries.next()).flatten();
+            let Some(delay) = retry else {
+                return worker::console_error!(
+                    "media control {command:?} to node {} failed: {failure}; given up (the room's decision stands; \
+                     the node does not enforce it until the next command about this participant)",
+                    node.id
+                );
+            };
+            worker::console_warn!("media control {command:?} to node {} failed: {failure}; trying again", node.id);
+            worker::Delay::from(std::time::Duration::from_millis(*delay)).await;
         }
     }
 

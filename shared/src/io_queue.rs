@@ -76,6 +76,12 @@ impl<T> IoQueue<T> {
         self.queue.borrow_mut().retain(|item| keep(item));
     }
 
+    /// Whether a handler has the turn at `now` (one that went stale does not count): what is pushed now is
+    /// performed by it.
+    pub fn is_worked(&self, now: Timestamp) -> bool {
+        self.turn.get().is_some_and(|turn| now.since(turn.renewed_at) < STALE_MS)
+    }
+
     /// How many items wait.
     pub fn len(&self) -> usize {
         self.queue.borrow().len()
@@ -215,6 +221,19 @@ mod tests {
         assert_eq!(next.next(T0), Some(2));
         assert_eq!(next.next(T0), Some(3));
         assert!(io.is_empty());
+    }
+
+    #[test]
+    fn the_queue_says_whether_a_live_worker_will_perform_what_is_pushed() {
+        let io: IoQueue<&str> = IoQueue::default();
+        assert!(!io.is_worked(T0), "nobody yet: a request that pushes must get someone (the alarm) to work it");
+        let worker = io.worker(T0).expect("free");
+        assert!(io.is_worked(T0.plus_ms(STALE_MS - 1)));
+        assert!(!io.is_worked(T0.plus_ms(STALE_MS)), "a stale turn performs nothing more");
+        worker.renew(T0.plus_ms(STALE_MS - 1));
+        assert!(io.is_worked(T0.plus_ms(STALE_MS)), "renewed");
+        drop(worker);
+        assert!(!io.is_worked(T0.plus_ms(STALE_MS)));
     }
 
     #[test]

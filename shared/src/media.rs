@@ -49,6 +49,45 @@ pub enum ControlCommand {
     Perms { room: String, participant: String, perms: MediaPerms },
 }
 
+/// Delays before the second and the third try of a control command whose try failed transiently
+/// ([`ControlFailure::is_transient`]): a node that restarts or is overloaded for a moment still gets the
+/// moderator's decision, and a node that stays down holds the room's IO for only a few seconds.
+pub const CONTROL_RETRY_DELAYS_MS: [u64; 2] = [250, 1_000];
+
+/// Why a control command did not take effect on its node.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControlFailure {
+    /// The call could not be made here (signing, building the request): trying again changes nothing.
+    #[error("could not send it: {0}")]
+    Local(String),
+    /// No answer: the node is down, unreachable or too slow.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The node answered with an error status.
+    #[error("node answered HTTP {status}: {body}{hint}", hint = refusal_hint(*status))]
+    Refused { status: u16, body: String },
+}
+
+impl ControlFailure {
+    /// Whether another try may succeed: no answer, `429`, or a `5xx` (the node's loop overloaded, a proxy in
+    /// front of a restarting node). A `4xx` refusal (a wrong secret or clock, a command the node does not know)
+    /// is answered the same way again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ControlFailure::Local(_) => false,
+            ControlFailure::Unreachable(_) => true,
+            ControlFailure::Refused { status, .. } => *status == 429 || *status >= 500,
+        }
+    }
+}
+
+fn refusal_hint(status: u16) -> &'static str {
+    match status {
+        401 => " (is NODE_SECRET the same on the edge and the node? is the node's clock in sync, NTP?)",
+        _ => "",
+    }
+}
+
 /// Reply to a control command.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlReply {
@@ -128,6 +167,16 @@ impl MediaCaps {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_failures_another_try_may_mend_are_retried() {
+        let refused = |status| ControlFailure::Refused { status, body: String::new() };
+        assert!(ControlFailure::Unreachable("connection refused".into()).is_transient());
+        assert!(refused(503).is_transient() && refused(500).is_transient() && refused(429).is_transient());
+        assert!(!refused(401).is_transient() && !refused(400).is_transient() && !refused(403).is_transient());
+        assert!(!ControlFailure::Local("no secret".into()).is_transient());
+        assert!(refused(401).to_string().contains("NODE_SECRET"), "{}", refused(401));
+    }
 
     #[test]
     fn quality_is_ordered_and_snake_case() {

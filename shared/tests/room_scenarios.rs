@@ -1431,6 +1431,59 @@ mod media {
     }
 
     #[test]
+    fn the_media_of_someone_who_left_ends_after_the_grace_unless_they_are_back() {
+        let mut s = sim();
+        let t = s.join("t", Role::Teacher);
+        let a = s.join("a", Role::Student);
+        let b = s.join("b", Role::Student);
+        s.request(a, Some("m"), Req::MediaJoin { region: None });
+        place(&mut s, node("n1"));
+        s.media.clear();
+        // a leaves holding a media token (its session on the node may go on); b never asked for media.
+        s.drop_conn(a);
+        s.drop_conn(b);
+        let grace = s.limits.media_leave_grace_ms;
+        s.advance(grace - 1);
+        assert!(control_commands(&mut s).is_empty(), "within the grace: a signalling blip need not cut the call");
+        s.hibernate();
+        s.advance(1);
+        let commands = control_commands(&mut s);
+        assert!(
+            matches!(&commands[..], [ControlCommand::Kick { participant, .. }] if participant == "a"),
+            "the deadline outlives a hibernation, and only a is ended: {commands:?}"
+        );
+        assert!(s.room().store().load_meta().unwrap().unwrap().media_leavers.is_empty());
+
+        // Back within the grace: nothing ends. Leaving again starts another grace: the media it kept is its own.
+        let c = s.join("c", Role::Student);
+        s.request(c, Some("m"), Req::MediaJoin { region: None });
+        place(&mut s, node("n1"));
+        s.drop_conn(c);
+        s.advance(grace / 2);
+        let c = s.join("c", Role::Student);
+        s.advance(grace);
+        assert!(control_commands(&mut s).is_empty(), "c came back in time");
+        s.drop_conn(c);
+        s.advance(grace);
+        let commands = control_commands(&mut s);
+        assert!(
+            matches!(&commands[..], [ControlCommand::Kick { participant, .. }] if participant == "c"),
+            "{commands:?}"
+        );
+
+        // A clear ends the room's media as a whole: no grace outlives it.
+        let d = s.join("d", Role::Student);
+        s.request(d, Some("m"), Req::MediaJoin { region: None });
+        place(&mut s, node("n1"));
+        s.drop_conn(d);
+        s.request(t, Some("clear"), Req::RoomClear);
+        let commands = control_commands(&mut s);
+        assert!(matches!(&commands[..], [ControlCommand::CloseRoom { .. }]), "{commands:?}");
+        s.advance(grace);
+        assert!(control_commands(&mut s).is_empty(), "nothing left to end after the clear");
+    }
+
+    #[test]
     fn moderation_reaches_the_media_node_and_node_loss_tells_everyone() {
         let mut s = sim();
         let t = s.join("t", Role::Teacher);

@@ -250,27 +250,42 @@ async fn a_drained_node_moves_its_rooms_with_its_last_heartbeat_not_a_lease_late
     }
 }
 
+/// How a [`recording_node`] answers the first control command it receives.
+#[derive(Clone, Copy)]
+enum FirstAnswer {
+    /// `200`, after this long (a slow node).
+    After(Duration),
+    /// `503` at once (a node whose media loop is overloaded for a moment).
+    Unavailable,
+}
+
 /// A stand-in media node that records the control commands it receives, in arrival order, and answers the
-/// first one only after `first_delay` (a slow node). Returns its base URL and the record; each command has
-/// its token's verified `aud` added as `_aud`.
-async fn recording_node(first_delay: Duration) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+/// first one as `first` says. Returns its base URL and the record; each command has its token's verified
+/// `aud` and `iat` added as `_aud` and `_iat`.
+async fn recording_node(first: FirstAnswer) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = Arc::clone(&seen);
     let control = move |headers: axum::http::HeaderMap, axum::Json(mut command): axum::Json<serde_json::Value>| {
         let seen = Arc::clone(&record);
         let token = headers.get("authorization").and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer "));
-        let aud = token.and_then(|t| verify_service_token(t).ok()).and_then(|claims| claims.aud);
-        command["_aud"] = serde_json::json!(aud);
+        let claims = token.and_then(|t| verify_service_token(t).ok());
+        command["_aud"] = serde_json::json!(claims.as_ref().and_then(|c| c.aud.clone()));
+        command["_iat"] = serde_json::json!(claims.as_ref().and_then(|c| c.iat));
         async move {
-            let first = {
+            let is_first = {
                 let mut seen = seen.lock().unwrap();
                 seen.push(command);
                 seen.len() == 1
             };
-            if first {
-                tokio::time::sleep(first_delay).await;
+            match first {
+                FirstAnswer::After(delay) if is_first => tokio::time::sleep(delay).await,
+                FirstAnswer::Unavailable if is_first => {
+                    let busy = serde_json::json!({"code": "unavailable", "message": "the media loop is busy"});
+                    return (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(busy));
+                }
+                _ => {}
             }
-            axum::Json(serde_json::json!({"sessions": 0}))
+            (axum::http::StatusCode::OK, axum::Json(serde_json::json!({"sessions": 0})))
         }
     };
     let app = axum::Router::new().route("/v1/control", axum::routing::post(control));
@@ -285,7 +300,7 @@ async fn control_commands_reach_a_slow_node_in_the_order_the_moderators_decided(
     let edge = Edge::start().await.expect("edge starts");
     let http = reqwest::Client::new();
     let m = Minter::dev().unwrap();
-    let (url, seen) = recording_node(Duration::from_millis(1500)).await;
+    let (url, seen) = recording_node(FirstAnswer::After(Duration::from_millis(1500))).await;
     let node = NodeHeartbeat { url, ..heartbeat("slow-1", "eu-west", 0) };
     assert_eq!(beat(&http, &edge, &node).await.status().as_u16(), 200);
     let mut teacher =
@@ -329,6 +344,64 @@ async fn control_commands_reach_a_slow_node_in_the_order_the_moderators_decided(
     );
     assert_eq!(mutes(), [true, false], "mute then unmute, as decided; the node ends unmuted: {seen:?}");
     assert!(seen.iter().all(|c| c["_aud"] == "slow-1"), "every control token names the node it is for: {seen:?}");
+}
+
+#[tokio::test]
+async fn a_control_command_the_node_cannot_take_now_is_sent_again_with_its_decisions_second() {
+    let edge = Edge::start().await.expect("edge starts");
+    let http = reqwest::Client::new();
+    let m = Minter::dev().unwrap();
+    let (url, seen) = recording_node(FirstAnswer::Unavailable).await;
+    let node = NodeHeartbeat { url, ..heartbeat("busy-1", "eu-west", 0) };
+    assert_eq!(beat(&http, &edge, &node).await.status().as_u16(), 200);
+    let mut teacher =
+        Client::connect(&Connect::new(&edge.ws(), "retry-room", &m.token("t", Role::Teacher))).await.unwrap();
+    let _student =
+        Client::connect(&Connect::new(&edge.ws(), "retry-room", &m.token("s", Role::Student))).await.unwrap();
+    let (placed, _) = assigned(teacher.request(Req::MediaJoin { region: None }).await.unwrap());
+    assert_eq!(placed, "busy-1");
+    let kick = Req::ParticipantKick { id: homeroom_shared::UserId::parse("s").unwrap() };
+    assert!(matches!(teacher.request(kick).await.unwrap(), F::Ack(_)));
+    let kicks = || -> Vec<serde_json::Value> {
+        seen.lock().unwrap().iter().filter(|c| c["type"] == "kick" && c["participant"] == "s").cloned().collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while kicks().len() < 2 {
+        assert!(Instant::now() < deadline, "the refused kick was not sent again: {:?}", seen.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kicks = kicks();
+    assert_eq!(kicks.len(), 2, "sent again once, after the 503 only: {kicks:?}");
+    assert!(kicks[0]["_iat"].is_u64(), "{kicks:?}");
+    assert_eq!(kicks[0]["_iat"], kicks[1]["_iat"], "the retry carries the decision's second, not its own");
+}
+
+#[tokio::test]
+async fn the_media_of_a_student_who_left_is_ended_once_the_grace_is_over() {
+    let edge = Edge::start_with(&[("MEDIA_LEAVE_GRACE_SECS", "2")]).await.expect("edge starts");
+    let http = reqwest::Client::new();
+    let m = Minter::dev().unwrap();
+    let (url, seen) = recording_node(FirstAnswer::After(Duration::ZERO)).await;
+    let node = NodeHeartbeat { url, ..heartbeat("grace-1", "eu-west", 0) };
+    assert_eq!(beat(&http, &edge, &node).await.status().as_u16(), 200);
+    let _teacher =
+        Client::connect(&Connect::new(&edge.ws(), "grace-room", &m.token("t", Role::Teacher))).await.unwrap();
+    let mut student =
+        Client::connect(&Connect::new(&edge.ws(), "grace-room", &m.token("s", Role::Student))).await.unwrap();
+    let (placed, _) = assigned(student.request(Req::MediaJoin { region: None }).await.unwrap());
+    assert_eq!(placed, "grace-1");
+    // The student closes its signalling socket only; its media session (on the node) could go on.
+    let left = Instant::now();
+    student.close().await;
+    let kicked = || seen.lock().unwrap().iter().any(|c| c["type"] == "kick" && c["participant"] == "s");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!kicked(), "not within the grace: {:?}", seen.lock().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !kicked() {
+        assert!(Instant::now() < deadline, "the node never heard: {:?}", seen.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(left.elapsed() >= Duration::from_secs(2), "ended after the grace, {:?} after leaving", left.elapsed());
 }
 
 #[tokio::test]

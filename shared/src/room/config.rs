@@ -64,6 +64,10 @@ pub struct Limits {
     pub ping_interval_ms: u64,
     /// Lifetime of media tokens. Var `MEDIA_TOKEN_TTL_SECS`.
     pub media_token_ttl_ms: u64,
+    /// How long the media of a participant who left (its last connection closed) goes on before the room
+    /// ends it on the node, unless the participant is back: a signalling blip need not cut the call, and
+    /// someone who left does not stay on camera unseen by the room. Var `MEDIA_LEAVE_GRACE_SECS`.
+    pub media_leave_grace_ms: u64,
     /// Flush window for coalescing frames in busy rooms (0: off). Var `COALESCE_MS`.
     pub coalesce_ms: u64,
     /// Rooms with fewer connections never coalesce. Var `COALESCE_MIN_CONNECTIONS`.
@@ -118,6 +122,7 @@ impl Default for Limits {
             history_page_max: 100,
             ping_interval_ms: 30_000,
             media_token_ttl_ms: 5 * 60 * 1000,
+            media_leave_grace_ms: 30_000,
             coalesce_ms: 20,
             coalesce_min_conns: 50,
             coalesce_frames_per_sec: 10_000,
@@ -209,6 +214,9 @@ impl Limits {
         }
         if let Some(n) = num("MEDIA_TOKEN_TTL_SECS", 10, 24 * 3600)? {
             l.media_token_ttl_ms = n * 1000;
+        }
+        if let Some(n) = num("MEDIA_LEAVE_GRACE_SECS", 0, 3600)? {
+            l.media_leave_grace_ms = n * 1000;
         }
         if let Some(n) = num("COALESCE_MS", 0, 1000)? {
             l.coalesce_ms = n;

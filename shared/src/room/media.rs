@@ -2,7 +2,7 @@
 //! room's media node. Placement itself is the registry's ([`crate::placement`]); the room asks through the
 //! adapter ([`Output::PlaceMedia`]) and gets the answer back in [`Room::media_placed`].
 
-use super::{internal, Output, Room};
+use super::{internal, Output, Room, TimerKey};
 use crate::auth::{MediaClaims, MediaPerms};
 use crate::ids::{ConnId, Region, UserId};
 use crate::media::{ControlCommand, MediaCaps};
@@ -65,6 +65,7 @@ impl<S: RoomStore> Room<S> {
         now: Timestamp,
     ) -> Result<ServerFrame, ApiError> {
         self.remember_node(node.clone())?;
+        self.note_media_granted(user)?;
         let p = self.participant(user)?;
         let expires_at = now.as_secs() + self.limits.media_token_ttl_ms / 1000;
         let caps = MediaCaps::for_role(p.role);
@@ -80,6 +81,17 @@ impl<S: RoomStore> Room<S> {
         };
         let token = self.keys.media.sign(&claims).map_err(|e| e.to_api())?;
         Ok(ServerFrame::MediaAssigned { rid, node, token, expires_at })
+    }
+
+    /// Records that `user` holds a media token in this stay (stored once per stay).
+    fn note_media_granted(&mut self, user: &UserId) -> Result<(), ApiError> {
+        let Some(member) = self.members.get(user) else { return Ok(()) };
+        if member.record.media_granted {
+            return Ok(());
+        }
+        let mut record = member.record.clone();
+        record.media_granted = true;
+        self.save_member_record(record)
     }
 
     /// The room's media is on `node` (stored when it changes).
@@ -98,10 +110,19 @@ impl<S: RoomStore> Room<S> {
             return;
         }
         self.meta.media = None;
+        // Their sessions went with the node.
+        self.forget_media_leavers();
         if self.store.save_meta(&self.meta).is_err() {
             self.poisoned = true;
         }
         self.broadcast(None, &ServerFrame::MediaMoved { reason: reason.to_owned() });
+    }
+
+    /// Drops every media grace (the room's media ended as a whole; the caller stores the meta).
+    fn forget_media_leavers(&mut self) {
+        for user in std::mem::take(&mut self.meta.media_leavers).into_keys() {
+            self.timers.cancel(&TimerKey::MediaLeave(user));
+        }
     }
 
     /// The node the room's media is on, if any.
@@ -160,6 +181,7 @@ impl<S: RoomStore> Room<S> {
     pub(super) fn end_media(&mut self) {
         let room = self.meta.address.clone();
         self.control(ControlCommand::CloseRoom { room });
+        self.forget_media_leavers();
         if self.meta.media.take().is_some() {
             self.outbox.push_back(Output::ReleaseMedia);
         }

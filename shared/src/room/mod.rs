@@ -297,6 +297,7 @@ impl<S: RoomStore> Room<S> {
                     settings: RoomSettings::default(),
                     media: None,
                     bans_until: None,
+                    media_leavers: BTreeMap::new(),
                 };
                 // Stored only with its address: an event without one (an alarm, a registry notice after the
                 // room was wiped) must not leave a row that names no room.
@@ -369,6 +370,11 @@ impl<S: RoomStore> Room<S> {
             room.members.iter().filter(|(_, m)| m.conns.is_empty()).map(|(id, _)| id.clone()).collect();
         for id in orphans {
             room.remove_member(&id, LeaveReason::Disconnected, now).map_err(|e| StoreError(e.message))?;
+        }
+        // The media graces that ran when the room went to sleep (or that ended meanwhile: due at once).
+        let leavers: Vec<(UserId, Timestamp)> = room.meta.media_leavers.iter().map(|(u, t)| (u.clone(), *t)).collect();
+        for (user, until) in leavers {
+            room.timers.set(TimerKey::MediaLeave(user), until);
         }
         let users: Vec<UserId> = room.members.keys().cloned().collect();
         for id in users {
@@ -710,7 +716,13 @@ impl<S: RoomStore> Room<S> {
                     muted: moderation.muted,
                     last_read: 0,
                 };
-                let record = ParticipantRecord { participant, grant, typing_until: None, auto_idle: false };
+                // Back within its grace: the media it kept is this stay's again.
+                let media_granted = self.meta.media_leavers.remove(user).is_some();
+                if media_granted {
+                    self.timers.cancel(&TimerKey::MediaLeave(user.clone()));
+                }
+                let record =
+                    ParticipantRecord { participant, grant, typing_until: None, auto_idle: false, media_granted };
                 self.store.put_participant(&record).map_err(internal)?;
                 self.members.insert(
                     user.clone(),
@@ -871,8 +883,13 @@ impl<S: RoomStore> Room<S> {
     }
 
     fn remove_member(&mut self, user: &UserId, reason: LeaveReason, now: Timestamp) -> Result<(), ApiError> {
-        if self.members.remove(user).is_none() {
+        let Some(member) = self.members.remove(user) else {
             return Ok(());
+        };
+        // Its media goes on for the grace (the other reasons end it at once, see `close_conn` and the kick).
+        let left = matches!(reason, LeaveReason::Left | LeaveReason::Disconnected);
+        if left && member.record.media_granted && self.meta.media.is_some() {
+            self.media_leaves(user, now);
         }
         for key in [TimerKey::Typing(user.clone()), TimerKey::CursorFlush(user.clone()), TimerKey::Idle(user.clone())] {
             self.timers.cancel(&key);
@@ -910,6 +927,7 @@ impl<S: RoomStore> Room<S> {
                     Ok(())
                 }
                 TimerKey::Idle(user) => self.auto_idle(&user),
+                TimerKey::MediaLeave(user) => self.end_leavers_media(&user, now),
             };
             if let Err(e) = result {
                 self.poisoned |= e.code == ErrorCode::Internal;
@@ -978,6 +996,40 @@ impl<S: RoomStore> Room<S> {
         } else {
             // The admin's settings outlive the room's idle periods.
             self.store.save_meta(&self.meta).map_err(internal)?;
+        }
+        Ok(())
+    }
+
+    /// Most participants whose media grace runs at once; a class of more leaving together has the rest of
+    /// its media ended at once (a bound on the stored meta row).
+    const MAX_MEDIA_LEAVERS: usize = 1_000;
+
+    /// `user` left holding a media token: its media ends after the grace unless it is back (stored with the
+    /// `participant.left` that follows, in the same meta row).
+    fn media_leaves(&mut self, user: &UserId, now: Timestamp) {
+        let grace = self.limits.media_leave_grace_ms;
+        if grace == 0 || self.meta.media_leavers.len() >= Self::MAX_MEDIA_LEAVERS {
+            self.control_kick(user);
+            return;
+        }
+        let until = now.plus_ms(grace);
+        self.meta.media_leavers.insert(user.clone(), until);
+        self.timers.set(TimerKey::MediaLeave(user.clone()), until);
+    }
+
+    /// The grace of `user`, who left holding a media token, is over: if it has not come back, its sessions on
+    /// the node end (a kick, so its media tokens from before now open none; a fresh one, after a rejoin,
+    /// does).
+    fn end_leavers_media(&mut self, user: &UserId, now: Timestamp) -> Result<(), ApiError> {
+        let Some(until) = self.meta.media_leavers.get(user).copied() else { return Ok(()) };
+        if until > now {
+            self.timers.set(TimerKey::MediaLeave(user.clone()), until);
+            return Ok(());
+        }
+        self.meta.media_leavers.remove(user);
+        self.store.save_meta(&self.meta).map_err(internal)?;
+        if !self.members.contains_key(user) {
+            self.control_kick(user);
         }
         Ok(())
     }

@@ -40,6 +40,10 @@ pub struct Meta {
     /// so that a ban longer than the idle period is not ended by wiping the room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bans_until: Option<Timestamp>,
+    /// Participants who left while holding a media token, and when their media is ended on the node unless
+    /// they are back by then (stored, so that the deadline outlives a hibernation).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub media_leavers: BTreeMap<UserId, Timestamp>,
 }
 
 /// What a participant's token granted: kept so moderation changes can be recomputed on top of it.
@@ -59,6 +63,10 @@ pub struct ParticipantRecord {
     pub typing_until: Option<Timestamp>,
     /// The server set `idle` for inactivity (activity turns it back to `active`).
     pub auto_idle: bool,
+    /// The participant was handed a media token in this stay: its media may outlive its connections, so its
+    /// leaving starts [`crate::room::config::Limits::media_leave_grace_ms`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub media_granted: bool,
 }
 
 /// A moderator's decisions about a user, kept while the room lives (also across the user's reconnects).

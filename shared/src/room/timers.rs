@@ -19,6 +19,8 @@ pub(crate) enum TimerKey {
     CursorFlush(UserId),
     /// A participant has been inactive long enough to be shown idle.
     Idle(UserId),
+    /// A participant who left holding a media token has not come back: end its media on the node.
+    MediaLeave(UserId),
 }
 
 /// Deadlines by key, and the same ordered by time.
