@@ -68,7 +68,8 @@ pub struct PlaceCall {
     pub region: Option<String>,
     #[serde(default)]
     pub geo: Option<Geo>,
-    /// How many `media.join`s this call answers (each a session on the node).
+    /// How many new sessions on the node the `media.join`s this call answers may open (a participant already
+    /// handed a media token asks again without counting twice).
     #[serde(default = "one")]
     pub sessions: u32,
 }

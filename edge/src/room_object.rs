@@ -457,12 +457,11 @@ impl RoomObject {
 
     /// Places the room's media (near `location`, the first asker's, for a room not placed yet) and answers
     /// each `media.join` in `joins` with the result.
-    async fn place_media(&self, location: ClientLocation, joins: Vec<(ConnId, Option<String>)>) {
+    async fn place_media(&self, location: ClientLocation, joins: Vec<(ConnId, Option<String>)>, sessions: u32) {
         let room = match self.address() {
             Ok(room) => room,
             Err(e) => return worker::console_error!("{} media.join(s) not placed: {e}", joins.len()),
         };
-        let sessions = u32::try_from(joins.len()).unwrap_or(u32::MAX);
         let call = PlaceCall { room, region: location.region, geo: location.geo, sessions };
         let placed = within(MEDIA_IO_TIMEOUT_MS, registry_object::place(&self.env, &call)).await;
         let placed = placed.unwrap_or_else(|| {
@@ -485,15 +484,19 @@ impl RoomObject {
             worker::console_error!("{what} took longer than {MEDIA_IO_TIMEOUT_MS} ms; given up");
         };
         match output {
-            Output::PlaceMedia { conn, rid, location } => {
+            Output::PlaceMedia { conn, rid, location, new_session } => {
                 // A class joining at once queues a run of `media.join`s: one placement answers them all (a
                 // room has one node), rather than one registry round trip after another.
                 let mut joins = vec![(conn, rid)];
+                let mut sessions = u32::from(new_session);
                 let is_join = |o: &Output| matches!(o, Output::PlaceMedia { .. });
-                while let Some(Output::PlaceMedia { conn, rid, .. }) = worker.next_if(clock::now(), is_join) {
+                while let Some(Output::PlaceMedia { conn, rid, new_session, .. }) =
+                    worker.next_if(clock::now(), is_join)
+                {
                     joins.push((conn, rid));
+                    sessions = sessions.saturating_add(u32::from(new_session));
                 }
-                self.place_media(location, joins).await;
+                self.place_media(location, joins, sessions).await;
             }
             Output::MediaControl { node, command, decided_at } => {
                 self.control_node(&node, &command, decided_at, worker).await;

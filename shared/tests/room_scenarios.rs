@@ -1288,6 +1288,32 @@ mod media {
     }
 
     #[test]
+    fn asking_for_media_again_does_not_count_as_another_session_on_the_node() {
+        let mut s = sim();
+        let a = s.join("a", Role::Student);
+        let new_sessions = |s: &mut Sim| -> Vec<bool> {
+            s.media
+                .iter()
+                .filter_map(|o| match o {
+                    Output::PlaceMedia { new_session, .. } => Some(*new_session),
+                    _ => None,
+                })
+                .collect()
+        };
+        s.request(a, Some("1"), Req::MediaJoin { region: None });
+        assert_eq!(new_sessions(&mut s), [true]);
+        place(&mut s, node("n1"));
+        for rid in ["2", "3", "4"] {
+            s.request(a, Some(rid), Req::MediaJoin { region: None });
+        }
+        assert_eq!(new_sessions(&mut s), [false, false, false], "a media token was handed out in this stay");
+        place(&mut s, node("n1"));
+        let b = s.join("b", Role::Student);
+        s.request(b, Some("1"), Req::MediaJoin { region: None });
+        assert_eq!(new_sessions(&mut s), [true], "another participant counts");
+    }
+
+    #[test]
     fn a_new_tab_with_a_narrower_token_stops_what_it_no_longer_allows() {
         let mut s = sim();
         let t = s.join("t", Role::Teacher);

@@ -22,9 +22,16 @@ impl<S: RoomStore> Room<S> {
         if let Some(region) = &region {
             Region::parse(region).map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("region: {e}")))?;
         }
-        let geo = self.conns.get(&conn).and_then(|c| c.record.geo);
+        let record = self.conns.get(&conn).map(|c| &c.record);
+        let geo = record.and_then(|r| r.geo);
+        let granted = record.and_then(|r| self.members.get(&r.user)).is_some_and(|m| m.record.media_granted);
         let location = ClientLocation { region, geo };
-        self.outbox.push_back(Output::PlaceMedia { conn, rid: rid.map(str::to_owned), location });
+        self.outbox.push_back(Output::PlaceMedia {
+            conn,
+            rid: rid.map(str::to_owned),
+            location,
+            new_session: !granted,
+        });
         Ok(())
     }
 

@@ -71,7 +71,10 @@ pub enum Output {
     /// Store `record` as the connection's attachment (it changed).
     Attach { record: ConnRecord },
     /// Ask the registry for the room's media node, then call [`Room::media_placed`] with the answer.
-    PlaceMedia { conn: ConnId, rid: Option<String>, location: ClientLocation },
+    /// `new_session`: the join may add a session the node does not count yet (the registry holds it as
+    /// pending until the node's next heartbeat); false for a participant already handed a media token in this
+    /// stay, so that asking again and again does not make the node look full.
+    PlaceMedia { conn: ConnId, rid: Option<String>, location: ClientLocation, new_session: bool },
     /// Send an edge-signed control command to the room's media node at `node.url`. `decided_at`: the second
     /// to sign as the decision's (the control token's `iat`; the node applies a decision to media tokens
     /// issued in or before it); `None`: when it is sent.
