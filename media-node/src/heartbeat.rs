@@ -21,6 +21,9 @@ use tokio::sync::watch;
 const TOKEN_LIFETIME_SECS: u64 = 120;
 /// First retry delay after a failure.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
+/// How often the node's last heartbeat (its stop) is tried again when it fails at once (an edge that is slow
+/// to answer uses the whole of the stop's budget on the first try).
+const LAST_HEARTBEAT_RETRIES: u32 = 2;
 /// Timeout of one heartbeat request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -112,7 +115,23 @@ impl Heartbeat {
             let current = *phase.borrow_and_update();
             let draining = current != Phase::Running;
             let load = if current == Phase::Stopped { 0 } else { status.sessions() };
-            match self.send(&client, load, draining).await {
+            // A phase change while a heartbeat is in flight (the edge slow to answer) abandons it and sends the
+            // new phase at once: a drain must not wait for the answer to a heartbeat that says "running". The
+            // edge orders heartbeats by `iat` after a drain, so the abandoned one cannot undo it if it arrives.
+            let sent = tokio::select! {
+                sent = self.send_last_with_retries(&client, load, draining, current) => Some(sent),
+                changed = phase.changed(), if current != Phase::Stopped => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    None
+                }
+            };
+            let Some(sent) = sent else {
+                tracing::debug!("phase changed while a heartbeat was in flight; sending the new phase");
+                continue;
+            };
+            match sent {
                 Ok(reply) => {
                     self.record(&status, true, 0);
                     if failures > 0 {
@@ -148,6 +167,28 @@ impl Heartbeat {
                 }
             }
         }
+    }
+
+    /// Sends one heartbeat; the node's last one (`phase` stopped), the only report of a stop, is tried again
+    /// after [`FIRST_RETRY`] and twice that if it fails (within the stop's 6 s budget for the heartbeats).
+    async fn send_last_with_retries(
+        &self,
+        client: &reqwest::Client,
+        load: u32,
+        draining: bool,
+        phase: Phase,
+    ) -> Result<HeartbeatReply, HeartbeatError> {
+        let mut result = self.send(client, load, draining).await;
+        if phase != Phase::Stopped {
+            return result;
+        }
+        for attempt in 1..=LAST_HEARTBEAT_RETRIES {
+            let Err(e) = &result else { break };
+            tracing::warn!(endpoint = %self.endpoint, error = %e, attempt, "the last heartbeat failed; trying again");
+            tokio::time::sleep(FIRST_RETRY.saturating_mul(attempt)).await;
+            result = self.send(client, load, draining).await;
+        }
+        result
     }
 
     async fn send(

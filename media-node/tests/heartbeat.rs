@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 struct Edge {
     beats: Arc<Mutex<Vec<(Instant, NodeHeartbeat)>>>,
     fail_first: Arc<Mutex<u32>>,
+    /// Heartbeats that do not say `draining` are answered only after this long (an edge slow to answer).
+    hang_running: Arc<Mutex<Option<Duration>>>,
 }
 
 async fn heartbeat(
@@ -39,6 +41,12 @@ async fn heartbeat(
     let claims = claims.map_err(|_| StatusCode::UNAUTHORIZED)?;
     if claims.sub != beat.id {
         return Err(StatusCode::FORBIDDEN);
+    }
+    let hang = edge.hang_running.lock().unwrap().filter(|_| !beat.draining);
+    if let Some(hang) = hang {
+        edge.beats.lock().unwrap().push((Instant::now(), beat));
+        tokio::time::sleep(hang).await;
+        return Ok(Json(HeartbeatReply { ttl_ms: 900 }));
     }
     let mut beats = edge.beats.lock().unwrap();
     beats.push((Instant::now(), beat));
@@ -177,4 +185,44 @@ async fn healthz_and_metrics_say_whether_the_edge_accepts_the_node() {
     assert_eq!(health(&standalone).await["edge"], "standalone");
     standalone.begin_drain();
     standalone.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_does_not_wait_for_a_hung_heartbeat_and_the_last_one_is_tried_again() {
+    let edge = Edge::default();
+    let edge_url = serve(&edge).await;
+    let mut config = config();
+    config.edge_url = Some(edge_url);
+    let node = start(config).await.unwrap();
+    let peer = TestPeer::connect(&node.url(), &media_token("alice", "t1/hb"), PeerOptions::publisher()).await.unwrap();
+    peer.wait_for(WAIT, |s| s.connected_at.is_some()).await.expect("the session is up");
+
+    // The edge stops answering "running" heartbeats for 4 s; wait until one is in flight.
+    *edge.hang_running.lock().unwrap() = Some(Duration::from_secs(4));
+    let hung_from = edge.beats.lock().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while edge.beats.lock().unwrap().len() == hung_from {
+        assert!(Instant::now() < deadline, "no heartbeat reached the hanging edge");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let drain_started = Instant::now();
+    node.begin_drain();
+    loop {
+        let draining = edge.beats.lock().unwrap().iter().any(|(at, b)| *at >= drain_started && b.draining);
+        if draining {
+            break;
+        }
+        assert!(drain_started.elapsed() < Duration::from_secs(2), "the drain waited for the hung heartbeat");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The stop's last heartbeat is refused once (a 503): it is tried again and reaches the edge.
+    *edge.fail_first.lock().unwrap() = 1;
+    let leaving = Instant::now();
+    peer.close().await;
+    node.wait().await.unwrap();
+    assert_eq!(*edge.fail_first.lock().unwrap(), 0, "the first try of the last heartbeat was refused");
+    let beats = edge.beats.lock().unwrap().clone();
+    let (at, last) = beats.last().unwrap();
+    assert!(*at >= leaving && last.draining && last.load == 0, "the last heartbeat arrived on its second try");
 }
