@@ -549,6 +549,12 @@ impl RoomObject {
             };
             worker::console_warn!("media control {command:?} to node {} failed: {failure}; trying again", node.id);
             worker::Delay::from(std::time::Duration::from_millis(*delay)).await;
+            // A node the room has lost meanwhile (the registry's notice came in) took its sessions with it;
+            // the class's placements on the next one wait behind this call.
+            let current = self.room.borrow().as_ref().and_then(|r| r.media_node()).is_some_and(|n| n.id == node.id);
+            if !current {
+                return worker::console_warn!("media control {command:?}: node {} is no longer the room's", node.id);
+            }
         }
     }
 

@@ -115,12 +115,13 @@ impl Heartbeat {
             let current = *phase.borrow_and_update();
             let draining = current != Phase::Running;
             let load = if current == Phase::Stopped { 0 } else { status.sessions() };
-            // A phase change while a heartbeat is in flight (the edge slow to answer) abandons it and sends the
-            // new phase at once: a drain must not wait for the answer to a heartbeat that says "running". The
-            // edge orders heartbeats by `iat` after a drain, so the abandoned one cannot undo it if it arrives.
+            // A drain starting while a "running" heartbeat is in flight (the edge slow to answer) abandons it and
+            // sends `draining` at once: the edge orders heartbeats by `iat` after a drain, so the abandoned one
+            // cannot undo it if it arrives. A draining heartbeat is not abandoned: one of the drain's own second
+            // arriving after the last (load 0) would be taken, and renew the lease of a stopped node.
             let sent = tokio::select! {
                 sent = self.send_last_with_retries(&client, load, draining, current) => Some(sent),
-                changed = phase.changed(), if current != Phase::Stopped => {
+                changed = phase.changed(), if current == Phase::Running => {
                     if changed.is_err() {
                         return;
                     }

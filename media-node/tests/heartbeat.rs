@@ -21,6 +21,8 @@ struct Edge {
     fail_first: Arc<Mutex<u32>>,
     /// Heartbeats that do not say `draining` are answered only after this long (an edge slow to answer).
     hang_running: Arc<Mutex<Option<Duration>>>,
+    /// This many of the node's last heartbeats (`draining`, `load: 0`) are refused with 503 first.
+    fail_last: Arc<Mutex<u32>>,
 }
 
 async fn heartbeat(
@@ -41,6 +43,13 @@ async fn heartbeat(
     let claims = claims.map_err(|_| StatusCode::UNAUTHORIZED)?;
     if claims.sub != beat.id {
         return Err(StatusCode::FORBIDDEN);
+    }
+    if beat.draining && beat.load == 0 {
+        let mut fail = edge.fail_last.lock().unwrap();
+        if *fail > 0 {
+            *fail -= 1;
+            return Err(StatusCode::SERVICE_UNAVAILABLE);
+        }
     }
     let hang = edge.hang_running.lock().unwrap().filter(|_| !beat.draining);
     if let Some(hang) = hang {
@@ -217,11 +226,11 @@ async fn a_drain_does_not_wait_for_a_hung_heartbeat_and_the_last_one_is_tried_ag
     }
 
     // The stop's last heartbeat is refused once (a 503): it is tried again and reaches the edge.
-    *edge.fail_first.lock().unwrap() = 1;
+    *edge.fail_last.lock().unwrap() = 1;
     let leaving = Instant::now();
     peer.close().await;
     node.wait().await.unwrap();
-    assert_eq!(*edge.fail_first.lock().unwrap(), 0, "the first try of the last heartbeat was refused");
+    assert_eq!(*edge.fail_last.lock().unwrap(), 0, "the first try of the last heartbeat was refused");
     let beats = edge.beats.lock().unwrap().clone();
     let (at, last) = beats.last().unwrap();
     assert!(*at >= leaving && last.draining && last.load == 0, "the last heartbeat arrived on its second try");

@@ -1311,6 +1311,11 @@ mod media {
         let b = s.join("b", Role::Student);
         s.request(b, Some("1"), Req::MediaJoin { region: None });
         assert_eq!(new_sessions(&mut s), [true], "another participant counts");
+        place(&mut s, node("n1"));
+        // The node is lost: every session went with it, and the class re-joining elsewhere counts again.
+        s.admin(|room, now| room.media_lost("n1", "gone", now));
+        s.request(a, Some("5"), Req::MediaJoin { region: None });
+        assert_eq!(new_sessions(&mut s), [true], "a session on the next node is a new one");
     }
 
     #[test]
@@ -1625,7 +1630,8 @@ fn a_demoted_teacher_keeps_no_permission_its_token_restated() {
     let mut s = sim();
     let admin = s.join("boss", Role::Admin);
     let mut ta = s.identity("ta", Role::Teacher);
-    ta.perms = PermsPatch { moderate: Some(true), screen_share: Some(true), ..PermsPatch::default() };
+    ta.perms =
+        PermsPatch { moderate: Some(true), screen_share: Some(true), stream: Some(false), ..PermsPatch::default() };
     let ta = s.connect(&ta, None).unwrap();
     s.join("a", Role::Student);
     s.request(admin, Some("d"), Req::ParticipantUpdate { id: uid("ta"), role: Some(Role::Student), perms: None });
@@ -1633,7 +1639,8 @@ fn a_demoted_teacher_keeps_no_permission_its_token_restated() {
     s.request(ta, Some("k"), Req::ParticipantKick { id: uid("a") });
     assert_eq!(error_code(&s.take(ta)), Some(ErrorCode::Forbidden), "no moderate left after the demotion");
     let me = s.room().participants().into_iter().find(|p| p.id.as_str() == "ta").unwrap();
-    assert_eq!((me.role, me.perms), (Role::Student, Role::Student.default_perms()));
+    let withheld = homeroom_shared::protocol::Perms { stream: false, ..Role::Student.default_perms() };
+    assert_eq!((me.role, me.perms), (Role::Student, withheld), "the token's grants go, what it withheld stays");
     // The demoter may still grant back what it chooses: a moderator's perms apply on top of the new role.
     let grant = PermsPatch { screen_share: Some(true), ..PermsPatch::default() };
     s.request(admin, Some("g"), Req::ParticipantUpdate { id: uid("ta"), role: None, perms: Some(grant) });

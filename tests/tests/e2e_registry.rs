@@ -255,7 +255,8 @@ async fn a_drained_node_moves_its_rooms_with_its_last_heartbeat_not_a_lease_late
 enum FirstAnswer {
     /// `200`, after this long (a slow node).
     After(Duration),
-    /// `503` at once (a node whose media loop is overloaded for a moment).
+    /// `503` after 1.2 s (a node whose media loop is overloaded for a moment), so that the try after it goes
+    /// out in a later second than the decision.
     Unavailable,
 }
 
@@ -280,6 +281,7 @@ async fn recording_node(first: FirstAnswer) -> (String, Arc<Mutex<Vec<serde_json
             match first {
                 FirstAnswer::After(delay) if is_first => tokio::time::sleep(delay).await,
                 FirstAnswer::Unavailable if is_first => {
+                    tokio::time::sleep(Duration::from_millis(1200)).await;
                     let busy = serde_json::json!({"code": "unavailable", "message": "the media loop is busy"});
                     return (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(busy));
                 }

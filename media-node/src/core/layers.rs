@@ -2,9 +2,8 @@
 //!
 //! Pure functions over what the node measured, so the policy is unit-tested on its own:
 //!
-//! 1. Every declared layer is ranked, lowest quality first: layers never measured (not sent yet, or never)
-//!    first, in the order the publisher declared them (`a=simulcast`), then the measured ones by bitrate (a
-//!    layer that stopped keeps its last measurement, and so its rank).
+//! 1. Layers are ranked lowest quality first: by measured bitrate once every active layer has a measurement,
+//!    otherwise in the order the publisher declared them (`a=simulcast`, conventionally low to high).
 //! 2. The subscriber's preference (bounded by its `receive_quality` cap) names a rank among all declared layers:
 //!    `low` the lowest, `high` the highest, `medium` the middle one (the lower middle of an even count).
 //! 3. Only layers that are active (packets seen lately) and allowed (within the publisher's caps) are usable;
@@ -54,19 +53,13 @@ pub fn select_layer(layers: &[LayerOption], preference: Quality, budget_bps: Opt
     Some(pick)
 }
 
-/// Rank order of every layer a track declared, given in declaration order with each layer's last measured
-/// bitrate (kept after the layer stops): layers never measured first, in declaration order, then the measured
-/// ones by bitrate. Returns indices into `bitrates`, lowest quality first.
-///
-/// A layer the publisher declared but never sent counts as the lowest, whatever its place in the SDP: caps
-/// name ranks, so ranking it last would move every real layer down a rank, and a student capped at `medium`
-/// who simply left out the low layer would have its high one forwarded as "medium".
+/// Rank order of layers given in declaration order: by measured bitrate when every layer has one, otherwise
+/// declaration order. Returns indices into `bitrates`, lowest quality first.
 pub fn rank_layers(bitrates: &[Option<u64>]) -> Vec<usize> {
-    let (mut measured, unmeasured): (Vec<usize>, Vec<usize>) =
-        (0..bitrates.len()).partition(|i| bitrates.get(*i).copied().flatten().is_some());
-    measured.sort_by_key(|i| bitrates.get(*i).copied().flatten());
-    let mut order = unmeasured;
-    order.extend(measured);
+    let mut order: Vec<usize> = (0..bitrates.len()).collect();
+    if bitrates.iter().all(Option::is_some) {
+        order.sort_by_key(|i| bitrates.get(*i).copied().flatten());
+    }
     order
 }
 
@@ -166,13 +159,9 @@ mod tests {
     }
 
     #[test]
-    fn layers_rank_by_bitrate_with_the_never_measured_lowest() {
+    fn layers_rank_by_bitrate_once_all_are_measured() {
         assert_eq!(rank_layers(&[Some(1500), Some(150), Some(500)]), vec![1, 2, 0]);
-        assert_eq!(rank_layers(&[None, None, None]), vec![0, 1, 2], "declaration order before any measurement");
-        // A declared layer that never arrived ranks lowest, wherever the SDP put it.
-        assert_eq!(rank_layers(&[None, Some(500), Some(1500)]), vec![0, 1, 2]);
-        assert_eq!(rank_layers(&[Some(1500), Some(500), None]), vec![2, 1, 0]);
-        assert_eq!(rank_layers(&[Some(1500), None, Some(500)]), vec![1, 2, 0]);
+        assert_eq!(rank_layers(&[Some(1500), None, Some(500)]), vec![0, 1, 2]);
         assert_eq!(rank_layers(&[]), Vec::<usize>::new());
     }
 

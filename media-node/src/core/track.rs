@@ -141,10 +141,17 @@ impl PublishedTrack {
 
     /// The layers ranked lowest first, with activity and the publisher's caps applied.
     pub(crate) fn menu(&self, now: Instant, caps: &MediaCaps) -> LayerMenu {
-        // Every declared layer is ranked, the inactive ones too (at their last measured bitrate): a cap names a
-        // rank, and a layer left out of the ranking would move the real ones down (see `rank_layers`).
-        let rates: Vec<Option<u64>> = self.layers.iter().map(|l| l.meter.rate_bps()).collect();
-        let ordered: Vec<&Layer> = rank_layers(&rates).iter().filter_map(|i| self.layers.get(*i)).collect();
+        let active: Vec<&Layer> = self.layers.iter().filter(|l| l.meter.active(now, LAYER_ACTIVE_WITHIN)).collect();
+        let ranked_active = {
+            let rates: Vec<Option<u64>> = active.iter().map(|l| l.meter.rate_bps()).collect();
+            rank_layers(&rates)
+        };
+        // Inactive layers keep their declaration position after the active ones; they only matter for the
+        // rank a quality level names. (Browsers start layers from the bottom up and drop them from the top
+        // down, so the layers sent are the lowest ones. A publisher that leaves out its low layer moves its
+        // high one down a rank; `publish_kbps`, which every capped role has, still holds it, see below.)
+        let mut ordered: Vec<&Layer> = ranked_active.iter().filter_map(|i| active.get(*i).copied()).collect();
+        ordered.extend(self.layers.iter().filter(|l| !l.meter.active(now, LAYER_ACTIVE_WITHIN)));
         let count = ordered.len();
         let quality_limit = caps.publish_quality.map(|q| quality_rank(q, count));
         let kbps_limit = caps.publish_kbps.map(|k| u64::from(k) * 1000);
@@ -239,22 +246,31 @@ mod tests {
         rids
     }
 
+    /// A student's caps (`MediaCaps::for_role`): medium quality, 800 kbit/s.
+    fn student() -> MediaCaps {
+        MediaCaps { publish_quality: Some(Quality::Medium), publish_kbps: Some(800), ..MediaCaps::default() }
+    }
+
     #[test]
-    fn a_capped_publisher_that_leaves_out_its_low_layer_gets_no_high_layer_through() {
-        let medium = MediaCaps { publish_quality: Some(Quality::Medium), ..MediaCaps::default() };
+    fn a_students_layers_are_forwarded_as_a_browser_turns_them_on_from_the_bottom() {
         let (mut all, now) = fed(&["l", "m", "h"], &[("l", 150), ("m", 500), ("h", 1500)]);
-        assert_eq!(allowed(&mut all, now, &medium), ["l", "m"]);
+        assert_eq!(allowed(&mut all, now, &student()), ["l", "m"]);
+        let (mut low_only, now) = fed(&["l", "m", "h"], &[("l", 150)]);
+        assert_eq!(
+            allowed(&mut low_only, now, &student()),
+            ["l", "m"],
+            "early in a call the one layer sent passes, and m will when it starts"
+        );
+        let (mut two, now) = fed(&["l", "m", "h"], &[("l", 150), ("m", 500)]);
+        assert_eq!(allowed(&mut two, now, &student()), ["l", "m"], "under its REMB ceiling, without h");
+    }
+
+    #[test]
+    fn a_student_that_leaves_out_its_low_layer_gets_no_high_layer_through() {
         let (mut no_low, now) = fed(&["l", "m", "h"], &[("m", 500), ("h", 1500)]);
-        assert_eq!(allowed(&mut no_low, now, &medium), ["l", "m"], "h stays above the cap");
-        // Declared high to low, the low one missing: the same.
+        assert_eq!(allowed(&mut no_low, now, &student()), ["m"], "h is over the bitrate cap and not the lowest");
         let (mut reversed, now) = fed(&["h", "m", "l"], &[("h", 1500), ("m", 500)]);
-        assert_eq!(allowed(&mut reversed, now, &medium), ["l", "m"]);
-        // A layer that stopped keeps its rank (its last measurement): the high one does not move down.
-        let (mut stopped, now) = fed(&["l", "m", "h"], &[("l", 150), ("m", 500), ("h", 1500)]);
-        let later = now + LAYER_ACTIVE_WITHIN + Duration::from_millis(10);
-        stopped.record(later, Some(Rid::from("m")), 10);
-        stopped.record(later, Some(Rid::from("h")), 10);
-        assert_eq!(allowed(&mut stopped, later, &medium), ["l", "m"]);
+        assert_eq!(allowed(&mut reversed, now, &student()), ["m"], "whatever the declaration order");
     }
 
     #[test]
@@ -263,8 +279,8 @@ mod tests {
         let (mut layers, now) = fed(&["l", "m", "h"], &[("l", 150), ("m", 500), ("h", 1500)]);
         assert_eq!(allowed(&mut layers, now, &kbps(800)), ["l", "m"]);
         let (mut no_low, now) = fed(&["l", "m", "h"], &[("m", 500), ("h", 1500)]);
-        assert_eq!(allowed(&mut no_low, now, &kbps(800)), ["l", "m"], "m is not the lowest layer: h is capped");
-        // One stream, rid-less: within twice the cap it passes (REMB brings it down), far above it does not.
+        assert_eq!(allowed(&mut no_low, now, &kbps(800)), ["l", "m"], "h, above the lowest layer sent, is capped");
+        // One stream: within the slack it passes (REMB brings it down), far above it it does not.
         let (mut single, now) = fed(&["only"], &[("only", 1200)]);
         assert_eq!(allowed(&mut single, now, &kbps(800)), ["only"]);
         let (mut flood, now) = fed(&["only"], &[("only", 8000)]);

@@ -24,7 +24,11 @@ impl<S: RoomStore> Room<S> {
         }
         let record = self.conns.get(&conn).map(|c| &c.record);
         let geo = record.and_then(|r| r.geo);
-        let granted = record.and_then(|r| self.members.get(&r.user)).is_some_and(|m| m.record.media_granted);
+        // Asking again for the node it already holds a token for is no new session (after a node loss it is).
+        let current = self.meta.media.as_ref().map(|node| node.id.as_str());
+        let granted = record
+            .and_then(|r| self.members.get(&r.user))
+            .is_some_and(|m| current.is_some() && m.record.media_node.as_deref() == current);
         let location = ClientLocation { region, geo };
         self.outbox.push_back(Output::PlaceMedia {
             conn,
@@ -72,7 +76,7 @@ impl<S: RoomStore> Room<S> {
         now: Timestamp,
     ) -> Result<ServerFrame, ApiError> {
         self.remember_node(node.clone())?;
-        self.note_media_granted(user)?;
+        self.note_media_granted(user, &node.id)?;
         let p = self.participant(user)?;
         let expires_at = now.as_secs() + self.limits.media_token_ttl_ms / 1000;
         let caps = MediaCaps::for_role(p.role);
@@ -90,14 +94,14 @@ impl<S: RoomStore> Room<S> {
         Ok(ServerFrame::MediaAssigned { rid, node, token, expires_at })
     }
 
-    /// Records that `user` holds a media token in this stay (stored once per stay).
-    fn note_media_granted(&mut self, user: &UserId) -> Result<(), ApiError> {
+    /// Records that `user` holds a media token for `node` in this stay (stored when the node changes).
+    fn note_media_granted(&mut self, user: &UserId, node: &str) -> Result<(), ApiError> {
         let Some(member) = self.members.get(user) else { return Ok(()) };
-        if member.record.media_granted {
+        if member.record.media_node.as_deref() == Some(node) {
             return Ok(());
         }
         let mut record = member.record.clone();
-        record.media_granted = true;
+        record.media_node = Some(node.to_owned());
         self.save_member_record(record)
     }
 

@@ -47,8 +47,8 @@ use crate::ids::{ConnId, RoomId, TenantId, UserId};
 use crate::media::ControlCommand;
 use crate::placement::{ClientLocation, Geo};
 use crate::protocol::{
-    close, ApiError, ClientConfig, ErrorCode, ErrorFrame, LeaveReason, MediaFlags, NodeInfo, Participant, Perms, Role,
-    ServerFrame, Status, Welcome, PROTOCOL_VERSION,
+    close, ApiError, ClientConfig, ErrorCode, ErrorFrame, LeaveReason, MediaFlags, NodeInfo, Participant, Perms,
+    PermsPatch, Role, ServerFrame, Status, Welcome, PROTOCOL_VERSION,
 };
 use crate::time::Timestamp;
 use config::{Effective, Limits, RoomSettings};
@@ -252,11 +252,21 @@ fn next_epoch(previous: Option<&str>, now: Timestamp) -> String {
 }
 
 /// A role and permissions from a token grant with a moderator's decisions on top. A moderator's demotion
-/// (a role below the token's) also sets aside the token's `perms`: they were granted to the higher role, and a
-/// teacher demoted to student must not keep the `moderate` their token restated.
+/// (a role below the token's) also sets aside what the token's `perms` grant: they were granted to the higher
+/// role, and a teacher demoted to student must not keep the `moderate` their token restated. What the token
+/// withholds stays withheld.
 fn effective(grant: &Grant, moderation: &ModerationRecord) -> (Role, Perms) {
     match moderation.role {
-        Some(role) if role < grant.role => (role, role.default_perms().with(&moderation.perms)),
+        Some(role) if role < grant.role => {
+            // The token's grants go; its restrictions stay (a demotion is not a way out of them).
+            let restrictions = PermsPatch {
+                chat: grant.perms.chat.filter(|allowed| !allowed),
+                stream: grant.perms.stream.filter(|allowed| !allowed),
+                screen_share: grant.perms.screen_share.filter(|allowed| !allowed),
+                moderate: grant.perms.moderate.filter(|allowed| !allowed),
+            };
+            (role, role.default_perms().with(&restrictions).with(&moderation.perms))
+        }
         decided => {
             let role = decided.unwrap_or(grant.role);
             (role, role.default_perms().with(&grant.perms).with(&moderation.perms))
@@ -720,12 +730,12 @@ impl<S: RoomStore> Room<S> {
                     last_read: 0,
                 };
                 // Back within its grace: the media it kept is this stay's again.
-                let media_granted = self.meta.media_leavers.remove(user).is_some();
-                if media_granted {
+                let returned = self.meta.media_leavers.remove(user).is_some();
+                if returned {
                     self.timers.cancel(&TimerKey::MediaLeave(user.clone()));
                 }
-                let record =
-                    ParticipantRecord { participant, grant, typing_until: None, auto_idle: false, media_granted };
+                let media_node = self.meta.media.as_ref().filter(|_| returned).map(|node| node.id.clone());
+                let record = ParticipantRecord { participant, grant, typing_until: None, auto_idle: false, media_node };
                 self.store.put_participant(&record).map_err(internal)?;
                 self.members.insert(
                     user.clone(),
@@ -891,7 +901,7 @@ impl<S: RoomStore> Room<S> {
         };
         // Its media goes on for the grace (the other reasons end it at once, see `close_conn` and the kick).
         let left = matches!(reason, LeaveReason::Left | LeaveReason::Disconnected);
-        if left && member.record.media_granted && self.meta.media.is_some() {
+        if left && member.record.media_node.is_some() && self.meta.media.is_some() {
             self.media_leaves(user, now);
         }
         for key in [TimerKey::Typing(user.clone()), TimerKey::CursorFlush(user.clone()), TimerKey::Idle(user.clone())] {
@@ -1032,7 +1042,9 @@ impl<S: RoomStore> Room<S> {
         self.meta.media_leavers.remove(user);
         self.store.save_meta(&self.meta).map_err(internal)?;
         if !self.members.contains_key(user) {
-            self.control_kick(user);
+            // Dated a second early: the node refuses media tokens of the kick's second, and one who comes back
+            // right now gets a token of this second. Gone for the whole grace, it holds none that new.
+            self.control_kick_decided_at(user, Some(now.as_secs().saturating_sub(1)));
         }
         Ok(())
     }

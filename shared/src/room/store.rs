@@ -63,10 +63,12 @@ pub struct ParticipantRecord {
     pub typing_until: Option<Timestamp>,
     /// The server set `idle` for inactivity (activity turns it back to `active`).
     pub auto_idle: bool,
-    /// The participant was handed a media token in this stay: its media may outlive its connections, so its
-    /// leaving starts [`crate::room::config::Limits::media_leave_grace_ms`].
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub media_granted: bool,
+    /// The node of the media token the participant was last handed in this stay (none yet: `None`). Its media
+    /// may outlive its connections, so its leaving starts
+    /// [`crate::room::config::Limits::media_leave_grace_ms`]; and asking again for the same node is not another
+    /// session for the registry to count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_node: Option<String>,
 }
 
 /// A moderator's decisions about a user, kept while the room lives (also across the user's reconnects).
