@@ -1319,6 +1319,25 @@ mod media {
     }
 
     #[test]
+    fn media_join_is_limited_to_a_few_in_a_row_then_one_a_second() {
+        let mut s = sim();
+        let a = s.join("a", Role::Student);
+        s.take(a);
+        for i in 0..5 {
+            s.request(a, Some(&format!("ok{i}")), Req::MediaJoin { region: None });
+        }
+        assert_eq!(error_code(&s.take(a)), None);
+        s.request(a, Some("sixth"), Req::MediaJoin { region: None });
+        assert_eq!(error_code(&s.take(a)), Some(ErrorCode::RateLimited));
+        let placements = s.media.iter().filter(|o| matches!(o, Output::PlaceMedia { .. })).count();
+        assert_eq!(placements, 5, "the refused one does not reach the registry");
+        s.advance(1_000);
+        s.request(a, Some("later"), Req::MediaJoin { region: None });
+        assert_eq!(error_code(&s.take(a)), None, "one a second after the burst");
+        assert!(s.is_open(a), "a refused media.join is not abuse");
+    }
+
+    #[test]
     fn a_new_tab_with_a_narrower_token_stops_what_it_no_longer_allows() {
         let mut s = sim();
         let t = s.join("t", Role::Teacher);

@@ -198,7 +198,7 @@ async fn heartbeats_place_rooms_by_region_and_failover_tells_clients() {
             }
             F::MediaAssigned { .. } => {
                 assert!(gone.elapsed() < Duration::from_millis(ttl_ms + 3000), "us-1's lease never lapsed");
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(Duration::from_millis(1000)).await; // media.join: one a second after a burst
             }
             other => panic!("{other:?}"),
         }

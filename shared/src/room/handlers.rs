@@ -226,7 +226,7 @@ impl<S: RoomStore> Room<S> {
                 Ok(Reply::Frame(ServerFrame::History { rid: rid.map(str::to_owned), messages, has_more }))
             }
             ClientRequest::MediaJoin { region } => {
-                self.media_join(conn, rid, region)?;
+                self.media_join(conn, rid, region, now)?;
                 Ok(Reply::Done)
             }
             ClientRequest::MediaState { audio, video, screen } => {

@@ -18,9 +18,19 @@ impl<S: RoomStore> Room<S> {
         conn: ConnId,
         rid: Option<&str>,
         region: Option<String>,
+        now: Timestamp,
     ) -> Result<(), ApiError> {
         if let Some(region) = &region {
             Region::parse(region).map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("region: {e}")))?;
+        }
+        let user = self.conns.get(&conn).map(|c| c.record.user.clone());
+        let member = user.as_ref().and_then(|user| self.members.get_mut(user));
+        if member.is_some_and(|m| !m.media_joins.try_take(1, now.as_millis())) {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                "too many media.join: a few in a row, then one a second (the last media.assigned still holds until \
+                 its expires_at)",
+            ));
         }
         let record = self.conns.get(&conn).map(|c| &c.record);
         let geo = record.and_then(|r| r.geo);

@@ -169,6 +169,24 @@ struct Member {
     record: ParticipantRecord,
     conns: BTreeSet<ConnId>,
     cursor: CursorSlot,
+    /// `media.join`s: each asks the one registry of the deployment, so a participant gets a few in a row and
+    /// then one a second (a client asks once per stay, after `media.moved` and when its token runs out).
+    media_joins: TokenBucket,
+}
+
+/// `media.join`s one participant may send in a row, and how many a second after that.
+const MEDIA_JOIN_BURST: u32 = 5;
+const MEDIA_JOINS_PER_SEC: u32 = 1;
+
+impl Member {
+    fn new(record: ParticipantRecord, conns: BTreeSet<ConnId>, now: Timestamp) -> Self {
+        Member {
+            record,
+            conns,
+            cursor: CursorSlot::default(),
+            media_joins: TokenBucket::full(MEDIA_JOIN_BURST, MEDIA_JOINS_PER_SEC, now.as_millis()),
+        }
+    }
 }
 
 /// One room's state machine. See the module docs for the run loop.
@@ -351,10 +369,7 @@ impl<S: RoomStore> Room<S> {
             joins: BTreeMap::new(),
         };
         for record in room.store.participants()? {
-            room.members.insert(
-                record.participant.id.clone(),
-                Member { record, conns: BTreeSet::new(), cursor: CursorSlot::default() },
-            );
+            room.members.insert(record.participant.id.clone(), Member::new(record, BTreeSet::new(), now));
         }
         for record in live {
             room.meta.next_conn = room.meta.next_conn.max(record.conn.0 + 1);
@@ -737,10 +752,7 @@ impl<S: RoomStore> Room<S> {
                 let media_node = self.meta.media.as_ref().filter(|_| returned).map(|node| node.id.clone());
                 let record = ParticipantRecord { participant, grant, typing_until: None, auto_idle: false, media_node };
                 self.store.put_participant(&record).map_err(internal)?;
-                self.members.insert(
-                    user.clone(),
-                    Member { record, conns: BTreeSet::from([conn]), cursor: CursorSlot::default() },
-                );
+                self.members.insert(user.clone(), Member::new(record, BTreeSet::from([conn]), now));
                 let participant = self.participant(user)?;
                 self.log_event(Some(conn), now, |seq, ts| ServerFrame::ParticipantJoined { seq, ts, participant })?;
             }
