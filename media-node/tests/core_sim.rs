@@ -55,18 +55,18 @@ fn bare_offer(participant: &str, kinds: &[str0m::media::MediaKind]) -> homeroom_
     }
 }
 
+/// A mute (or unmute) of alice's audio in t/math.
+fn alice_audio(muted: bool) -> ControlCommand {
+    ControlCommand::Mute { room: "t/math".into(), participant: "alice".into(), kind: MediaKind::Audio, muted }
+}
+
 #[test]
 fn mute_drops_one_kind_until_unmuted() {
     let mut net = SimNetwork::new();
     net.join(&SimIdentity::new("alice", "t/math"), &PeerOptions::publisher()).unwrap();
     let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
     net.run_for(Duration::from_secs(2));
-    let mute = |muted| ControlCommand::Mute {
-        room: "t/math".into(),
-        participant: "alice".into(),
-        kind: MediaKind::Audio,
-        muted,
-    };
+    let mute = |muted| alice_audio(muted);
     let now = net.now();
     assert_eq!(net.sfu.control(now, 1_000, &mute(true)), 1);
     net.run_for(Duration::from_millis(200));
@@ -88,12 +88,7 @@ fn a_late_command_does_not_undo_a_newer_decision_or_a_newer_token() {
         .unwrap();
     let bob = net.join(&SimIdentity::new("bob", "t/math"), &PeerOptions::subscriber()).unwrap();
     net.run_for(Duration::from_secs(2));
-    let mute = |muted| ControlCommand::Mute {
-        room: "t/math".into(),
-        participant: "alice".into(),
-        kind: MediaKind::Audio,
-        muted,
-    };
+    let mute = |muted| alice_audio(muted);
     // Muted at 1,000, unmuted at 1,004; the mute's call, given up on by the edge, arrives after the unmute.
     let now = net.now();
     assert_eq!(net.sfu.control(now, 1_004, &mute(false)), 1);
